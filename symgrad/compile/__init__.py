@@ -1,0 +1,6 @@
+"""Compile layer: write generated modules to the cache, import them, wrap the kernels."""
+
+from .cache import cache_dir, clear_cache, load_module, write_module
+from .function import CompiledFunction, compile
+
+__all__ = ["CompiledFunction", "cache_dir", "clear_cache", "compile", "load_module", "write_module"]

@@ -1,0 +1,303 @@
+"""``symgrad.compile``: a SymPy expression in, a compiled value-and-gradient function out.
+
+This is where the layers meet: validate the expression, build its graph, run the reverse
+pass, print and render the module, write it to the content-addressed cache, import it
+(Numba compiles, or loads its own on-disk cache) and wrap the kernels in a small checked
+Python API. Numba's errors never reach the user: argument problems are caught and
+explained before or after the call, and a module Numba rejects is reported with its path.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import zip_longest
+from pathlib import Path
+from types import ModuleType
+
+import sympy as sp
+
+from ..emit import GeneratedModule, render
+from ..errors import CompileError, ExpressionError, InputError
+from ..expression import as_expression, free_symbols
+from ..graph import build
+from ..rules import differentiate
+from .cache import cache_dir as _cache_dir
+from .cache import load_module, write_module
+
+__all__ = ["CompiledFunction", "compile"]
+
+
+def compile(
+    expr: sp.Basic,
+    wrt: Iterable[sp.Symbol] | None = None,
+    *,
+    inputs: Iterable[sp.Symbol] | None = None,
+    name: str = "L",
+    cache_dir: str | os.PathLike | None = None,
+) -> CompiledFunction:
+    """Compile ``expr`` and its gradient with respect to ``wrt`` into Numba code.
+
+    ``wrt`` defaults to every symbol of the expression (sorted by name). Arguments of the
+    compiled function are ``inputs`` if given (every symbol exactly once), else ``wrt``
+    followed by the remaining symbols sorted by name. ``name`` names the output in the
+    listing (``L`` as in the lecture). ``cache_dir`` overrides where generated modules and
+    Numba's machine code are cached (default ``$SYMGRAD_CACHE_DIR`` or ``~/.cache/symgrad``).
+    """
+    start = time.perf_counter()
+    expr = as_expression(expr)
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string, got {type(name).__name__}")
+    symbols = free_symbols(expr)
+    if not symbols:
+        raise ExpressionError(
+            f"the expression {expr} has no symbols, so there is nothing to differentiate."
+        )
+    wrt_syms = _check_wrt(wrt, symbols)
+    params = _check_inputs(inputs, symbols, wrt_syms)
+
+    graph = build(expr, output_name=name)
+    node_of = {n.symbol: n for n in graph.inputs}
+    program = differentiate(graph, [node_of[s] for s in wrt_syms])
+    module = render(graph, program, [node_of[s] for s in params], [node_of[s] for s in wrt_syms])
+    codegen = time.perf_counter() - start
+
+    path, existed = write_module(module.source, _cache_dir(cache_dir))
+    start = time.perf_counter()
+    pymod = _import(path)
+    loaded = time.perf_counter() - start
+    timings = {"codegen_s": codegen, "compile_s": loaded, "cache_hit": existed}
+    return CompiledFunction(expr, params, wrt_syms, module, pymod, path, timings)
+
+
+def _check_wrt(wrt, symbols: list[sp.Symbol]) -> list[sp.Symbol]:
+    if wrt is None:
+        return sorted(symbols, key=lambda s: s.name)
+    if isinstance(wrt, sp.Symbol):
+        wrt = [wrt]
+    wrt = list(wrt)
+    present = set(symbols)
+    for s in wrt:
+        if not isinstance(s, sp.Symbol):
+            raise ExpressionError(f"wrt must list SymPy symbols, got {s!r} ({type(s).__name__}).")
+        if s not in present:
+            same = [t for t in symbols if t.name == s.name]
+            hint = (
+                f" The expression has a different symbol named {s.name!r} (other assumptions);"
+                " pass that one." if same else " Remove it from wrt."
+            )
+            raise ExpressionError(f"wrt symbol {s.name!r} does not occur in the expression.{hint}")
+    if len(set(wrt)) != len(wrt):
+        raise ExpressionError("wrt lists a symbol twice; list each symbol once.")
+    if not wrt:
+        raise ExpressionError("wrt is empty: name the symbols to differentiate with respect to.")
+    return wrt
+
+
+def _check_inputs(inputs, symbols: list[sp.Symbol], wrt: list[sp.Symbol]) -> list[sp.Symbol]:
+    if inputs is None:
+        rest = sorted((s for s in symbols if s not in set(wrt)), key=lambda s: s.name)
+        return [*wrt, *rest]
+    inputs = list(inputs)
+    if len(set(inputs)) != len(inputs) or set(inputs) != set(symbols):
+        missing = [s.name for s in symbols if s not in set(inputs)]
+        extra = [getattr(s, "name", repr(s)) for s in inputs if s not in set(symbols)]
+        raise ExpressionError(
+            "inputs must list every symbol of the expression exactly once"
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+            + (f"; not in the expression: {', '.join(extra)}" if extra else "")
+            + "."
+        )
+    return inputs
+
+
+def _import(path: Path) -> ModuleType:
+    from numba.core.errors import NumbaError
+
+    try:
+        return load_module(path)
+    except NumbaError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CompileError(
+            f"Numba could not compile the generated module {path}: {first}. This is a symgrad "
+            "bug; please report it together with that file."
+        ) from None
+
+
+class CompiledFunction:
+    """A compiled expression: its value and gradient, its listing and its source.
+
+    Call it like a Python function, positionally (in the order of :attr:`inputs`), by
+    keyword (the symbols' names), or with one mapping from symbols or names to values.
+    """
+
+    def __init__(
+        self,
+        expr: sp.Basic,
+        inputs: Sequence[sp.Symbol],
+        wrt: Sequence[sp.Symbol],
+        generated: GeneratedModule,
+        module: ModuleType,
+        path: Path,
+        timings: dict,
+    ) -> None:
+        self.expr = expr
+        self.inputs: tuple[sp.Symbol, ...] = tuple(inputs)
+        self.wrt: tuple[sp.Symbol, ...] = tuple(wrt)
+        self.generated = generated
+        self.module = module
+        self.path = path
+        self.timings = timings
+        self.kernel = module.value_and_grad
+        self.value_kernel = module.value
+        self._n = len(self.inputs)
+        self._index = _keyword_index(self.inputs, generated.params)
+
+    @property
+    def source(self) -> str:
+        """The whole generated module."""
+        return self.generated.source
+
+    def listing(self, columns: bool = False) -> str:
+        """The flat forward and backward code, one primitive per line.
+
+        With ``columns=True`` forward and backward stand side by side, as on the slides.
+        """
+        fwd, bwd = self.generated.forward, self.generated.backward
+        if not columns:
+            return "\n".join(["# forward", *fwd, "", "# backward", *bwd]) + "\n"
+        width = max(len(line) for line in [*fwd, "forward"]) + 4
+        rows = zip_longest(["# forward", *fwd], ["# backward", *bwd], fillvalue="")
+        return "\n".join(f"{a:<{width}}{b}".rstrip() for a, b in rows) + "\n"
+
+    def __call__(self, *args, **kwargs) -> float:
+        """The value of the expression."""
+        values = self._bind(args, kwargs)
+        result = self.value_kernel(*values)
+        if result != result:
+            self._explain_nan(values)
+        return result
+
+    def value_and_grad(self, *args, **kwargs) -> tuple[float, tuple[float, ...]]:
+        """``(value, gradient)``, the gradient a tuple in the order of :attr:`wrt`."""
+        if kwargs or len(args) != self._n:
+            args = self._bind(args, kwargs)
+        try:
+            result = self.kernel(*args)
+        except (TypeError, ValueError):
+            result = self.kernel(*self._bind(args, {}))
+        if result[0] != result[0]:
+            self._explain_nan(args)
+        return result
+
+    def gradient(self, *args, **kwargs) -> dict[sp.Symbol, float]:
+        """The gradient as a dict keyed by the ``wrt`` symbols."""
+        return dict(zip(self.wrt, self.value_and_grad(*args, **kwargs)[1], strict=True))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the standalone module (needs only NumPy and Numba) to ``path``."""
+        path = Path(path)
+        path.write_text(self.source, encoding="utf-8")
+        return path
+
+    def __repr__(self) -> str:
+        g = self.generated
+        return (
+            f"<CompiledFunction {g.output}({', '.join(g.params)}) wrt ({', '.join(g.wrt)}): "
+            f"{len(g.forward)} forward, {len(g.backward)} backward lines>"
+        )
+
+    def _signature(self) -> str:
+        return f"{self.generated.output}({', '.join(s.name for s in self.inputs)})"
+
+    def _bind(self, args: tuple, kwargs: dict) -> list[float]:
+        if len(args) == 1 and isinstance(args[0], Mapping) and not kwargs:
+            args, kwargs = (), dict(args[0])
+        if len(args) > self._n:
+            raise InputError(f"{self._signature()} takes {self._n} values, got {len(args)}.")
+        values: list = list(args) + [_MISSING] * (self._n - len(args))
+        for key, value in kwargs.items():
+            k = self._index.get(key)
+            if k is None:
+                raise InputError(
+                    f"unexpected argument {_label(key)}; {self._signature()} takes "
+                    f"{', '.join(s.name for s in self.inputs)}."
+                )
+            if k == -1:
+                raise InputError(
+                    f"the name {key!r} belongs to more than one symbol; pass the Symbol object "
+                    "as the key of a dict, or pass the values positionally."
+                )
+            if values[k] is not _MISSING:
+                raise InputError(f"{_label(key)} was given twice.")
+            values[k] = value
+        missing = [s.name for s, v in zip(self.inputs, values) if v is _MISSING]
+        if missing:
+            raise InputError(
+                f"missing value for {', '.join(missing)}; {self._signature()} needs a number "
+                "for every input."
+            )
+        return [_number(s, v) for s, v in zip(self.inputs, values)]
+
+    def _explain_nan(self, values: Sequence) -> None:
+        bad = [s.name for s, v in zip(self.inputs, values) if isinstance(v, float) and v != v]
+        if bad:
+            raise InputError(
+                f"input {', '.join(bad)} is NaN; symgrad refuses NaN inputs because every "
+                "result would be NaN. Check the data or the computation that produced it."
+            )
+        warnings.warn(
+            f"{self.generated.output} is NaN at this point although every input is a number "
+            "(e.g. log of a negative value, 0/0 or inf - inf); check the inputs' domain.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+_MISSING = object()
+
+
+def _label(key) -> str:
+    return repr(key.name) if isinstance(key, sp.Symbol) else repr(key)
+
+
+def _keyword_index(inputs: Sequence[sp.Symbol], safe: Sequence[str]) -> dict:
+    index: dict = {}
+    for k, (s, safe_name) in enumerate(zip(inputs, safe)):
+        index[s] = k
+        for key in {s.name, safe_name}:
+            index[key] = -1 if key in index and index[key] != k else k
+    return index
+
+
+def _number(symbol: sp.Symbol, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        shape = getattr(value, "shape", None)
+        if shape not in (None, ()):
+            raise InputError(
+                f"{symbol.name} got an array of shape {shape}; this function takes one number "
+                "per input."
+            )
+        if isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real):
+            raise InputError(f"{symbol.name} got the complex number {value!r}; use real numbers.")
+        try:
+            return float(value) if shape == () else _refuse(symbol, value)
+        except (TypeError, ValueError):
+            _refuse(symbol, value)
+    out = float(value)
+    if math.isnan(out):
+        raise InputError(
+            f"input {symbol.name} is NaN; symgrad refuses NaN inputs because every result would "
+            "be NaN. Check the data or the computation that produced it."
+        )
+    return out
+
+
+def _refuse(symbol: sp.Symbol, value) -> float:
+    raise InputError(
+        f"{symbol.name} must be a real number, got {type(value).__name__} {value!r:.40}."
+    )

@@ -1,0 +1,127 @@
+"""symgrad's activations as SymPy functions.
+
+They are real ``sympy.Function`` subclasses with ``eval`` (numeric arguments evaluate) and
+``fdiff`` (``sympy.diff`` works on them), so an expression that uses them stays an ordinary
+SymPy expression and ``sympy.diff`` remains an independent oracle for symgrad's own rules.
+Each one is emitted as a single gate: the listing reads ``L = sigmoid(s3)`` and its local
+derivative is one line (``(1 - L)*L``) instead of a chain of exp, add and reciprocal.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+__all__ = ["elu", "leaky_relu", "relu", "sigmoid", "softplus"]
+
+_LEAK = sp.Rational(1, 100)
+
+
+class sigmoid(sp.Function):
+    """Logistic sigmoid 1/(1 + exp(-x)); its derivative is sigmoid(x)*(1 - sigmoid(x))."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_Number:
+            return 1 / (1 + sp.exp(-x))
+        return None
+
+    def fdiff(self, argindex=1):
+        return self * (1 - self)
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return 1 / (1 + sp.exp(-x))
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+
+class relu(sp.Function):
+    """max(x, 0); the derivative at 0 is taken as 0 (PyTorch's convention)."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_Number:
+            return sp.Max(x, 0)
+        return None
+
+    def fdiff(self, argindex=1):
+        return sp.Heaviside(self.args[0], 0)
+
+    def _eval_rewrite_as_Max(self, x, **kwargs):
+        return sp.Max(x, 0)
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+
+class leaky_relu(sp.Function):
+    """x for x > 0, alpha*x otherwise (default alpha = 0.01, as in PyTorch)."""
+
+    nargs = (1, 2)
+
+    def __new__(cls, x, alpha=_LEAK, **options):
+        return super().__new__(cls, x, alpha, **options)
+
+    @classmethod
+    def eval(cls, x, alpha):
+        if x.is_Number and alpha.is_Number:
+            return x if x > 0 else alpha * x
+        return None
+
+    def fdiff(self, argindex=1):
+        x, alpha = self.args
+        if argindex == 1:
+            return sp.Piecewise((1, x > 0), (alpha, True))
+        return sp.Piecewise((0, x > 0), (x, True))
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+
+class elu(sp.Function):
+    """x for x > 0, alpha*(exp(x) - 1) otherwise (default alpha = 1)."""
+
+    nargs = (1, 2)
+
+    def __new__(cls, x, alpha=sp.S.One, **options):
+        return super().__new__(cls, x, alpha, **options)
+
+    @classmethod
+    def eval(cls, x, alpha):
+        if x.is_Number and alpha.is_Number:
+            return x if x > 0 else alpha * (sp.exp(x) - 1)
+        return None
+
+    def fdiff(self, argindex=1):
+        x, alpha = self.args
+        if argindex == 1:
+            return sp.Piecewise((1, x > 0), (alpha * sp.exp(x), True))
+        return sp.Piecewise((0, x > 0), (sp.exp(x) - 1, True))
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+
+class softplus(sp.Function):
+    """log(1 + exp(x)), emitted in the overflow-free form max(x, 0) + log1p(exp(-|x|))."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_Number:
+            return sp.log(1 + sp.exp(x))
+        return None
+
+    def fdiff(self, argindex=1):
+        return sigmoid(self.args[0])
+
+    def _eval_rewrite_as_log(self, x, **kwargs):
+        return sp.log(1 + sp.exp(x))
+
+    def _eval_is_real(self):
+        return self.args[0].is_real

@@ -1,0 +1,117 @@
+"""Turning what a user passes into a SymPy expression symgrad can work on.
+
+Nothing here calls ``sympify``/``parse_expr`` (they ``eval`` strings): a string is refused.
+The checks are one iterative walk over the distinct nodes of the expression, so a deep
+expression with heavy sharing (a DAG whose tree form is exponential) costs its DAG size,
+and the walk stops at the first node it cannot accept, naming it.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterator
+
+import sympy as sp
+from sympy.matrices.expressions import MatrixExpr
+
+from ..errors import ExpressionError
+
+__all__ = ["as_expression", "free_symbols", "walk"]
+
+_NEEDS_DOIT = (sp.Derivative, sp.Integral, sp.Sum, sp.Product, sp.Limit)
+
+
+def walk(expr: sp.Basic) -> Iterator[sp.Basic]:
+    """Yield each distinct node of ``expr`` once, parents before children (iterative)."""
+    seen: set[int] = set()
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        stack.extend(reversed(node.args))
+
+
+def as_expression(obj: object) -> sp.Expr:
+    """Return ``obj`` as a scalar SymPy expression, or raise ExpressionError saying why not."""
+    if isinstance(obj, str):
+        raise ExpressionError(
+            "symgrad takes SymPy expressions, not strings (strings would have to be eval'd). "
+            "Build the expression with sympy.symbols(...) and operators instead."
+        )
+    if isinstance(obj, bool):
+        raise ExpressionError("expected a SymPy expression, got a bool.")
+    if isinstance(obj, numbers.Integral):
+        return sp.Integer(int(obj))
+    if isinstance(obj, numbers.Real):
+        return sp.Float(float(obj))
+    if isinstance(obj, (sp.MatrixBase, MatrixExpr)):
+        raise ExpressionError(
+            f"expected a scalar expression, got a matrix of shape {obj.shape}. Reduce it to a "
+            "scalar loss (e.g. sum or mean of its entries) before compiling."
+        )
+    if not isinstance(obj, sp.Basic):
+        raise ExpressionError(
+            f"expected a SymPy expression, got {type(obj).__name__}. Build it from "
+            "sympy.symbols(...) and SymPy/symgrad functions."
+        )
+    if isinstance(obj, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)):
+        raise ExpressionError(
+            f"the expression {_short(obj)} is a condition (true/false), not a number; wrap it "
+            "in sympy.Piecewise to give each case a value."
+        )
+    for node in walk(obj):
+        _check_node(node)
+    return obj
+
+
+def free_symbols(expr: sp.Basic) -> list[sp.Symbol]:
+    """The symbols of ``expr`` in a deterministic order (first met in a depth-first walk)."""
+    return [node for node in walk(expr) if isinstance(node, sp.Symbol)]
+
+
+def _check_node(node: sp.Basic) -> None:
+    if node is sp.I or isinstance(node, sp.core.numbers.ImaginaryUnit):
+        raise ExpressionError(
+            f"the expression contains the imaginary unit (in {_short(node)}); symgrad works "
+            "with real numbers only."
+        )
+    if node is sp.nan or node is sp.zoo:
+        raise ExpressionError(
+            f"the expression contains {node} (undefined, e.g. from a division by zero); "
+            "check how it was built."
+        )
+    if isinstance(node, _NEEDS_DOIT):
+        raise ExpressionError(
+            f"the expression contains an unevaluated {type(node).__name__}: {_short(node)}. "
+            "Call .doit() on it first (or write the closed form)."
+        )
+    if isinstance(node, (MatrixExpr, sp.MatrixBase)):
+        raise ExpressionError(
+            f"the expression contains the matrix {_short(node)} of shape {node.shape}; "
+            "only scalar expressions are supported here."
+        )
+    if isinstance(node, (sp.Indexed, sp.IndexedBase)):
+        raise ExpressionError(
+            f"indexed objects such as {_short(node)} are not supported; use one symbol per "
+            "value."
+        )
+
+
+def _short(node: sp.Basic, limit: int = 60) -> str:
+    text = sp.sstr(node) if _small(node) else f"<{type(node).__name__} expression>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _small(node: sp.Basic, budget: int = 200) -> bool:
+    """True when ``node``'s tree is small enough to print (a swollen DAG prints exponentially)."""
+    count = 0
+    stack = [node]
+    while stack:
+        count += 1
+        if count > budget:
+            return False
+        stack.extend(stack.pop().args)
+    return True

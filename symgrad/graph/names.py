@@ -1,0 +1,70 @@
+"""Safe, deterministic identifiers for the names users give their symbols.
+
+Symbol names end up as Python identifiers in generated code, so they are untrusted input:
+anything that is not a plain ASCII identifier is rewritten, keywords and every name the
+generated module itself uses get a trailing ``_``, and two symbols that would end up with
+the same identifier are told apart with ``_2``, ``_3``, ... The generated code reserves
+``s<k>`` for intermediates and ``grad_<name>`` for adjoints; user names never take those
+shapes, so no generated name can collide with a user's.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import re
+import unicodedata
+from collections.abc import Iterable
+
+__all__ = ["GENERATED_CODE_NAMES", "NameAllocator", "identifier"]
+
+#: Names the generated module binds or calls: math functions, helpers, module-level names.
+GENERATED_CODE_NAMES = frozenset(
+    """
+    acos acosh asin asinh atan atan2 atanh ceil copysign cos cosh erf erfc exp expm1 fabs
+    floor gamma inf isinf isnan lgamma log log10 log1p log2 nan pi sin sinh sqrt tan tanh
+    sigmoid relu leaky_relu elu softplus sign heaviside
+    math np numpy numba njit prange value value_and_grad gradient INPUTS WRT OUTPUT
+    """.split()
+)
+
+_RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(
+    dir(builtins)
+) | GENERATED_CODE_NAMES
+_INTERMEDIATE = re.compile(r"s\d+")
+
+
+def identifier(name: str) -> str:
+    """Rewrite ``name`` into a safe identifier (not yet made unique)."""
+    parts = []
+    for ch in name:
+        if ch.isascii() and (ch.isalnum() or ch == "_"):
+            parts.append(ch)
+        elif not ch.isascii() and ch.isalpha():
+            word = unicodedata.name(ch, "").split()
+            parts.append(word[-1].lower() if word and word[-1].isalpha() else f"u{ord(ch):04x}")
+        else:
+            parts.append("_")
+    base = "".join(parts) or "v"
+    if base[0].isdigit() or base[0] == "_":
+        base = "v_" + base.lstrip("_") if base.strip("_") else "v"
+    if base.startswith("grad"):
+        base = "v_" + base
+    if base in _RESERVED or _INTERMEDIATE.fullmatch(base):
+        base += "_"
+    return base
+
+
+class NameAllocator:
+    """Hands out unique safe identifiers, in call order, so the result is deterministic."""
+
+    def __init__(self, taken: Iterable[str] = ()) -> None:
+        self._taken = set(taken)
+
+    def take(self, name: str) -> str:
+        base = identifier(name)
+        candidate, k = base, 2
+        while candidate in self._taken:
+            candidate, k = f"{base}_{k}", k + 1
+        self._taken.add(candidate)
+        return candidate

@@ -1,0 +1,138 @@
+"""The reverse pass: graph -> forward and backward assignments (data, not strings).
+
+Walks the graph once forwards (every node's line) and once backwards in reverse
+topological order, applying each node's rule and accumulating adjoints: the first
+contribution to ``grad_x`` is an assignment, later ones (fan-out) are ``+=``. Only nodes
+that depend on a ``wrt`` input get adjoints. Cost is linear in the size of the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sympy as sp
+from sympy.codegen.ast import AddAugmentedAssignment, Assignment
+
+from ..graph import Graph, Node, node_expr
+from .registry import NodeView, lookup
+
+__all__ = ["Program", "differentiate", "tidy"]
+
+
+@dataclass(frozen=True)
+class Program:
+    """Flat code of a value and its gradient, as SymPy assignment objects."""
+
+    forward: list[Assignment]
+    backward: list[Assignment | AddAugmentedAssignment]
+    output: sp.Symbol
+    grads: list[sp.Symbol]
+
+
+def grad_symbol(node: Node) -> sp.Symbol:
+    return sp.Symbol(f"grad_{node.name}")
+
+
+def differentiate(graph: Graph, wrt: Sequence[Node]) -> Program:
+    """Forward lines for every node and backward lines for the gradient w.r.t. ``wrt``."""
+    for node in graph.nodes:
+        if not node.is_input:
+            lookup(node.op)
+    forward = [Assignment(n.var, node_expr(n)) for n in graph.nodes if not n.is_input]
+
+    wanted = {n.id for n in wrt}
+    depends: set[int] = set()
+    for node in graph.nodes:
+        if node.id in wanted or any(isinstance(i, Node) and i.id in depends for i in node.inputs):
+            depends.add(node.id)
+
+    out = graph.output
+    backward: list = [Assignment(grad_symbol(out), sp.Float(1.0))]
+    has_grad = {out.id}
+    for node in reversed(graph.nodes):
+        if node.is_input or node.id not in has_grad:
+            continue
+        view = NodeView(node.op, tuple(_arg(i) for i in node.inputs), node.shape, node.dtype)
+        with sp.evaluate(False):
+            adjoints = lookup(node.op).fn(view, node.var, grad_symbol(node))
+        for inp, adj in zip(node.inputs, adjoints, strict=True):
+            if adj is None or not isinstance(inp, Node) or inp.id not in depends:
+                continue
+            adj = tidy(adj)
+            if adj == 0:
+                continue
+            target = grad_symbol(inp)
+            if inp.id in has_grad:
+                backward.append(AddAugmentedAssignment(target, adj))
+            else:
+                backward.append(Assignment(target, adj))
+                has_grad.add(inp.id)
+    for node in wrt:
+        if node.id not in has_grad:
+            backward.append(Assignment(grad_symbol(node), sp.Float(0.0)))
+    return Program(forward, backward, out.var, [grad_symbol(n) for n in wrt])
+
+
+def _arg(operand):
+    return operand.var if isinstance(operand, Node) else operand
+
+
+def tidy(expr: sp.Basic) -> sp.Basic:
+    """Fold numbers, drop ``*1`` and ``+0``, flatten nested sums and products, keep the order.
+
+    Adjoints are built unevaluated so they print as the rule wrote them; this pass removes
+    only what is trivially redundant, so a rule's ``grad_out*(1 - out)*out`` stays that way.
+    """
+    if not expr.args or isinstance(expr, (sp.Symbol, sp.Number)):
+        return expr
+    args = [tidy(a) for a in expr.args]
+    if isinstance(expr, sp.Mul):
+        return _tidy_mul(args)
+    if isinstance(expr, sp.Add):
+        return _tidy_add(args)
+    if isinstance(expr, sp.Pow):
+        base, exp = args
+        if exp == 1:
+            return base
+        if exp == 0:
+            return sp.S.One
+        if base.is_Number and exp.is_Number:
+            folded = base**exp
+            if folded.is_Number:
+                return folded
+        return sp.Pow(base, exp, evaluate=False)
+    if all(a is b for a, b in zip(args, expr.args)):
+        return expr
+    with sp.evaluate(False):
+        return expr.func(*args)
+
+
+def _tidy_mul(args):
+    coeff, factors = sp.S.One, []
+    for a in args:
+        for f in a.args if isinstance(a, sp.Mul) else (a,):
+            if f.is_Number:
+                coeff *= f
+            else:
+                factors.append(f)
+    if coeff == 0 or not factors:
+        return coeff
+    if coeff != 1:
+        factors.insert(0, coeff)
+    return factors[0] if len(factors) == 1 else sp.Mul(*factors, evaluate=False)
+
+
+def _tidy_add(args):
+    const, terms = sp.S.Zero, []
+    for a in args:
+        for t in a.args if isinstance(a, sp.Add) else (a,):
+            if t.is_Number:
+                const += t
+            else:
+                terms.append(t)
+    if const != 0:
+        terms.insert(0, const)
+    if not terms:
+        return sp.S.Zero
+    return terms[0] if len(terms) == 1 else sp.Add(*terms, evaluate=False)

@@ -1,0 +1,1 @@
+"""Templates symgrad renders into generated modules (package data, shipped in the wheel)."""
