@@ -4,8 +4,10 @@ One iterative post-order walk (no recursion, so depth 1,000 and beyond is fine) 
 the SymPy node, which makes shared subexpressions one node. n-ary ``Add``/``Mul``/``Max``/
 ``Min``/``And``/``Or`` are split into binary nodes in a canonical order: constants first,
 then computed values in the order they were built, then inputs in the order they were met.
-Binary nodes are hash-consed, so when SymPy flattens ``x_k + t_k`` into one long sum at every
-level of a recursion, the partial sums of the level below are reused instead of rebuilt.
+Binary nodes are hash-consed. SymPy flattens ``x_k + t_k`` into one long sum at every level
+of a recursion; to keep such graphs linear, a sum (or product) whose operands are those of an
+earlier one plus its newest operand reuses the earlier node, and one that differs from an
+earlier one only in its constant term reuses it too (``x - 2`` stays ``s + (-2)``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,17 @@ def is_constant(expr: sp.Basic) -> bool:
     )
 
 
+def _negated_sum(expr: sp.Basic) -> sp.Basic | None:
+    """``-(a + b)`` for a sum SymPy stored as ``-a - b``, so the graph negates once, not per term.
+
+    SymPy distributes a minus sign over a sum; the lecture's gate chain (and fewer nodes) want
+    the sum built first and negated after.
+    """
+    if isinstance(expr, sp.Add) and all(a.could_extract_minus_sign() for a in expr.args):
+        return sp.Mul(-1, sp.Add(*[-a for a in expr.args]), evaluate=False)
+    return None
+
+
 def _operands(expr: sp.Basic) -> tuple[sp.Basic, ...]:
     if isinstance(expr, sp.Piecewise):
         return tuple(part for pair in expr.args for part in pair.args)
@@ -39,9 +52,11 @@ class _Builder:
         self.nodes: list[Node] = []
         self.inputs: list[Node] = []
         self._consed: dict[tuple, Node] = {}
+        self._sums: dict[tuple[type, frozenset], Operand] = {}
+        self._by_terms: dict[tuple[type, frozenset], tuple[Operand, sp.Basic]] = {}
 
     def node(self, op: type, inputs: tuple[Operand, ...]) -> Node:
-        key = (op, tuple(("n", i.id) if isinstance(i, Node) else ("c", i) for i in inputs))
+        key = (op, tuple(_key(i) for i in inputs))
         found = self._consed.get(key)
         if found is None:
             boolean = issubclass(op, (Boolean, sp.core.relational.Relational))
@@ -61,39 +76,92 @@ class _Builder:
         if all(not isinstance(o, Node) for o in ops):
             return expr
         if isinstance(expr, _NARY):
-            ordered = sorted(ops, key=_order)
-            acc = ordered[0]
-            for operand in ordered[1:]:
-                acc = self.node(type(expr), (acc, operand))
-            return acc
+            return self.nary(type(expr), ops)
         op = sp.Piecewise if isinstance(expr, sp.Piecewise) else type(expr)
         return self.node(op, tuple(ops))
 
 
-def _order(operand: Operand) -> tuple[int, int]:
-    if not isinstance(operand, Node):
-        return (0, 0)
-    return (2 if operand.is_input else 1, operand.id)
+    def nary(self, op: type, ops: list[Operand]) -> Operand:
+        """Split an n-ary operation into binary nodes, reusing earlier partial results."""
+        consts = [o for o in ops if not isinstance(o, Node)]
+        ordered = consts + sorted((o for o in ops if isinstance(o, Node)), key=_order)
+        keys = [_key(o) for o in ordered]
+        const = ordered[0] if not isinstance(ordered[0], Node) else None
+        terms = keys[1:] if const is not None else keys
+        newest = ordered[-1]
+        result = None
+        if len(ordered) > 2:
+            earlier = self._sums.get((op, frozenset(keys[:-1])))
+            if earlier is not None:
+                result = self.node(op, (earlier, newest))
+        if result is None and const is not None and op in (sp.Add, sp.Mul):
+            found = self._by_terms.get((op, frozenset(terms)))
+            if found is None and len(terms) > 1:
+                found = self._by_terms.get((op, frozenset(terms[:-1])))
+                if found is not None and found[1] is not None:
+                    found = (self.node(op, (found[0], newest)), found[1])
+                    self._remember(op, found[0], found[1], terms)
+                else:
+                    found = None
+            if found is not None:
+                result = self._with_constant(op, *found, const)
+        if result is None:
+            result = ordered[0]
+            for operand in ordered[1:]:
+                result = self.node(op, (result, operand))
+        self._remember(op, result, const, terms)
+        return result
+
+    def _remember(self, op, result, const, terms) -> None:
+        keys = [*terms, _key(const)] if const is not None else terms
+        self._sums.setdefault((op, frozenset(keys)), result)
+        self._by_terms.setdefault((op, frozenset(terms)), (result, const))
+
+    def _with_constant(self, op, earlier, earlier_const, const) -> Operand:
+        """``earlier`` (terms combined with ``earlier_const``) adjusted to carry ``const``."""
+        identity = sp.S.Zero if op is sp.Add else sp.S.One
+        c = identity if const is None else const
+        c0 = identity if earlier_const is None else earlier_const
+        delta = c - c0 if op is sp.Add else c / c0
+        if delta == identity:
+            return earlier
+        return self.node(op, (delta, earlier))
+
+
+def _key(operand: Operand) -> tuple:
+    return ("n", operand.id) if isinstance(operand, Node) else ("c", operand)
+
+
+def _order(node: Node) -> int:
+    """Computed values first, inputs last, each in the order they were built."""
+    return node.id if node.symbol is None else node.id + (1 << 40)
 
 
 def build(expr: sp.Basic, output_name: str = "L") -> Graph:
     """Build the graph of a validated scalar expression; the output node gets ``output_name``."""
     b = _Builder()
     memo: dict[sp.Basic, Operand] = {}
+    rewritten: dict[sp.Basic, sp.Basic] = {}
     stack: list[tuple[sp.Basic, bool]] = [(expr, False)]
     while stack:
         e, ready = stack.pop()
         if e in memo:
             continue
         if ready:
-            memo[e] = b.combine(e, [memo[a] for a in _operands(e)])
+            target = rewritten.get(e, e)
+            memo[e] = b.combine(target, [memo[a] for a in _operands(target)])
         elif isinstance(e, sp.Symbol):
             memo[e] = b.leaf(e)
         elif is_constant(e):
             memo[e] = e
         else:
+            target = _negated_sum(e)
+            if target is not None:
+                rewritten[e] = target
+            else:
+                target = e
             stack.append((e, True))
-            stack.extend((a, False) for a in reversed(_operands(e)) if a not in memo)
+            stack.extend((a, False) for a in reversed(_operands(target)) if a not in memo)
     root = memo[expr]
     if not isinstance(root, Node) or root.is_input:
         root = b.node(Identity, (root,))
