@@ -45,6 +45,8 @@ class FlatCodePrinter(PythonCodePrinter):
 
     def _module_format(self, fqn, register=True):
         module, _, name = fqn.rpartition(".")
+        if not module and name in ("abs", "max", "min"):
+            return name
         if module != "math" or name not in GENERATED_CODE_NAMES:
             raise NotImplementedError(f"generated code may not use {fqn}")
         self.math_names.add(name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sympy as sp
+from sympy.functions.elementary.piecewise import ExprCondPair
 
 __all__ = ["Graph", "Identity", "Node", "Operand", "node_expr"]
 
@@ -79,7 +80,7 @@ def node_expr(node: Node) -> sp.Basic:
     args = tuple(i.var if isinstance(i, Node) else i for i in node.inputs)
     with sp.evaluate(False):
         if node.op is sp.Piecewise:
-            pairs = [sp.ExprCondPair(args[k], args[k + 1]) for k in range(0, len(args), 2)]
+            pairs = [ExprCondPair(args[k], args[k + 1]) for k in range(0, len(args), 2)]
             return sp.Piecewise(*pairs, evaluate=False)
         if node.op is Identity:
             return Identity(args[0], evaluate=False)
