@@ -54,5 +54,6 @@ for epoch in range(101):
         print(f"epoch {epoch:3d}  mean loss {total / len(Y):.4f}")
 elapsed = time.perf_counter() - start
 pred = 1 / (1 + np.exp(-(X @ w[:2] + w[2]))) > 0.5
-print(f"\ntrained w0={w[0]:.3f} w1={w[1]:.3f} w2={w[2]:.3f}; train accuracy {np.mean(pred == Y):.3f}")
+print(f"\ntrained w0={w[0]:.3f} w1={w[1]:.3f} w2={w[2]:.3f}; "
+      f"train accuracy {np.mean(pred == Y):.3f}")
 print(f"{101 * len(Y)} value+gradient calls from Python in {elapsed:.2f} s")
