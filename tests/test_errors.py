@@ -112,3 +112,8 @@ def test_unsupported_function_names_it_and_shows_registration():
 def test_constant_expression():
     with pytest.raises(sg.ExpressionError, match="no symbols"):
         sg.compile(sp.Integer(3))
+
+
+def test_a_bare_symbol_is_a_valid_expression():
+    f = sg.compile(w, wrt=[w])
+    assert f.value_and_grad(3.0) == (3.0, (1.0,))

@@ -126,3 +126,24 @@ def test_stable_activations_at_extremes():
         assert math.isfinite(value) and all(math.isfinite(g) for g in grad)
     value, (gx, gy) = f.value_and_grad(-1e3, 1e3)
     assert value == pytest.approx(1e3) and gx == 0.0 and gy == 1.0
+
+
+def test_batched_value_and_grad_matches_scalar_calls(compiled):
+    expr = sg.sigmoid(x * y - z) + sp.sin(x) * z
+    f = compiled(expr)
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=50), rng.normal(size=50)
+    values, grads = f.value_and_grad_batch(X, Y, 0.3)
+    assert values.shape == (50,) and grads.shape == (3, 50)
+    for i in range(50):
+        v, g = f.value_and_grad(X[i], Y[i], 0.3)
+        assert values[i] == v and tuple(grads[:, i]) == g
+    assert np.array_equal(f.value_batch(x=X, y=Y, z=0.3), values)
+
+
+def test_batched_input_errors(compiled):
+    f = compiled(x * y + z)
+    with pytest.raises(sg.InputError, match="different lengths"):
+        f.value_and_grad_batch(np.ones(3), np.ones(4), 1.0)
+    with pytest.raises(sg.InputError, match="y is NaN at index 1"):
+        f.value_batch(np.ones(3), np.array([1.0, np.nan, 2.0]), 1.0)

@@ -31,7 +31,7 @@ def test_hostile_names_compile_to_correct_code_that_runs_nothing_else(tmp_path, 
     names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     attributes = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
     assert not names & {"os", "__import__", "eval", "exec", "system"}
-    assert attributes <= {"argv", "exit", "join", "exp"}, attributes
+    assert attributes <= {"argv", "exit", "join", "exp", "shape"}, attributes
     params = f.generated.params
     assert len(set(params)) == len(params) and all(p.isidentifier() for p in params)
     values = [0.1 * (k + 1) for k in range(len(syms))] + [0.7]

@@ -19,6 +19,7 @@ from itertools import zip_longest
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import sympy as sp
 
 from ..emit import GeneratedModule, render
@@ -214,7 +215,52 @@ class CompiledFunction:
     def _signature(self) -> str:
         return f"{self.generated.output}({', '.join(s.name for s in self.inputs)})"
 
+    def value_batch(self, *args, **kwargs) -> np.ndarray:
+        """The value at many points: each input an array (scalars broadcast); shape (N,)."""
+        columns = self._bind_columns(args, kwargs)
+        out = np.empty(columns.shape[1])
+        self.module.value_batch(columns, out)
+        return out
+
+    def value_and_grad_batch(self, *args, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+        """Values (N,) and gradients (len(wrt), N) at many points, in one compiled loop."""
+        columns = self._bind_columns(args, kwargs)
+        value = np.empty(columns.shape[1])
+        grad = np.empty((len(self.wrt), columns.shape[1]))
+        self.module.value_and_grad_batch(columns, value, grad)
+        return value, grad
+
+    def _bind_columns(self, args: tuple, kwargs: dict) -> np.ndarray:
+        raw = self._collect(args, kwargs)
+        arrays = []
+        for s, v in zip(self.inputs, raw):
+            try:
+                a = np.asarray(v, dtype=np.float64)
+            except (TypeError, ValueError):
+                _refuse(s, v)
+            if a.ndim > 1:
+                raise InputError(f"{s.name} must be a number or a 1-D array, got shape {a.shape}.")
+            arrays.append(a)
+        lengths = {a.shape[0] for a in arrays if a.ndim == 1}
+        if len(lengths) > 1:
+            shapes = ", ".join(f"{s.name}: {a.shape[0]}" for s, a in zip(self.inputs, arrays)
+                               if a.ndim == 1)
+            raise InputError(f"input arrays have different lengths ({shapes}); pass arrays of one "
+                             "length (scalars are broadcast).")
+        n = lengths.pop() if lengths else 1
+        columns = np.empty((self._n, n))
+        for k, (s, a) in enumerate(zip(self.inputs, arrays)):
+            columns[k] = a
+            bad = np.flatnonzero(np.isnan(columns[k]))
+            if bad.size:
+                raise InputError(f"input {s.name} is NaN at index {bad[0]} ({bad.size} NaN in "
+                                 "all); remove or fill those points first.")
+        return columns
+
     def _bind(self, args: tuple, kwargs: dict) -> list[float]:
+        return [_number(s, v) for s, v in zip(self.inputs, self._collect(args, kwargs))]
+
+    def _collect(self, args: tuple, kwargs: dict) -> list:
         if len(args) == 1 and isinstance(args[0], Mapping) and not kwargs:
             args, kwargs = (), dict(args[0])
         if len(args) > self._n:
@@ -241,7 +287,7 @@ class CompiledFunction:
                 f"missing value for {', '.join(missing)}; {self._signature()} needs a number "
                 "for every input."
             )
-        return [_number(s, v) for s, v in zip(self.inputs, values)]
+        return values
 
     def _explain_nan(self, values: Sequence) -> None:
         bad = [s.name for s, v in zip(self.inputs, values) if isinstance(v, float) and v != v]

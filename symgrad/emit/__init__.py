@@ -1,6 +1,6 @@
 """Emit layer: SymPy printer subclass + templates -> source text of a generated module."""
 
-from .module import GeneratedModule, render
+from .module import FAST_MATH_NAMES, GeneratedModule, render, render_trainer
 from .printer import FlatCodePrinter
 
-__all__ = ["FlatCodePrinter", "GeneratedModule", "render"]
+__all__ = ["FAST_MATH_NAMES", "FlatCodePrinter", "GeneratedModule", "render", "render_trainer"]

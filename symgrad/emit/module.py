@@ -1,9 +1,10 @@
 """Program (assignment data) -> the source text of a standalone Python module.
 
-The printer turns each assignment into one line; the template gives the module its
-structure (imports, helpers, ``value``, ``value_and_grad``, a command-line entry point).
-The template receives only printed lines and safe identifiers; original user names reach
-the module only inside comments, escaped with ``ascii()`` so they cannot end the comment.
+The printer turns each assignment into one line; the templates give the module its
+structure: ``module.py.j2`` for a compiled function (``value``, ``value_and_grad``, their
+batched forms, a command-line entry point), ``trainer.py.j2`` for a compiled training loop.
+Templates receive only printed lines and safe identifiers; original user names reach the
+module only inside comments, escaped with ``ascii()`` so they cannot end the comment.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from .. import __version__
 from ..graph import Graph, NameAllocator, Node
 from ..rules import Program, lookup
 from .printer import FlatCodePrinter
-from .templates import environment
+from .templates import environment, fast_math_source
 
-__all__ = ["GeneratedModule", "render"]
+__all__ = ["FAST_MATH_NAMES", "GeneratedModule", "render", "render_trainer"]
+
+#: Math functions the generated module can replace by vectorizable pure-arithmetic versions.
+FAST_MATH_NAMES = ("exp", "log", "sin", "cos", "tanh", "log1p", "expm1")
+_HELPER_MATH = {"sigmoid": {"exp"}, "softplus": {"exp", "log1p"}, "elu": {"expm1"}}
 
 
 @dataclass(frozen=True)
@@ -42,37 +47,81 @@ class _UserFunction:
     body: str
 
 
-def render(
-    graph: Graph, program: Program, params: Sequence[Node], wrt: Sequence[Node]
-) -> GeneratedModule:
-    """Print ``program`` and render the module template around it."""
+def _printed(graph: Graph, program: Program, inputs: Sequence[Node], fast_math: bool) -> dict:
+    """Print the program and collect what every template needs around the lines."""
     printer = FlatCodePrinter()
     forward = [printer.doprint(a) for a in program.forward]
     backward = [printer.doprint(a) for a in program.backward]
     user_functions = _user_functions(printer, graph)
-    param_names = [n.name for n in params]
-    wrt_names = [n.name for n in wrt]
-    renamed = [(n.name, ascii(n.symbol.name)) for n in params if n.name != n.symbol.name]
-    f64s = ", ".join("float64" for _ in params)
-    source = environment().get_template("module.py.j2").render(
+    math_names = set(printer.math_names)
+    for helper in printer.helpers:
+        math_names |= _HELPER_MATH.get(helper, set())
+    fast = sorted(math_names & set(FAST_MATH_NAMES)) if fast_math else []
+    return dict(
         version=__version__,
         output=program.output.name,
-        params=param_names,
-        wrt=wrt_names,
         grads=[g.name for g in program.grads],
         forward=forward,
         backward=backward,
-        renamed=renamed,
-        math_names=sorted(printer.math_names),
+        renamed=[(n.name, ascii(n.symbol.name)) for n in inputs if n.name != n.symbol.name],
+        math_names=sorted(math_names - set(fast)),
         helpers=printer.helpers,
         user_functions=user_functions,
-        value_signature=f"float64({f64s})",
-        value_and_grad_signature=(
-            f"Tuple((float64, UniTuple(float64, {len(wrt)})))({f64s})"
-        ),
+        fast_math=bool(fast),
+        fast_math_names=fast,
+        fast_math_source=fast_math_source() if fast else "",
     )
-    return GeneratedModule(source, forward, backward, param_names, wrt_names,
-                           program.output.name, renamed)
+
+
+def render(
+    graph: Graph,
+    program: Program,
+    params: Sequence[Node],
+    wrt: Sequence[Node],
+    fast_math: bool = False,
+) -> GeneratedModule:
+    """Print ``program`` and render the compiled-function module around it."""
+    context = _printed(graph, program, params, fast_math)
+    f64s = ", ".join("float64" for _ in params)
+    source = environment().get_template("module.py.j2").render(
+        context,
+        params=[n.name for n in params],
+        wrt=[n.name for n in wrt],
+        uses_numpy=False,
+        uses_prange=False,
+        value_signature=f"float64({f64s})",
+        value_and_grad_signature=f"Tuple((float64, UniTuple(float64, {len(wrt)})))({f64s})",
+    )
+    return GeneratedModule(source, context["forward"], context["backward"],
+                           [n.name for n in params], [n.name for n in wrt],
+                           context["output"], context["renamed"])
+
+
+def render_trainer(
+    graph: Graph,
+    program: Program,
+    params: Sequence[Node],
+    data: Sequence[Node],
+    optimizer: str,
+    optimizer_doc: str,
+    parallel: bool,
+    fast_math: bool = False,
+) -> GeneratedModule:
+    """Render the training-loop module: per-sample flat code inlined in loops over samples."""
+    context = _printed(graph, program, [*params, *data], fast_math)
+    source = environment().get_template("trainer.py.j2").render(
+        context,
+        params=[n.name for n in params],
+        data=[n.name for n in data],
+        optimizer=optimizer,
+        optimizer_doc=" ".join(optimizer_doc.split()).replace('"', "'").replace("\\", "/"),
+        parallel=parallel,
+        uses_numpy=True,
+        uses_prange=parallel,
+    )
+    return GeneratedModule(source, context["forward"], context["backward"],
+                           [n.name for n in params], [n.name for n in params],
+                           context["output"], context["renamed"])
 
 
 def _user_functions(printer: FlatCodePrinter, graph: Graph) -> list[_UserFunction]:

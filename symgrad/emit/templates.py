@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-__all__ = ["environment", "template_dir"]
+__all__ = ["environment", "fast_math_source", "template_dir"]
 
 
 def template_dir() -> Path:
@@ -36,3 +36,9 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+
+
+@functools.cache
+def fast_math_source() -> str:
+    """The vectorizable elementary functions inlined into modules that loop over samples."""
+    return (template_dir() / "vecmath.py").read_text(encoding="utf-8")

@@ -1,5 +1,6 @@
 """Expression layer: what users write (SymPy plus symgrad's activations) and its validation."""
 
+from . import losses
 from .functions import elu, leaky_relu, relu, sigmoid, softplus
 from .validate import as_expression, free_symbols
 
@@ -8,6 +9,7 @@ __all__ = [
     "elu",
     "free_symbols",
     "leaky_relu",
+    "losses",
     "relu",
     "sigmoid",
     "softplus",

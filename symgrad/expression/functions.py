@@ -10,14 +10,28 @@ derivative is one line (``(1 - L)*L``) instead of a chain of exp, add and recipr
 from __future__ import annotations
 
 import sympy as sp
+from mpmath.libmp.libmpf import prec_to_dps
 
 __all__ = ["elu", "leaky_relu", "relu", "sigmoid", "softplus"]
 
 _LEAK = sp.Rational(1, 100)
 
 
-class sigmoid(sp.Function):
+class _Activation(sp.Function):
+    """Numeric evaluation (``evalf``) through the closed form, for nested numeric arguments."""
+
+    def _eval_evalf(self, prec):
+        if all(a.is_number for a in self.args):
+            return self._closed_form(*self.args).evalf(prec_to_dps(prec))
+        return None
+
+
+class sigmoid(_Activation):
     """Logistic sigmoid 1/(1 + exp(-x)); its derivative is sigmoid(x)*(1 - sigmoid(x))."""
+
+    @staticmethod
+    def _closed_form(x):
+        return 1 / (1 + sp.exp(-x))
 
     nargs = 1
 
@@ -37,8 +51,12 @@ class sigmoid(sp.Function):
         return self.args[0].is_real
 
 
-class relu(sp.Function):
+class relu(_Activation):
     """max(x, 0); the derivative at 0 is taken as 0 (PyTorch's convention)."""
+
+    @staticmethod
+    def _closed_form(x):
+        return sp.Max(x, 0)
 
     nargs = 1
 
@@ -58,8 +76,12 @@ class relu(sp.Function):
         return self.args[0].is_real
 
 
-class leaky_relu(sp.Function):
+class leaky_relu(_Activation):
     """x for x > 0, alpha*x otherwise (default alpha = 0.01, as in PyTorch)."""
+
+    @staticmethod
+    def _closed_form(x, alpha):
+        return sp.Piecewise((x, x > 0), (alpha * x, True))
 
     nargs = (1, 2)
 
@@ -82,8 +104,12 @@ class leaky_relu(sp.Function):
         return self.args[0].is_real
 
 
-class elu(sp.Function):
+class elu(_Activation):
     """x for x > 0, alpha*(exp(x) - 1) otherwise (default alpha = 1)."""
+
+    @staticmethod
+    def _closed_form(x, alpha):
+        return sp.Piecewise((x, x > 0), (alpha * (sp.exp(x) - 1), True))
 
     nargs = (1, 2)
 
@@ -106,8 +132,12 @@ class elu(sp.Function):
         return self.args[0].is_real
 
 
-class softplus(sp.Function):
+class softplus(_Activation):
     """log(1 + exp(x)), emitted in the overflow-free form max(x, 0) + log1p(exp(-|x|))."""
+
+    @staticmethod
+    def _closed_form(x):
+        return sp.log(1 + sp.exp(x))
 
     nargs = 1
 

@@ -57,7 +57,8 @@ def as_expression(obj: object) -> sp.Expr:
             f"expected a SymPy expression, got {type(obj).__name__}. Build it from "
             "sympy.symbols(...) and SymPy/symgrad functions."
         )
-    if isinstance(obj, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)):
+    is_condition = isinstance(obj, (sp.logic.boolalg.Boolean, sp.core.relational.Relational))
+    if is_condition and not isinstance(obj, sp.Symbol):
         raise ExpressionError(
             f"the expression {_short(obj)} is a condition (true/false), not a number; wrap it "
             "in sympy.Piecewise to give each case a value."

@@ -1,0 +1,146 @@
+"""The lectures' optimizers. Each is a small class: its hyperparameters and its update rule.
+
+The update itself is rendered from ``templates/optimizers.py.j2`` into the compiled training
+loop; the class only names its template, its hyperparameters (passed at run time, so
+changing ``lr`` does not recompile) and how many per-parameter state vectors it keeps.
+Every update follows PyTorch's ``torch.optim`` formulation, so trajectories match it to
+rounding; ``weight_decay`` adds ``weight_decay * theta`` to the gradient (L2 penalty, as in
+torch) and ``l1`` adds ``l1 * sign(theta)`` (the lecture's L1 penalty).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+__all__ = [
+    "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Momentum", "Nesterov", "Optimizer", "RMSprop",
+]
+
+
+@dataclass
+class Optimizer:
+    """Base class: hyperparameters are the dataclass fields, in order."""
+
+    template = ""
+    n_state = 0
+    lr: float = 0.01
+    weight_decay: float = 0.0
+    l1: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+                raise ValueError(f"{type(self).__name__}.{f.name} must be a number, got {value!r}")
+            if value < 0:
+                raise ValueError(f"{type(self).__name__}.{f.name} must be >= 0, got {value}")
+        if self.lr <= 0:
+            raise ValueError(f"{type(self).__name__}.lr must be > 0, got {self.lr}")
+        self.state: np.ndarray | None = None
+        self.step = np.zeros(1, dtype=np.int64)
+
+    def hyper(self) -> np.ndarray:
+        return np.array([float(getattr(self, f.name)) for f in fields(self)])
+
+    def state_for(self, n_params: int) -> np.ndarray:
+        """Per-parameter state (kept across fit() calls, like torch's optimizer state)."""
+        if self.state is None or self.state.shape[1] != n_params:
+            self.state = np.zeros((max(self.n_state, 1), n_params))
+            self.step[0] = 0
+            self.init_state(self.state)
+        return self.state
+
+    def init_state(self, state: np.ndarray) -> None:
+        pass
+
+    def reset(self) -> None:
+        self.state = None
+        self.step[0] = 0
+
+
+@dataclass
+class SGD(Optimizer):
+    """Gradient descent: theta <- theta - lr * g."""
+
+    template = "sgd"
+
+
+@dataclass
+class Momentum(Optimizer):
+    """Momentum: v <- momentum * v + g;  theta <- theta - lr * v  (torch.optim.SGD(momentum=))."""
+
+    template = "momentum"
+    n_state = 1
+    momentum: float = 0.9
+
+
+@dataclass
+class Nesterov(Optimizer):
+    """Nesterov momentum (NAG): v <- mu v + g;  theta <- theta - lr (g + mu v).
+
+    This is the look-ahead gradient of the lecture rewritten in the parameters torch keeps
+    (torch.optim.SGD(momentum=mu, nesterov=True)).
+    """
+
+    template = "nesterov"
+    n_state = 1
+    momentum: float = 0.9
+
+
+@dataclass
+class Adagrad(Optimizer):
+    """Adagrad: s <- s + g^2;  theta <- theta - lr g / (sqrt(s) + eps)."""
+
+    template = "adagrad"
+    n_state = 1
+    eps: float = 1e-10
+    initial_accumulator_value: float = 0.0
+
+    def init_state(self, state: np.ndarray) -> None:
+        state[0] = self.initial_accumulator_value
+
+
+@dataclass
+class RMSprop(Optimizer):
+    """RMSprop: s <- alpha s + (1 - alpha) g^2;  theta <- theta - lr g / (sqrt(s) + eps)."""
+
+    template = "rmsprop"
+    n_state = 1
+    alpha: float = 0.99
+    eps: float = 1e-8
+
+
+@dataclass
+class Adadelta(Optimizer):
+    """Adadelta: s <- rho s + (1 - rho) g^2;  d = sqrt(u + eps) / sqrt(s + eps) g;
+    u <- rho u + (1 - rho) d^2;  theta <- theta - lr d."""
+
+    template = "adadelta"
+    n_state = 2
+    lr: float = 1.0
+    rho: float = 0.9
+    eps: float = 1e-6
+
+
+@dataclass
+class Adam(Optimizer):
+    """Adam: m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
+    theta <- theta - lr m_hat / (sqrt(v_hat) + eps), m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t).
+    """
+
+    template = "adam"
+    n_state = 2
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+
+@dataclass
+class AMSGrad(Adam):
+    """AMSGrad: Adam with v_max <- max(v_max, v) in the denominator (torch Adam(amsgrad=True))."""
+
+    template = "amsgrad"
+    n_state = 3
