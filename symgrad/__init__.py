@@ -18,14 +18,18 @@ from .errors import (
     SymgradError,
     UnsupportedFunctionError,
 )
-from .expression import elu, leaky_relu, relu, sigmoid, softplus
+from .expression import elu, leaky_relu, losses, relu, sigmoid, softplus
 from .rules import rule
+from .train import DivergenceWarning, History, Model, metrics, optim
 
 __all__ = [
     "CompileError",
     "CompiledFunction",
+    "DivergenceWarning",
     "ExpressionError",
+    "History",
     "InputError",
+    "Model",
     "ShapeError",
     "SymgradError",
     "UnsupportedFunctionError",
@@ -34,6 +38,9 @@ __all__ = [
     "compile",
     "elu",
     "leaky_relu",
+    "losses",
+    "metrics",
+    "optim",
     "relu",
     "rule",
     "sigmoid",

@@ -168,7 +168,11 @@ class CompiledFunction:
 
         With ``columns=True`` forward and backward stand side by side, as on the slides.
         """
-        fwd, bwd = self.generated.forward, self.generated.backward
+        return self.format_listing(self.generated.forward, self.generated.backward, columns)
+
+    @staticmethod
+    def format_listing(fwd: list[str], bwd: list[str], columns: bool = False) -> str:
+        """Forward lines, then backward lines (or side by side with ``columns=True``)."""
         if not columns:
             return "\n".join(["# forward", *fwd, "", "# backward", *bwd]) + "\n"
         width = max(len(line) for line in [*fwd, "forward"]) + 4

@@ -1,0 +1,53 @@
+"""What a training run leaves behind, also when it stops early or fails."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+__all__ = ["History"]
+
+
+@dataclass
+class History:
+    """Per-epoch record of a fit (Keras-style), plus the best parameters seen.
+
+    ``loss`` is each epoch's mean training loss (over its batches, at the parameters each
+    batch saw); ``val_loss`` the validation loss after the epoch. ``best_params`` are the
+    parameters after the epoch with the lowest monitored loss (validation if given, else
+    training). ``stop_reason`` is ``"completed"``, ``"early_stopping"``, ``"diverged"``,
+    ``"interrupted"`` or ``"callback"``.
+    """
+
+    epoch: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    val_metrics: dict[str, list[float]] = field(default_factory=dict)
+    time: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_loss: float = float("inf")
+    best_params: dict[sp.Symbol, float] = field(default_factory=dict)
+    stop_reason: str = "completed"
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def as_dict(self) -> dict:
+        return {
+            "epoch": self.epoch, "loss": self.loss, "val_loss": self.val_loss,
+            **self.metrics, **{f"val_{k}": v for k, v in self.val_metrics.items()},
+            "time": self.time,
+        }
+
+    def summary(self) -> str:
+        if not self.epoch:
+            return "no epochs run"
+        parts = [f"{len(self.epoch)} epochs", f"loss {self.loss[0]:.6g} -> {self.loss[-1]:.6g}"]
+        if self.val_loss:
+            parts.append(f"val_loss {self.val_loss[-1]:.6g}")
+        if self.best_epoch is not None:
+            parts.append(f"best at epoch {self.best_epoch} ({self.best_loss:.6g})")
+        parts.append(f"{sum(self.time):.3g} s, {self.stop_reason}")
+        return ", ".join(parts)

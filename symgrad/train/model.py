@@ -1,0 +1,389 @@
+"""``symgrad.Model``: a per-sample loss, its parameters and data, trained by compiled code.
+
+The whole loop (epochs, shuffling, minibatches, the per-sample flat forward/backward code
+inlined in a loop over samples, the optimizer update) runs in one generated Numba module;
+Python only runs between chunks of epochs, sized to ~0.1 s, for the history, the progress
+bar and callbacks. Nothing is lost when a run stops: the history and the best parameters
+are kept on divergence, early stopping and Ctrl-C alike.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import sympy as sp
+
+from ..compile import CompiledFunction
+from ..compile import compile as compile_function
+from ..compile.cache import cache_dir as _cache_dir
+from ..compile.cache import load_module, write_module
+from ..emit import render_trainer
+from ..errors import ExpressionError, InputError
+from ..expression import as_expression, free_symbols
+from ..graph import build
+from ..rules import differentiate
+from .data import columns
+from .history import History
+from .metrics import METRICS
+from .optim import Adam, Optimizer
+
+__all__ = ["DivergenceWarning", "Model"]
+
+#: Sample count from which the loops over samples run on all cores (prange).
+PARALLEL_FROM = 50_000
+
+
+class DivergenceWarning(RuntimeWarning):
+    """The training loss or the parameters became NaN or infinite; training stopped."""
+
+
+class Model:
+    """A model to fit: ``loss`` per sample, ``params`` with initial values, ``data`` columns.
+
+    The risk minimised is the mean of ``loss`` over the samples (of a batch). ``prediction``
+    and ``target`` (optional) let ``fit`` report metrics such as accuracy or R².
+    """
+
+    def __init__(
+        self,
+        loss: sp.Expr,
+        params: Mapping[sp.Symbol, float],
+        data: Sequence[sp.Symbol],
+        *,
+        prediction: sp.Expr | None = None,
+        target: sp.Symbol | None = None,
+        optimizer: Optimizer | None = None,
+        name: str = "loss",
+        fast_math: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        self.loss = as_expression(loss)
+        if not isinstance(params, Mapping) or not params:
+            raise ExpressionError("params must be a non-empty dict {symbol: initial value}.")
+        self._param_syms = list(params)
+        self._data_syms = list(data)
+        for s in [*self._param_syms, *self._data_syms]:
+            if not isinstance(s, sp.Symbol):
+                raise ExpressionError(f"params and data must be SymPy symbols, got {s!r}.")
+        both = set(self._param_syms) & set(self._data_syms)
+        if both:
+            raise ExpressionError(f"{', '.join(s.name for s in both)} is listed as both a "
+                                  "parameter and a data column; it can be only one.")
+        unknown = [s.name for s in free_symbols(self.loss)
+                   if s not in set(self._param_syms) | set(self._data_syms)]
+        if unknown:
+            raise ExpressionError(f"the loss uses {', '.join(unknown)}, which is neither a "
+                                  "parameter nor a data column; add it to params or data.")
+        self._values = np.array([_initial(s, v) for s, v in params.items()])
+        self.prediction = as_expression(prediction) if prediction is not None else None
+        self.target = target
+        self.optimizer = optimizer if optimizer is not None else Adam()
+        self.name = name
+        self.fast_math = fast_math
+        self.cache_dir = cache_dir
+        self.history: History | None = None
+        self.timings: dict = {}
+        self._graph = build(self.loss, output_name=name)
+        node_of = {n.symbol: n for n in self._graph.inputs}
+        for s in self._param_syms:
+            if s not in node_of:
+                raise ExpressionError(f"parameter {s.name} does not occur in the loss, so it "
+                                      "cannot be trained; remove it from params.")
+        self._param_nodes = [node_of[s] for s in self._param_syms]
+        self._data_nodes = [node_of.get(s) or _absent(s) for s in self._data_syms]
+        self._program = differentiate(self._graph, self._param_nodes)
+        self._modules: dict = {}
+        self._predictors: dict = {}
+
+    # -- what users read -------------------------------------------------------------
+
+    @property
+    def params(self) -> dict[sp.Symbol, float]:
+        """Current parameter values."""
+        return dict(zip(self._param_syms, self._values.tolist()))
+
+    @params.setter
+    def params(self, values: Mapping[sp.Symbol, float]) -> None:
+        for s, v in values.items():
+            if s not in self._param_syms:
+                raise InputError(f"{s} is not a parameter of this model.")
+            self._values[self._param_syms.index(s)] = _initial(s, v)
+
+    @property
+    def source(self) -> str:
+        """The whole generated trainer (for the current optimizer)."""
+        return self._generated(self.optimizer, parallel=False).source
+
+    def listing(self, columns: bool = False) -> str:
+        """The per-sample flat forward/backward code that the training loop runs per sample."""
+        g = self._generated(self.optimizer, parallel=False)
+        return CompiledFunction.format_listing(g.forward, g.backward, columns)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{s}={v:.4g}" for s, v in self.params.items())
+        data = ", ".join(map(str, self._data_syms))
+        return f"<Model {self.name}: params ({params}); data ({data})>"
+
+    # -- training ---------------------------------------------------------------------
+
+    def fit(
+        self,
+        data: Mapping,
+        optimizer: Optimizer | None = None,
+        epochs: int = 1,
+        batch_size: int | None = None,
+        *,
+        validation: Mapping | None = None,
+        early_stopping: int | None = None,
+        shuffle: bool | None = None,
+        seed: int = 0,
+        drop_last: bool = False,
+        metrics: Iterable[str | Callable] = (),
+        callbacks: Iterable[Callable[[int, dict], bool | None]] = (),
+        verbose: int = 1,
+    ) -> History:
+        """Train for ``epochs`` epochs and return the History (also kept as ``self.history``).
+
+        ``batch_size=None`` is full-batch gradient descent, ``m`` minibatches of ``m`` samples
+        (shuffled each epoch unless ``shuffle=False``, reproducibly from ``seed``), ``1``
+        stochastic GD. ``early_stopping=k`` stops after ``k`` epochs without improvement of
+        the validation loss (training loss without ``validation``) and restores the best
+        parameters. ``metrics`` are names from ``symgrad.metrics`` or ``f(y_true, y_pred)``
+        and need ``prediction`` and ``target``; metrics and ``callbacks(epoch, logs)`` (which
+        may return True to stop) run after every epoch. ``verbose=0`` hides the progress bar.
+        """
+        X = columns(data, self._data_syms, "data")
+        V = (columns(validation, self._data_syms, "validation") if validation is not None
+             else np.empty((len(self._data_syms), 0)))
+        n = X.shape[1]
+        epochs = _count(epochs, "epochs", 0)
+        size = n if batch_size is None else _count(batch_size, "batch_size", 1)
+        size = min(size, n)
+        shuffle = (size < n) if shuffle is None else bool(shuffle)
+        patience = 0 if early_stopping is None else _count(early_stopping, "early_stopping", 1)
+        metric_fns = self._metric_functions(metrics)
+        callbacks = list(callbacks)
+        optimizer = optimizer if optimizer is not None else self.optimizer
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be one of symgrad.optim's, got {optimizer!r}")
+        self.optimizer = optimizer
+
+        trainer = self._trainer(optimizer, parallel=size >= PARALLEL_FROM)
+        state = optimizer.state_for(len(self._values))
+        hyper = optimizer.hyper()
+        losses = np.full(max(epochs, 1), np.nan)
+        val_losses = np.full(max(epochs, 1), np.nan)
+        best = np.array([np.inf, -1.0, 0.0])
+        best_params = self._values.copy()
+        if "compile_s" not in self.timings:
+            t0 = time.perf_counter()  # zero epochs: only makes Numba compile (or load) the loop
+            trainer.train(self._values, state, optimizer.step, hyper, X, V, 0, 0, size,
+                          drop_last, shuffle, seed, patience, losses, val_losses, best, best_params)
+            self.timings["compile_s"] = time.perf_counter() - t0
+        history = History()
+        self.history = history
+        per_epoch = bool(metric_fns or callbacks)
+        chunk, done, bar = 1, 0, None
+        start = time.perf_counter()
+        try:
+            while done < epochs:
+                t0 = time.perf_counter()
+                ran, status = trainer.train(
+                    self._values, state, optimizer.step, hyper, X, V, done,
+                    min(chunk, epochs - done), size, drop_last, shuffle, seed, patience,
+                    losses, val_losses, best, best_params)
+                dt = time.perf_counter() - t0
+                stop = self._record(history, done, ran, dt, losses, val_losses, V, X, metric_fns,
+                                    callbacks)
+                done += ran
+                bar = self._progress(bar, verbose, done, epochs, start, history)
+                if status == 1:
+                    history.stop_reason = "diverged"
+                    self._warn_divergence(history, optimizer)
+                    break
+                if status == 2:
+                    history.stop_reason = "early_stopping"
+                    break
+                if stop:
+                    history.stop_reason = "callback"
+                    break
+                if not per_epoch:
+                    chunk = max(1, min(epochs, int(0.1 * ran / max(dt, 1e-9))))
+        except KeyboardInterrupt:
+            history.stop_reason = "interrupted"
+            warnings.warn(f"training interrupted after {len(history)} epochs; the history and "
+                          "the best parameters so far are kept.", RuntimeWarning, stacklevel=2)
+        finally:
+            if bar is not None:
+                bar.close()
+            if best[1] >= 0:
+                history.best_epoch = int(best[1])
+                history.best_loss = float(best[0])
+                history.best_params = dict(zip(self._param_syms, best_params.tolist()))
+            if history.stop_reason in ("diverged", "early_stopping") and best[1] >= 0:
+                self._values[:] = best_params
+        return history
+
+    def evaluate(self, data: Mapping) -> float:
+        """Mean loss over ``data`` at the current parameters."""
+        X = columns(data, self._data_syms, "data")
+        trainer = self._trainer(self.optimizer, parallel=X.shape[1] >= PARALLEL_FROM)
+        return trainer.loss_sum(self._values, X) / X.shape[1]
+
+    def predict(self, expr: sp.Expr | None = None, data: Mapping | None = None) -> np.ndarray:
+        """Evaluate ``expr`` (default: ``prediction``) at the current parameters on ``data``."""
+        if expr is None:
+            if self.prediction is None:
+                raise ExpressionError("pass the expression to evaluate, or give the Model a "
+                                      "prediction=...")
+            expr = self.prediction
+        expr = as_expression(expr)
+        if data is None:
+            raise InputError("predict needs data: a dict from data symbols to arrays.")
+        f = self._predictor(expr)
+        used = [s for s in self._data_syms if s in set(f.inputs)]
+        X = columns({s: v for s, v in _by_symbol(data, self._data_syms).items() if s in used},
+                    used, "data")
+        values = {s: v for s, v in zip(self._param_syms, self._values) if s in set(f.inputs)}
+        values.update(zip(used, X))
+        return f.value_batch({s: values[s] for s in f.inputs})
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _generated(self, optimizer: Optimizer, parallel: bool):
+        key = (optimizer.template, parallel)
+        if key not in self._modules:
+            self.timings.pop("compile_s", None)
+            t0 = time.perf_counter()
+            generated = render_trainer(
+                self._graph, self._program, self._param_nodes, self._data_nodes,
+                optimizer.template, type(optimizer).__doc__ or "", parallel, self.fast_math)
+            self.timings["codegen_s"] = time.perf_counter() - t0
+            self._modules[key] = [generated, None]
+        return self._modules[key][0]
+
+    def _trainer(self, optimizer: Optimizer, parallel: bool):
+        generated = self._generated(optimizer, parallel)
+        entry = self._modules[(optimizer.template, parallel)]
+        if entry[1] is None:
+            t0 = time.perf_counter()
+            path, existed = write_module(generated.source, _cache_dir(self.cache_dir))
+            entry[1] = load_module(path)
+            self.timings.update(load_s=time.perf_counter() - t0, cache_hit=existed, path=path)
+        return entry[1]
+
+    def _predictor(self, expr: sp.Expr) -> CompiledFunction:
+        f = self._predictors.get(expr)
+        if f is None:
+            syms = free_symbols(expr)
+            known = set(self._param_syms) | set(self._data_syms)
+            unknown = [s.name for s in syms if s not in known]
+            if unknown:
+                raise ExpressionError(f"{', '.join(unknown)} is neither a parameter nor a data "
+                                      "column of this model.")
+            f = compile_function(expr, wrt=syms[:1], cache_dir=self.cache_dir)
+            self._predictors[expr] = f
+        return f
+
+    def _metric_functions(self, metrics) -> dict[str, Callable]:
+        fns = {}
+        for m in metrics:
+            if isinstance(m, str):
+                if m not in METRICS:
+                    raise ValueError(f"unknown metric {m!r}; choose from {', '.join(METRICS)} "
+                                     "or pass a function f(y_true, y_pred).")
+                fns[m] = METRICS[m]
+            elif callable(m):
+                fns[getattr(m, "__name__", repr(m))] = m
+            else:
+                raise TypeError(f"metrics are names or functions, got {m!r}")
+        if fns and (self.prediction is None or self.target is None):
+            raise ExpressionError("metrics need the Model's prediction=... and target=... "
+                                  "(the data symbol holding the true values).")
+        return fns
+
+    def _record(self, history, first, ran, dt, losses, val_losses, V, X, metric_fns, callbacks):
+        stop = False
+        for e in range(first, first + ran):
+            history.epoch.append(e)
+            history.loss.append(float(losses[e]))
+            if V.shape[1]:
+                history.val_loss.append(float(val_losses[e]))
+            history.time.append(dt / ran)
+            logs = {"loss": float(losses[e])}
+            if V.shape[1]:
+                logs["val_loss"] = float(val_losses[e])
+            for name, fn in metric_fns.items():
+                for split, cols, store in (("", X, history.metrics),
+                                           ("val_", V, history.val_metrics)):
+                    if cols.shape[1]:
+                        value = float(fn(*self._truth_and_prediction(cols)))
+                        store.setdefault(name, []).append(value)
+                        logs[split + name] = value
+            for cb in callbacks:
+                if cb(e, logs) is True:
+                    stop = True
+        return stop
+
+    def _truth_and_prediction(self, cols: np.ndarray):
+        data = dict(zip(self._data_syms, cols))
+        return data[self.target], self.predict(self.prediction, data)
+
+    def _progress(self, bar, verbose, done, epochs, start, history):
+        if not verbose or done >= epochs and bar is None:
+            return bar
+        elapsed = time.perf_counter() - start
+        if bar is None and elapsed / max(done, 1) * epochs > 1.0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=epochs, unit="epoch", leave=True)
+        if bar is not None:
+            bar.update(done - bar.n)
+            post = {"loss": f"{history.loss[-1]:.4g}"}
+            if history.val_loss:
+                post["val_loss"] = f"{history.val_loss[-1]:.4g}"
+            bar.set_postfix(post)
+        return bar
+
+    def _warn_divergence(self, history: History, optimizer: Optimizer) -> None:
+        finite = [v for v in history.loss if math.isfinite(v)]
+        last = f"; the last finite loss was {finite[-1]:.6g}" if finite else ""
+        warnings.warn(
+            f"training diverged at epoch {history.epoch[-1]}: the loss or the parameters became "
+            f"NaN or infinite{last}. Training stopped and the best parameters so far were "
+            f"restored. Try a smaller learning rate (lr={optimizer.lr:g} now, e.g. "
+            f"lr={optimizer.lr / 10:g}).",
+            DivergenceWarning,
+            stacklevel=3,
+        )
+
+
+def _initial(symbol: sp.Symbol, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"initial value of {symbol.name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise InputError(f"initial value of {symbol.name} is {value}; start from a finite value.")
+    return value
+
+
+def _count(value, name: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    return int(value)
+
+
+def _by_symbol(data: Mapping, symbols: Sequence[sp.Symbol]) -> dict:
+    names = {s.name: s for s in symbols}
+    return {(k if isinstance(k, sp.Symbol) else names.get(k, k)): v for k, v in data.items()}
+
+
+def _absent(symbol: sp.Symbol):
+    raise ExpressionError(f"data column {symbol.name} does not occur in the loss; remove it from "
+                          "data (or use it in the loss).")

@@ -1,0 +1,277 @@
+"""The compiled trainer: optimizers against independent transcriptions, batching, fit()."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symgrad as sg
+from symgrad.train import optim
+
+a, b, c, x, y = sp.symbols("a b c x y")
+PRED = a * sp.tanh(b * x) + c
+INIT = {a: 0.5, b: -0.3, c: 0.1}
+RNG = np.random.default_rng(0)
+XS = RNG.normal(size=64)
+YS = 1.5 * np.tanh(0.8 * XS) - 0.2 + RNG.normal(scale=0.05, size=64)
+DATA = {x: XS, y: YS}
+
+
+def _model():
+    return sg.Model(loss=(PRED - y) ** 2, params=dict(INIT), data=[x, y], prediction=PRED,
+                    target=y)
+
+
+def _grad_np(p, xs, ys):
+    """Mean gradient of (a tanh(b x) + c - y)^2, by hand."""
+    pa, pb, pc = p
+    t = np.tanh(pb * xs)
+    r = 2 * (pa * t + pc - ys)
+    return np.array([np.mean(r * t), np.mean(r * pa * (1 - t**2) * xs), np.mean(r)])
+
+
+def _numpy_run(name, hp, steps, xs=XS, ys=YS):
+    """Each optimizer's formula transcribed in NumPy (torch.optim's formulation)."""
+    p = np.array(list(INIT.values()))
+    s1, s2, s3 = np.zeros(3), np.zeros(3), np.zeros(3)
+    lr, wd, l1 = hp["lr"], hp.get("weight_decay", 0.0), hp.get("l1", 0.0)
+    for t in range(1, steps + 1):
+        g = _grad_np(p, xs, ys) + wd * p + l1 * np.sign(p)
+        if name == "SGD":
+            p = p - lr * g
+        elif name in ("Momentum", "Nesterov"):
+            mu = hp["momentum"]
+            s1 = g if t == 1 else mu * s1 + g
+            p = p - lr * (g + mu * s1 if name == "Nesterov" else s1)
+        elif name == "Adagrad":
+            s1 = s1 + g * g
+            p = p - lr * g / (np.sqrt(s1) + hp["eps"])
+        elif name == "RMSprop":
+            s1 = hp["alpha"] * s1 + (1 - hp["alpha"]) * g * g
+            p = p - lr * g / (np.sqrt(s1) + hp["eps"])
+        elif name == "Adadelta":
+            rho, eps = hp["rho"], hp["eps"]
+            s1 = rho * s1 + (1 - rho) * g * g
+            d = np.sqrt(s2 + eps) / np.sqrt(s1 + eps) * g
+            s2 = rho * s2 + (1 - rho) * d * d
+            p = p - lr * d
+        else:
+            b1, b2, eps = hp["beta1"], hp["beta2"], hp["eps"]
+            s1 = b1 * s1 + (1 - b1) * g
+            s2 = b2 * s2 + (1 - b2) * g * g
+            mhat, vhat = s1 / (1 - b1**t), s2 / (1 - b2**t)
+            if name == "AMSGrad":
+                s3 = np.maximum(s3, s2)
+                vhat = s3 / (1 - b2**t)
+            p = p - lr * mhat / (np.sqrt(vhat) + eps)
+    return p
+
+
+CONFIGS = [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.1, weight_decay=0.01, l1=0.001)),
+    ("Momentum", dict(lr=0.05, momentum=0.9)),
+    ("Nesterov", dict(lr=0.05, momentum=0.9, weight_decay=0.01)),
+    ("Adagrad", dict(lr=0.1, eps=1e-10)),
+    ("RMSprop", dict(lr=0.01, alpha=0.99, eps=1e-8)),
+    ("Adadelta", dict(lr=1.0, rho=0.9, eps=1e-6)),
+    ("Adam", dict(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8)),
+    ("Adam", dict(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)),
+    ("AMSGrad", dict(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8)),
+]
+
+
+@pytest.mark.parametrize("name, hp", CONFIGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)])
+def test_optimizer_matches_numpy_transcription(name, hp):
+    model = _model()
+    model.fit(DATA, optimizer=getattr(optim, name)(**hp), epochs=50, verbose=0)
+    got = np.array(list(model.params.values()))
+    want = _numpy_run(name, hp, 50)
+    assert np.max(np.abs(got - want)) < 1e-10, (got, want)
+
+
+@pytest.mark.parametrize("name, hp", [c for c in CONFIGS if "l1" not in c[1]],
+                         ids=[f"{n}-{i}" for i, (n, h) in enumerate(CONFIGS) if "l1" not in h])
+def test_optimizer_matches_torch(name, hp):
+    torch = pytest.importorskip("torch")
+    p = torch.tensor(list(INIT.values()), dtype=torch.float64, requires_grad=True)
+    tx, ty = torch.tensor(XS), torch.tensor(YS)
+    wd = hp.get("weight_decay", 0.0)
+    if name == "SGD":
+        opt = torch.optim.SGD([p], lr=hp["lr"], weight_decay=wd)
+    elif name in ("Momentum", "Nesterov"):
+        opt = torch.optim.SGD([p], lr=hp["lr"], momentum=hp["momentum"],
+                              nesterov=name == "Nesterov", weight_decay=wd)
+    elif name == "Adagrad":
+        opt = torch.optim.Adagrad([p], lr=hp["lr"], eps=hp["eps"], weight_decay=wd)
+    elif name == "RMSprop":
+        opt = torch.optim.RMSprop([p], lr=hp["lr"], alpha=hp["alpha"], eps=hp["eps"],
+                                  weight_decay=wd)
+    elif name == "Adadelta":
+        opt = torch.optim.Adadelta([p], lr=hp["lr"], rho=hp["rho"], eps=hp["eps"],
+                                   weight_decay=wd)
+    else:
+        opt = torch.optim.Adam([p], lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]),
+                               eps=hp["eps"], weight_decay=wd, amsgrad=name == "AMSGrad")
+    for _ in range(50):
+        opt.zero_grad()
+        loss = torch.mean((p[0] * torch.tanh(p[1] * tx) + p[2] - ty) ** 2)
+        loss.backward()
+        opt.step()
+    model = _model()
+    model.fit(DATA, optimizer=getattr(optim, name)(**hp), epochs=50, verbose=0)
+    got = np.array(list(model.params.values()))
+    assert np.max(np.abs(got - p.detach().numpy())) < 1e-10
+
+
+def test_minibatches_match_numpy_with_the_same_order():
+    model = _model()
+    opt = optim.SGD(lr=0.1)
+    model.fit(DATA, optimizer=opt, epochs=3, batch_size=10, seed=7, verbose=0)
+    trainer = model._trainer(opt, parallel=False)
+    p = np.array(list(INIT.values()))
+    steps = 0
+    for epoch in range(3):
+        order = np.empty(64, dtype=np.int64)
+        trainer._permute(order, 7 * 1000003 + epoch)
+        assert sorted(order) == list(range(64))
+        for start in range(0, 64, 10):
+            idx = order[start:start + 10]
+            p = p - 0.1 * _grad_np(p, XS[idx], YS[idx])
+            steps += 1
+    assert opt.step[0] == steps == 21
+    assert np.max(np.abs(np.array(list(model.params.values())) - p)) < 1e-12
+
+
+def test_batch_modes_seeds_and_drop_last():
+    runs = {}
+    for key, kwargs in {
+        "full": dict(batch_size=None),
+        "mini": dict(batch_size=16, seed=1),
+        "mini_again": dict(batch_size=16, seed=1),
+        "mini_other_seed": dict(batch_size=16, seed=2),
+        "sgd": dict(batch_size=1, seed=1),
+    }.items():
+        model = _model()
+        opt = optim.SGD(lr=0.01)
+        hist = model.fit(DATA, optimizer=opt, epochs=4, verbose=0, **kwargs)
+        runs[key] = (np.array(list(model.params.values())), opt.step[0], hist.loss)
+    assert runs["full"][1] == 4 and runs["mini"][1] == 16 and runs["sgd"][1] == 256
+    assert np.array_equal(runs["mini"][0], runs["mini_again"][0])
+    assert not np.array_equal(runs["mini"][0], runs["mini_other_seed"][0])
+    model = _model()
+    opt = optim.SGD(lr=0.01)
+    model.fit(DATA, optimizer=opt, epochs=2, batch_size=30, drop_last=True, verbose=0)
+    assert opt.step[0] == 4
+    opt = optim.SGD(lr=0.01)
+    model.fit(DATA, optimizer=opt, epochs=2, batch_size=30, drop_last=False, verbose=0)
+    assert opt.step[0] == 6
+
+
+def test_history_metrics_and_predict():
+    model = _model()
+    hist = model.fit(DATA, optimizer=optim.Adam(lr=0.05), epochs=30, metrics=["r2", "mse"],
+                     validation={x: XS[:20], y: YS[:20]}, verbose=0)
+    assert hist.epoch == list(range(30)) and len(hist.loss) == len(hist.val_loss) == 30
+    assert len(hist.metrics["r2"]) == 30 and len(hist.val_metrics["mse"]) == 30
+    assert hist.loss[-1] < hist.loss[0]
+    pred = model.predict(PRED, {x: XS})
+    p = model.params
+    want = p[a] * np.tanh(p[b] * XS) + p[c]
+    assert np.allclose(pred, want, rtol=1e-14)
+    assert hist.metrics["r2"][-1] == pytest.approx(sg.metrics.r2(YS, pred), rel=1e-9, abs=1e-9)
+    assert model.evaluate(DATA) == pytest.approx(np.mean((want - YS) ** 2), rel=1e-12)
+    assert hist.stop_reason == "completed" and "30 epochs" in hist.summary()
+
+
+def test_early_stopping_restores_best_params():
+    model = _model()
+    xv = np.linspace(-3, 3, 40)
+    yv = -2.0 * np.tanh(0.8 * xv)  # validation disagrees with training: val loss turns up
+    hist = model.fit(DATA, optimizer=optim.Adam(lr=0.05), epochs=500,
+                     validation={x: xv, y: yv}, early_stopping=5, verbose=0)
+    assert hist.stop_reason == "early_stopping"
+    assert len(hist) == hist.best_epoch + 6
+    assert hist.best_loss == min(hist.val_loss)
+    assert model.params == hist.best_params
+    assert model.evaluate({x: xv, y: yv}) == pytest.approx(hist.best_loss, rel=1e-12)
+
+
+def test_divergence_stops_with_warning_and_keeps_work():
+    model = _model()
+    with pytest.warns(sg.DivergenceWarning, match=r"diverged at epoch \d+.*smaller learning"):
+        hist = model.fit({x: XS * 1e3, y: YS}, optimizer=optim.SGD(lr=1e6), epochs=100,
+                         verbose=0)
+    assert hist.stop_reason == "diverged" and len(hist) < 100
+    assert not math.isfinite(hist.loss[-1])
+    assert all(math.isfinite(v) for v in model.params.values())
+    assert model.params == hist.best_params
+
+
+def test_callbacks_and_interrupt():
+    seen = []
+
+    def stop_at_three(epoch, logs):
+        seen.append((epoch, logs["loss"]))
+        return epoch == 3
+
+    model = _model()
+    hist = model.fit(DATA, optimizer=optim.SGD(lr=0.1), epochs=10, callbacks=[stop_at_three],
+                     verbose=0)
+    assert hist.stop_reason == "callback" and len(hist) == 4 and [e for e, _ in seen] == [0, 1, 2, 3]
+
+    def ctrl_c(epoch, logs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    model = _model()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hist = model.fit(DATA, optimizer=optim.SGD(lr=0.1), epochs=10, callbacks=[ctrl_c],
+                         verbose=0)
+    assert hist.stop_reason == "interrupted" and len(hist) == 3
+    assert any("interrupted" in str(w.message) for w in caught)
+    assert hist.best_params and model.history is hist
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({x: [1.0, np.nan], y: [1.0, 2.0]}, "column x holds NaN at index 1"),
+        ({x: [1.0, np.inf], y: [1.0, 2.0]}, "column x holds inf at index 1"),
+        ({x: [1.0, 2.0], y: [1.0]}, "different lengths"),
+        ({x: [1.0, 2.0]}, "lacks the column"),
+        ({x: [1.0], y: [1.0], "z": [1.0]}, "not a data symbol"),
+        ({x: ["a", "b"], y: [1.0, 2.0]}, "dtype"),
+        ({x: np.ones((2, 2)), y: [1.0, 2.0]}, "1-D"),
+        ([1.0, 2.0], "dict"),
+    ],
+)
+def test_bad_data_is_refused_before_compiling(data, message):
+    model = _model()
+    with pytest.raises(sg.InputError, match=message):
+        model.fit(data, epochs=1, verbose=0)
+    assert not model._modules
+
+
+def test_model_definition_errors():
+    with pytest.raises(sg.ExpressionError, match="neither a parameter nor a data column"):
+        sg.Model(loss=(PRED - y) ** 2, params={a: 1.0, b: 1.0}, data=[x, y])
+    with pytest.raises(sg.ExpressionError, match="both a parameter and a data column"):
+        sg.Model(loss=(PRED - y) ** 2, params=dict(INIT), data=[x, y, a])
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        optim.Adam(lr=0)
+    with pytest.raises(ValueError, match="epochs"):
+        _model().fit(DATA, epochs=-1)
+    with pytest.raises(ValueError, match="unknown metric"):
+        _model().fit(DATA, metrics=["auc"], verbose=0)
+
+
+def test_listing_and_source():
+    model = _model()
+    assert "grad_loss = 1.0" in model.listing()
+    src = model.source
+    assert "def train(" in src and "def update(" in src and "loss_and_grad_sum" in src
+    assert "Adam" in src
