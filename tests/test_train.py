@@ -220,7 +220,8 @@ def test_callbacks_and_interrupt():
     model = _model()
     hist = model.fit(DATA, optimizer=optim.SGD(lr=0.1), epochs=10, callbacks=[stop_at_three],
                      verbose=0)
-    assert hist.stop_reason == "callback" and len(hist) == 4 and [e for e, _ in seen] == [0, 1, 2, 3]
+    assert hist.stop_reason == "callback" and len(hist) == 4
+    assert [e for e, _ in seen] == [0, 1, 2, 3]
 
     def ctrl_c(epoch, logs):
         if epoch == 2:
