@@ -1,0 +1,1 @@
+"""Benchmarks for symgrad against its peers (see benchmarks/README.md)."""
