@@ -147,3 +147,16 @@ def test_batched_input_errors(compiled):
         f.value_and_grad_batch(np.ones(3), np.ones(4), 1.0)
     with pytest.raises(sg.InputError, match="y is NaN at index 1"):
         f.value_batch(np.ones(3), np.array([1.0, np.nan, 2.0]), 1.0)
+
+
+def test_array_form_matches_scalar_form(compiled):
+    f = compiled(sp.exp(x * y) * z - sp.cos(z))
+    point = np.array([0.3, -0.7, 1.1])
+    out = np.empty(3)
+    value, grad = f.value_and_grad_array(point, out=out)
+    assert grad is out
+    assert (value, tuple(grad)) == f.value_and_grad(*point)
+    with pytest.raises(sg.InputError, match=r"shape \(3,\)"):
+        f.value_and_grad_array(np.ones(4))
+    with pytest.raises(sg.InputError, match="input y is NaN"):
+        f.value_and_grad_array(np.array([0.3, np.nan, 1.0]))

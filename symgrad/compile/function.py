@@ -219,6 +219,28 @@ class CompiledFunction:
     def _signature(self) -> str:
         return f"{self.generated.output}({', '.join(s.name for s in self.inputs)})"
 
+    def value_and_grad_array(
+        self, x: np.ndarray, out: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray]:
+        """``(value, gradient)`` with all inputs in one array (order of :attr:`inputs`).
+
+        The fast form for many inputs: no tuple of floats is built, and the gradient is
+        written into ``out`` (a float64 array of length ``len(wrt)``) when one is given.
+        """
+        if not (isinstance(x, np.ndarray) and x.dtype == np.float64 and x.shape == (self._n,)):
+            x = np.asarray(x, dtype=np.float64)
+            if x.shape != (self._n,):
+                raise InputError(f"x must have shape ({self._n},) (one value per input of "
+                                 f"{self._signature()}), got {x.shape}.")
+        if out is None:
+            out = np.empty(len(self.wrt))
+        elif out.shape != (len(self.wrt),) or out.dtype != np.float64:
+            raise InputError(f"out must be a float64 array of shape ({len(self.wrt)},).")
+        value = self.module.value_and_grad_array(x, out)
+        if value != value:
+            self._explain_nan(x.tolist())
+        return value, out
+
     def value_batch(self, *args, **kwargs) -> np.ndarray:
         """The value at many points: each input an array (scalars broadcast); shape (N,)."""
         columns = self._bind_columns(args, kwargs)

@@ -89,7 +89,6 @@ def render(
         wrt=[n.name for n in wrt],
         uses_numpy=False,
         uses_prange=False,
-        value_signature=f"float64({f64s})",
         value_and_grad_signature=f"Tuple((float64, UniTuple(float64, {len(wrt)})))({f64s})",
     )
     return GeneratedModule(source, context["forward"], context["backward"],
