@@ -276,3 +276,19 @@ def test_listing_and_source():
     src = model.source
     assert "def train(" in src and "def update(" in src and "loss_and_grad_sum" in src
     assert "Adam" in src
+
+
+def test_parallel_loop_over_many_samples_matches_numpy():
+    """From PARALLEL_FROM samples per batch the sums run in prange; same result to rounding."""
+    from symgrad.train.model import PARALLEL_FROM
+
+    rng = np.random.default_rng(3)
+    n = PARALLEL_FROM + 1000
+    xs = rng.normal(size=n)
+    ys = 1.5 * np.tanh(0.8 * xs) - 0.2
+    model = _model()
+    model.fit({x: xs, y: ys}, optimizer=optim.Adam(lr=0.05), epochs=5, verbose=0)
+    assert (optim.Adam.template, True) in model._modules
+    assert "prange(_start, _stop)" in model._modules[(optim.Adam.template, True)][0].source
+    want = _numpy_run("Adam", dict(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8), 5, xs, ys)
+    assert np.max(np.abs(np.array(list(model.params.values())) - want)) < 1e-10
