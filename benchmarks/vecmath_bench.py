@@ -70,8 +70,10 @@ def main(n=1_000_000, repeats=15):
     out = np.empty(n)
     sig = (numba.float64[::1], numba.float64[::1])
     print(f"n = {n}, median of {repeats}; packed = packed-double ops with ymm/zmm in the asm")
-    print(f"{'function':9} {'libm ns':>8} {'vec ns':>8} {'speedup':>8}   "
-          f"{'libm loop':22} {'vec loop':22}")
+    print(
+        f"{'function':9} {'libm ns':>8} {'vec ns':>8} {'speedup':>8}   "
+        f"{'libm loop':22} {'vec loop':22}"
+    )
     for name, x in domains.items():
         row = []
         for f in (getattr(math, name), getattr(vm, "v" + name)):
@@ -81,8 +83,10 @@ def main(n=1_000_000, repeats=15):
             vectorized = "yes" if packed else "no"
             row.append((ns, f"{vectorized} ({packed} packed, {calls} calls)"))
         (libm_ns, libm_v), (vec_ns, vec_v) = row
-        print(f"{name:9} {libm_ns:8.2f} {vec_ns:8.2f} {libm_ns / vec_ns:7.1f}x   "
-              f"{libm_v:22} {vec_v:22}")
+        print(
+            f"{name:9} {libm_ns:8.2f} {vec_ns:8.2f} {libm_ns / vec_ns:7.1f}x   "
+            f"{libm_v:22} {vec_v:22}"
+        )
 
 
 if __name__ == "__main__":
