@@ -60,7 +60,7 @@ class Model:
         target: sp.Symbol | None = None,
         optimizer: Optimizer | None = None,
         name: str = "loss",
-        fast_math: bool = False,
+        fast_math: bool = True,
         cache_dir: str | os.PathLike | None = None,
     ) -> None:
         self.loss = as_expression(loss)
