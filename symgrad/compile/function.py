@@ -40,6 +40,7 @@ def compile(
     inputs: Iterable[sp.Symbol] | None = None,
     name: str = "L",
     cache_dir: str | os.PathLike | None = None,
+    fast_math: bool = False,
 ) -> CompiledFunction:
     """Compile ``expr`` and its gradient with respect to ``wrt`` into Numba code.
 
@@ -48,6 +49,9 @@ def compile(
     followed by the remaining symbols sorted by name. ``name`` names the output in the
     listing (``L`` as in the lecture). ``cache_dir`` overrides where generated modules and
     Numba's machine code are cached (default ``$SYMGRAD_CACHE_DIR`` or ``~/.cache/symgrad``).
+    ``fast_math=True`` swaps libm's exp/log/sin/cos/tanh/log1p/expm1 for symgrad's
+    vectorizable versions (within 1 ulp, full domain) so that the batched kernels vectorize
+    (~2x faster per point), at ~0.3 s more Numba compile time per function used.
     """
     start = time.perf_counter()
     expr = as_expression(expr)
@@ -64,7 +68,8 @@ def compile(
     graph = build(expr, output_name=name)
     node_of = {n.symbol: n for n in graph.inputs}
     program = differentiate(graph, [node_of[s] for s in wrt_syms])
-    module = render(graph, program, [node_of[s] for s in params], [node_of[s] for s in wrt_syms])
+    module = render(graph, program, [node_of[s] for s in params],
+                    [node_of[s] for s in wrt_syms], fast_math=fast_math)
     codegen = time.perf_counter() - start
 
     path, existed = write_module(module.source, _cache_dir(cache_dir))
@@ -242,26 +247,29 @@ class CompiledFunction:
         return value, out
 
     def value_batch(self, *args, **kwargs) -> np.ndarray:
-        """The value at many points: each input an array (scalars broadcast); shape (N,)."""
+        """The value at many points: each input a 1-D array (scalars broadcast); shape (N,)."""
         columns = self._bind_columns(args, kwargs)
-        out = np.empty(columns.shape[1])
+        out = np.empty(columns[0].shape[0])
         self.module.value_batch(columns, out)
+        self._check_batch(columns, out)
         return out
 
     def value_and_grad_batch(self, *args, **kwargs) -> tuple[np.ndarray, np.ndarray]:
         """Values (N,) and gradients (len(wrt), N) at many points, in one compiled loop."""
         columns = self._bind_columns(args, kwargs)
-        value = np.empty(columns.shape[1])
-        grad = np.empty((len(self.wrt), columns.shape[1]))
+        value = np.empty(columns[0].shape[0])
+        grad = np.empty((len(self.wrt), value.shape[0]))
         self.module.value_and_grad_batch(columns, value, grad)
+        self._check_batch(columns, value)
         return value, grad
 
-    def _bind_columns(self, args: tuple, kwargs: dict) -> np.ndarray:
-        raw = self._collect(args, kwargs)
+    def _bind_columns(self, args: tuple, kwargs: dict) -> tuple[np.ndarray, ...]:
         arrays = []
-        for s, v in zip(self.inputs, raw):
+        for s, v in zip(self.inputs, self._collect(args, kwargs)):
             try:
                 a = np.asarray(v, dtype=np.float64)
+                if a.ndim == 1 and not a.flags.c_contiguous:
+                    a = np.ascontiguousarray(a)
             except (TypeError, ValueError):
                 _refuse(s, v)
             if a.ndim > 1:
@@ -274,14 +282,17 @@ class CompiledFunction:
             raise InputError(f"input arrays have different lengths ({shapes}); pass arrays of one "
                              "length (scalars are broadcast).")
         n = lengths.pop() if lengths else 1
-        columns = np.empty((self._n, n))
-        for k, (s, a) in enumerate(zip(self.inputs, arrays)):
-            columns[k] = a
-            bad = np.flatnonzero(np.isnan(columns[k]))
+        return tuple(a if a.ndim == 1 else np.full(n, a[()]) for a in arrays)
+
+    def _check_batch(self, columns: tuple[np.ndarray, ...], value: np.ndarray) -> None:
+        """NaN inputs are refused; checked only where a value came out NaN (cheap otherwise)."""
+        if not np.isnan(value).any():
+            return
+        for s, column in zip(self.inputs, columns):
+            bad = np.flatnonzero(np.isnan(column))
             if bad.size:
                 raise InputError(f"input {s.name} is NaN at index {bad[0]} ({bad.size} NaN in "
                                  "all); remove or fill those points first.")
-        return columns
 
     def _bind(self, args: tuple, kwargs: dict) -> list[float]:
         return [_number(s, v) for s, v in zip(self.inputs, self._collect(args, kwargs))]

@@ -22,8 +22,11 @@ from .templates import environment, fast_math_source
 
 __all__ = ["FAST_MATH_NAMES", "GeneratedModule", "render", "render_trainer"]
 
-#: Math functions the generated module can replace by vectorizable pure-arithmetic versions.
+#: Math functions replaced by vectorizable pure-arithmetic versions, exact over their domain.
 FAST_MATH_NAMES = ("exp", "log", "sin", "cos", "tanh", "log1p", "expm1")
+#: Replaced in loops over samples only, by versions that return NaN past a range limit; a
+#: block whose sums come out NaN is recomputed with libm (the ``exact`` lines).
+FAST_RANGE_NAMES: tuple[str, ...] = ()
 _HELPER_MATH = {"sigmoid": {"exp"}, "softplus": {"exp", "log1p"}, "elu": {"expm1"}}
 
 
@@ -47,8 +50,15 @@ class _UserFunction:
     body: str
 
 
-def _printed(graph: Graph, program: Program, inputs: Sequence[Node], fast_math: bool) -> dict:
-    """Print the program and collect what every template needs around the lines."""
+def _printed(
+    graph: Graph, program: Program, inputs: Sequence[Node], fast_math: bool, ranged: bool = False
+) -> dict:
+    """Print the program and collect what every template needs around the lines.
+
+    With ``ranged``, sin/cos become range-limited fast versions too, and the lines are also
+    printed with ``math.``-qualified names (``exact_forward``/``exact_backward``) for the
+    libm fallback.
+    """
     printer = FlatCodePrinter()
     forward = [printer.doprint(a) for a in program.forward]
     backward = [printer.doprint(a) for a in program.backward]
@@ -56,7 +66,10 @@ def _printed(graph: Graph, program: Program, inputs: Sequence[Node], fast_math: 
     math_names = set(printer.math_names)
     for helper in printer.helpers:
         math_names |= _HELPER_MATH.get(helper, set())
-    fast = sorted(math_names & set(FAST_MATH_NAMES)) if fast_math else []
+    names = FAST_MATH_NAMES + (FAST_RANGE_NAMES if ranged else ())
+    fast = sorted(math_names & set(names)) if fast_math else []
+    fast_range = sorted(set(fast) & set(FAST_RANGE_NAMES))
+    exact = FlatCodePrinter({"fully_qualified_modules": True}) if fast_range else None
     return dict(
         version=__version__,
         output=program.output.name,
@@ -68,8 +81,11 @@ def _printed(graph: Graph, program: Program, inputs: Sequence[Node], fast_math: 
         helpers=printer.helpers,
         user_functions=user_functions,
         fast_math=bool(fast),
-        fast_math_names=fast,
+        fast_math_names=[n for n in fast if n not in fast_range],
+        fast_range_names=fast_range,
         fast_math_source=fast_math_source() if fast else "",
+        exact_forward=[exact.doprint(a) for a in program.forward] if exact else [],
+        exact_backward=[exact.doprint(a) for a in program.backward] if exact else [],
     )
 
 
@@ -107,7 +123,7 @@ def render_trainer(
     fast_math: bool = False,
 ) -> GeneratedModule:
     """Render the training-loop module: per-sample flat code inlined in loops over samples."""
-    context = _printed(graph, program, [*params, *data], fast_math)
+    context = _printed(graph, program, [*params, *data], fast_math, ranged=True)
     source = environment().get_template("trainer.py.j2").render(
         context,
         params=[n.name for n in params],

@@ -49,6 +49,8 @@ class FlatCodePrinter(PythonCodePrinter):
             return name
         if module != "math" or name not in GENERATED_CODE_NAMES:
             raise NotImplementedError(f"generated code may not use {fqn}")
+        if self._settings["fully_qualified_modules"]:
+            return fqn
         self.math_names.add(name)
         return name
 
