@@ -78,12 +78,9 @@ class Graph:
 def node_expr(node: Node) -> sp.Basic:
     """The node's operation applied to its input symbols, unevaluated: one printable line."""
     args = tuple(i.var if isinstance(i, Node) else i for i in node.inputs)
-    with sp.evaluate(False):
-        if node.op is sp.Piecewise:
-            pairs = [ExprCondPair(args[k], args[k + 1]) for k in range(0, len(args), 2)]
-            return sp.Piecewise(*pairs, evaluate=False)
-        if node.op is Identity:
-            return Identity(args[0], evaluate=False)
-        if node.op is sp.Mul:
-            args = tuple(sorted(args, key=lambda a: not a.is_Number))
-        return node.op(*args, evaluate=False)
+    if node.op is sp.Piecewise:
+        pairs = [ExprCondPair(args[k], args[k + 1]) for k in range(0, len(args), 2)]
+        return sp.Piecewise(*pairs, evaluate=False)
+    if node.op is sp.Mul:
+        args = tuple(sorted(args, key=lambda a: not a.is_Number))
+    return node.op(*args, evaluate=False)

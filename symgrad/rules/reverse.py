@@ -48,14 +48,24 @@ def differentiate(graph: Graph, wrt: Sequence[Node]) -> Program:
             depends.add(node.id)
 
     out = graph.output
+    local: list[tuple[Node, tuple]] = []
+    reached = {out.id}
+    with sp.evaluate(False):  # once: entering it clears SymPy's cache
+        for node in reversed(graph.nodes):
+            if node.is_input or node.id not in reached:
+                continue
+            view = NodeView(node.op, tuple(_arg(i) for i in node.inputs), node.shape, node.dtype)
+            adjoints = lookup(node.op).fn(view, node.var, grad_symbol(node))
+            local.append((node, adjoints))
+            for inp, adj in zip(node.inputs, adjoints, strict=True):
+                if adj is not None and isinstance(inp, Node) and inp.id in depends:
+                    reached.add(inp.id)
+
     backward: list = [Assignment(grad_symbol(out), sp.Float(1.0))]
     has_grad = {out.id}
-    for node in reversed(graph.nodes):
-        if node.is_input or node.id not in has_grad:
+    for node, adjoints in local:
+        if node.id not in has_grad:
             continue
-        view = NodeView(node.op, tuple(_arg(i) for i in node.inputs), node.shape, node.dtype)
-        with sp.evaluate(False):
-            adjoints = lookup(node.op).fn(view, node.var, grad_symbol(node))
         for inp, adj in zip(node.inputs, adjoints, strict=True):
             if adj is None or not isinstance(inp, Node) or inp.id not in depends:
                 continue
@@ -104,7 +114,9 @@ def tidy(expr: sp.Basic) -> sp.Basic:
         return sp.Pow(base, exp, evaluate=False)
     if all(a is b for a, b in zip(args, expr.args)):
         return expr
-    with sp.evaluate(False):
+    try:
+        return expr.func(*args, evaluate=False)
+    except TypeError:  # classes without an evaluate option (ExprCondPair) do not simplify
         return expr.func(*args)
 
 
