@@ -121,7 +121,7 @@ def notes(r: dict) -> str:
     for key, label in (("import_s", "import"), ("sympy_import_s", "sympy import"),
                        ("numba_import_s", "numba import"), ("build_s", "build expr"),
                        ("codegen_s", "codegen"), ("compile_s", "numba compile/load"),
-                       ("load_s", "load")):
+                       ("load_s", "load"), ("total_s", "first run total")):
         if r.get(key) is not None:
             parts.append(f"{label} {fmt_time(r[key])}")
     if r.get("lines"):
@@ -215,11 +215,14 @@ def main(argv: list[str] | None = None) -> int:
             module = importlib.import_module(WORKLOADS[w])
             for spec in module.runs([p for p in peers if p in module.PEERS], args.quick):
                 spec = {"workload": w, "repeats": repeats, "quick": args.quick, **spec}
-                if spec.get("cache"):
-                    key = spec["cache"]
-                    if key not in caches:
-                        caches[key] = tempfile.mkdtemp(prefix=f"symgrad-bench-{key}-")
-                    spec["cache_dir"] = caches[key]
+                # "cache": a fresh directory per key (symgrad's compile cache); "shared": a
+                # directory per key for files runs of one workload pass on (W4's reference)
+                for kind in ("cache", "shared"):
+                    if spec.get(kind):
+                        key = f"{kind}-{spec[kind]}"
+                        if key not in caches:
+                            caches[key] = tempfile.mkdtemp(prefix=f"symgrad-bench-{key}-")
+                        spec[f"{kind}_dir"] = caches[key]
                 new = launch(spec, env, spec.get("timeout", args.timeout))
                 rows += new
                 for r in new:

@@ -139,6 +139,9 @@ def test_batched_value_and_grad_matches_scalar_calls(compiled):
         v, g = f.value_and_grad(X[i], Y[i], 0.3)
         assert values[i] == v and tuple(grads[:, i]) == g
     assert np.array_equal(f.value_batch(x=X, y=Y, z=0.3), values)
+    buffers = (np.empty(50), np.empty((3, 50)))
+    again = f.value_and_grad_batch(X, Y, 0.3, out=buffers)
+    assert again[0] is buffers[0] and np.array_equal(again[1], grads)
 
 
 def test_batched_input_errors(compiled):
