@@ -235,3 +235,12 @@ def peer_symgrad(spec, opts, w, ok):
     v, g = f.kernel(*args)
     yield {"variant": "kernel (raw njit), D floats", "group": "py", "cache_warm": False,
            **per_call(f.kernel, args, opts=opts), **ok(v, g), "peer_version": sg.__version__}
+    x_arr = np.asarray(args)
+    out = np.empty(depth)
+    first = Clock()
+    with first:
+        v, g = f.value_and_grad_array(x_arr, out=out)
+    yield {"variant": "value_and_grad_array (checked), f64[D] in/out", "group": "py",
+           "cache_warm": False, "first_call_only_s": first.s,
+           **per_call(lambda a: f.value_and_grad_array(a, out=out), (x_arr,), opts=opts),
+           **ok(v, g.copy()), "peer_version": sg.__version__}
