@@ -292,3 +292,16 @@ def test_parallel_loop_over_many_samples_matches_numpy():
     assert "prange(_blocks)" in model._modules[(optim.Adam.template, True)][0].source
     want = _numpy_run("Adam", dict(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8), 5, xs, ys)
     assert np.max(np.abs(np.array(list(model.params.values())) - want)) < 1e-10
+
+
+def test_progress_bar_for_runs_longer_than_a_second(capsys):
+    import time as _time
+
+    model = _model()
+    hist = model.fit(DATA, optimizer=optim.SGD(lr=0.01), epochs=3, verbose=1,
+                     callbacks=[lambda epoch, logs: _time.sleep(0.4)])
+    err = capsys.readouterr().err
+    assert len(hist) == 3 and "3/3" in err and "epoch" in err and "loss=" in err
+    model.fit(DATA, optimizer=optim.SGD(lr=0.01), epochs=3, verbose=0,
+              callbacks=[lambda epoch, logs: _time.sleep(0.4)])
+    assert "3/3" not in capsys.readouterr().err
