@@ -12,6 +12,15 @@ break the error-free transformations. The fused multiply-add comes from llvm.fma
 instruction on x86-64-v3 and AArch64, a slow (but correct) libm call on CPUs without FMA.
 sin and cos reduce every argument with Payne-Hanek: a branch to math.sin for huge |x|
 does not stay rare, LLVM speculates the call for every lane of the vector.
+
+vsin_fast and vcos_fast are the cheap variants (about 4x faster than vsin/vcos, and
+quicker to compile): a table-free 3-part Cody-Waite reduction with FMA, valid for
+|x| <= SIN_FAST_LIMIT = 2**40 (about 1.1e12), where they are under 1 ulp from the exact
+result like vsin/vcos. For |x| > SIN_FAST_LIMIT, +-inf and nan they return nan, on
+purpose: nan means "cannot", not sin(x). A caller that may see larger arguments uses
+vsin/vcos (full range), or checks its results (or a block's sums) for nan and recomputes
+with math.sin/math.cos. sin(-0.0) = -0.0 and sin(x) = x for tiny x as usual. sin and cos
+of the same x in one loop share the reduction and both polynomials.
 This file imports only math, numpy and numba: its source is inlined into generated modules.
 """
 import math
@@ -41,6 +50,8 @@ _LN2_LO = 2.3190468138462996e-17
 _INV_LN2 = 1.4426950408889634
 _PIO2_HI = 1.5707963267948966
 _PIO2_LO = 6.123233995736766e-17
+_PIO2_LO2 = -1.4973849048591698e-33  # pi/2 - _PIO2_HI - _PIO2_LO
+_INV_PIO2 = 0.6366197723675814
 
 # exp(r) = 1 + r + r*r/2 + r**3 * Q(r) on |r| <= ln2/2 (minimax, relative error 5e-17)
 _E0 = 0.16666666666666669
@@ -368,3 +379,65 @@ def vcos(x):
     y = -y if ((n + 1) & 2) != 0 else y
     y = y if ax > 7.450580596923828e-09 else 1.0
     return y if ax < _INF else x - x
+
+
+
+
+# vsin_fast / vcos_fast: see the module docstring. Up to 2**40 the 3-part Cody-Waite
+# reduction leaves a relative error below 2**-59 in r even for the x closest to a multiple
+# of pi/2 (|r| >= 2**-60.5 there); above ~2**47 the quotient from the rounded 2/pi can be
+# off by one and |r| outgrows the pi/4 the polynomials are fitted on.
+SIN_FAST_LIMIT = 2.0**40
+
+
+@_jit
+def _trig_reduce_fast(x):
+    """For finite |x| <= SIN_FAST_LIMIT: z, whose low bits hold n = rint(x * 2/pi), and
+    s + lo = x - n*pi/2 with |s + lo| <~ pi/4 and |lo| <= ulp(s)/2 + 2**-67.
+    Cody-Waite with pi/2 split in 3 doubles and FMA; no branches, no tables."""
+    z = _fma(x, _INV_PIO2, _SHIFT)
+    kf = z - _SHIFT
+    r1 = _fma(-kf, _PIO2_HI, x)  # exact: a multiple of 2**-52 below 2 (Sterbenz if |x| < 1)
+    th = kf * _PIO2_LO
+    tl = _fma(kf, _PIO2_LO, -th)  # th + tl = kf * _PIO2_LO exactly
+    s = r1 - th
+    se = (r1 - s) - th  # Fast2Sum, exact: r1 is a multiple of ulp(th), or |r1| > |th|
+    return z, s, se - _fma(kf, _PIO2_LO2, tl)
+
+
+@_jit
+def _ksincos_fast(x, y, use_cos):
+    """cos(x + y) if use_cos else sin(x + y), for |x| <~ pi/4 and |y| << |x|: the k_sin.c
+    and k_cos.c polynomials as head - (-tail), the head and tail picked per lane.
+    For the same x, sin and cos share everything but the picks (LLVM CSE)."""
+    z = x * x
+    hz = 0.5 * z
+    w = 1.0 - hz
+    ps = _fma(z, _fma(z, _fma(z, _fma(z, _fma(z, _S6, _S5), _S4), _S3), _S2), _S1)
+    pc = _fma(z, _fma(z, _fma(z, _fma(z, _fma(z, _C6, _C5), _C4), _C3), _C2), _C1)
+    # sin = x + (x*z*ps + y*(1 - z/2)), cos = w + ((1 - w - z/2) + z*z*pc - x*y)
+    a = z * (z if use_cos else x)
+    p = pc if use_cos else ps
+    nb = _fma(x, y, hz - (1.0 - w)) if use_cos else _fma(hz, y, -y)
+    # head - (-tail) rather than head + tail keeps sin(-0.0) == -0.0
+    return (w if use_cos else x) - _fma(a, -p, nb)
+
+
+@_jit
+def vsin_fast(x):
+    """sin(x) for |x| <= SIN_FAST_LIMIT; nan beyond it, for +-inf and for nan."""
+    z, rh, rl = _trig_reduce_fast(x)
+    n = _bits(z)
+    y = _ksincos_fast(rh, rl, (n & 1) != 0)
+    y = -y if (n & 2) != 0 else y
+    return y if abs(x) <= SIN_FAST_LIMIT else math.nan
+
+
+@_jit
+def vcos_fast(x):
+    """cos(x) for |x| <= SIN_FAST_LIMIT; nan beyond it, for +-inf and for nan."""
+    z, rh, rl = _trig_reduce_fast(x)
+    n = _bits(z)
+    y = _ksincos_fast(rh, rl, (n & 1) == 0)
+    y = -y if ((n + 1) & 2) != 0 else y
+    return y if abs(x) <= SIN_FAST_LIMIT else math.nan

@@ -305,3 +305,19 @@ def test_progress_bar_for_runs_longer_than_a_second(capsys):
     model.fit(DATA, optimizer=optim.SGD(lr=0.01), epochs=3, verbose=0,
               callbacks=[lambda epoch, logs: _time.sleep(0.4)])
     assert "3/3" not in capsys.readouterr().err
+
+
+def test_huge_sin_arguments_fall_back_to_libm():
+    """Beyond the fast sin/cos range a block is recomputed with libm: same result as NumPy."""
+    xs = np.concatenate([np.linspace(0, 1, 600), np.full(100, 1e15) + np.arange(100)])
+    ys = np.sin(0.7 * xs)
+    w = sp.Symbol("w")
+    model = sg.Model(loss=(sp.sin(w * x) - y) ** 2, params={w: 0.5}, data=[x, y])
+    assert "_block_loss_and_grad_exact" in model.source
+    model.fit({x: xs, y: ys}, optimizer=optim.SGD(lr=1e-14), epochs=1, verbose=0)
+    r = np.sin(0.5 * xs) - ys
+    grad = np.mean(2 * r * np.cos(0.5 * xs) * xs)
+    assert model.history.loss[0] == pytest.approx(np.mean(r**2), rel=1e-12)
+    assert abs(1e-14 * grad) > 1e-2
+    assert model.params[w] == pytest.approx(0.5 - 1e-14 * grad, rel=1e-12)
+    assert math.isfinite(model.history.loss[0])

@@ -1,11 +1,14 @@
 """templates/vecmath.py: accuracy against NumPy and against the exact result (x87 long
 double, or mpmath where long double is just double), the IEEE special cases, hard trig
-reductions, and that loops calling the functions vectorize without calls."""
+reductions, and that loops calling the functions vectorize without calls; for vsin_fast
+and vcos_fast also the doubles nearest to multiples of pi/2 in every binade up to
+SIN_FAST_LIMIT, and nan beyond it."""
 
 import ast
 import importlib.util
 import math
 import re
+from fractions import Fraction
 from pathlib import Path
 
 import mpmath
@@ -15,6 +18,7 @@ import pytest
 
 VECMATH = Path(__file__).resolve().parents[1] / "templates" / "vecmath.py"
 NAMES = ["exp", "expm1", "log", "log1p", "tanh", "sin", "cos"]
+FAST = ["sin_fast", "cos_fast"]
 N = 1_000_000
 MAX_ULP = 2
 
@@ -38,7 +42,7 @@ def _make_loop(f):
     return loop
 
 
-LOOPS = {name: _make_loop(getattr(vm, "v" + name)) for name in NAMES}
+LOOPS = {name: _make_loop(getattr(vm, "v" + name)) for name in NAMES + FAST}
 
 
 def run(name, x):
@@ -241,7 +245,7 @@ PACKED = re.compile(r"\bv?(?:fn?m(?:add|sub)\d{3}|mul|add|sub)pd\b")
 CALL = re.compile(r"\bcall")
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + FAST)
 def test_loop_vectorizes_without_calls(name):
     loop = LOOPS[name]
     run(name, np.ones(8))
@@ -258,3 +262,194 @@ def test_module_imports_only_math_numpy_numba():
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module)
     assert imported == {"math", "numpy", "numba"}
+
+
+# vsin_fast / vcos_fast: < 1 ulp for |x| <= SIN_FAST_LIMIT, nan beyond it.
+
+LIMIT = vm.SIN_FAST_LIMIT
+
+
+def _fast_domains():
+    rng = np.random.default_rng(20240612)
+    n = N // 2
+    signs = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+    return {
+        "[-pi, pi]": rng.uniform(-math.pi, math.pi, n),
+        "[-1e4, 1e4]": rng.uniform(-1e4, 1e4, n),
+        "[-limit, limit]": rng.uniform(-LIMIT, LIMIT, n),
+        "+-[1e-300, limit] log-uniform": signs * log_uniform(rng, 1e-300, LIMIT, n),
+    }
+
+
+FAST_DOMAINS = _fast_domains()
+FAST_CASES = [(name, label) for name in FAST for label in FAST_DOMAINS]
+
+
+@pytest.mark.parametrize("name,label", FAST_CASES, ids=[f"{n}:{d}" for n, d in FAST_CASES])
+def test_fast_trig_random_points(name, label):
+    x = FAST_DOMAINS[label]
+    got = run(name, x)
+    base = name.removesuffix("_fast")
+    d = ulp_distance(got, reference(base, x))
+    worst = int(np.argmax(d))
+    assert d[worst] <= 1, f"v{name}({x[worst]!r}) is {d[worst]} ulp from numpy"
+    err, kept = error_in_ulps(base, x, got)
+    assert kept.size == (x.size if EXTENDED else 3000), "nan or inf within the limit"
+    worst = int(np.argmax(err))
+    assert err[worst] < 1.0, f"v{name}({kept[worst]!r}) is {float(err[worst]):.3f} ulp off"
+
+
+def _nearest_to_multiples_of_pio2(e, count, bits=256):
+    """The count doubles in [2**e, 2**(e+1)) closest to a multiple of pi/2, for 0 <= e < 53.
+    With x = m * 2**(e-52), m in [2**52, 2**53): the smallest |m * beta - k| over integers
+    k, beta = 2**(e-52) * 2/pi, are short vectors of the lattice spanned by (scale, B) and
+    (0, 2**bits) (B = beta * 2**bits) in a box around (m0, m0*B) for the middle m0:
+    a Gauss-reduced basis and exact enumeration of the box, grown until it holds count."""
+    with mpmath.workprec(bits + 64):
+        big = int(mpmath.floor(2 / mpmath.pi * mpmath.mpf(2) ** (bits + e - 52)))
+    half = 1 << 51
+    mid = 3 * half  # m = mid + j, |j| <= half
+    offset = (mid * big) % (1 << bits)
+
+    def dot(u, v):
+        return u[0] * v[0] + u[1] * v[1]
+
+    tol = 1 << (bits - 50)  # |m * B - k * 2**bits| <= tol
+    while True:
+        scale = max(1, tol // half)  # makes the box square: |j * scale| <= half * scale
+        u, v = (scale, big), (0, 1 << bits)
+        while True:  # Gauss (Lagrange) reduction
+            if dot(u, u) > dot(v, v):
+                u, v = v, u
+            q = round(Fraction(dot(u, v), dot(u, u)))
+            if q == 0:
+                break
+            v = (v[0] - q * u[0], v[1] - q * u[1])
+        det = u[0] * v[1] - u[1] * v[0]
+        box = (half * scale, tol)
+        # lattice points a*u + b*v + (0, offset) in the box; first the range of b
+        corners = [(sx * box[0], sy * box[1] - offset) for sx in (-1, 1) for sy in (-1, 1)]
+        bs = [Fraction(u[0] * c1 - u[1] * c0, det) for c0, c1 in corners]
+        found = []
+        for b in range(math.floor(min(bs)), math.ceil(max(bs)) + 1):
+            lo, hi = -math.inf, math.inf
+            for k in (0, 1):
+                c = b * v[k] + (offset if k else 0)
+                if u[k] == 0:
+                    lo, hi = (lo, hi) if abs(c) <= box[k] else (1, 0)
+                    continue
+                ends = (Fraction(-box[k] - c, u[k]), Fraction(box[k] - c, u[k]))
+                lo, hi = max(lo, min(ends)), min(hi, max(ends))
+            for a in range(math.ceil(lo), math.floor(hi) + 1) if lo <= hi else ():
+                j = (a * u[0] + b * v[0]) // scale
+                if abs(j) <= half and mid + j < 1 << 53:
+                    found.append((abs(a * u[1] + b * v[1] + offset), mid + j))
+        if len(found) >= count:
+            return [math.ldexp(m, e - 52) for _, m in sorted(found)[:count]]
+        tol <<= 4
+
+
+def _fast_hard_arguments():
+    """The 4 doubles nearest to multiples of pi/2 in each binade below SIN_FAST_LIMIT (the
+    closest, 45.553093477052, is 2**-60.49 from 29*pi/2), the random near-multiples of
+    the vsin test, the limit itself, their neighbours and negatives; exact sin and cos."""
+    top = int(math.log2(LIMIT))
+    xs = [x for e in range(top) for x in _nearest_to_multiples_of_pio2(e, 4)]
+    xs += [v for v in HARD_X.tolist() if 0.0 < v <= LIMIT] + [LIMIT]
+    x = np.unique(np.array(xs))
+    x = np.concatenate([x, np.nextafter(x, 0.0), np.nextafter(x, np.inf)])
+    x = x[x <= LIMIT]
+    x = np.concatenate([x, -x])
+    with mpmath.workprec(300):
+        want = {
+            "sin_fast": [mpmath.sin(v) for v in x.tolist()],
+            "cos_fast": [mpmath.cos(v) for v in x.tolist()],
+        }
+    return x, want
+
+
+FAST_HARD_X, FAST_HARD_WANT = _fast_hard_arguments()
+
+
+def test_nearest_to_multiples_of_pio2_matches_brute_force():
+    # in [8, 16) and [32, 64): every k*pi/2 and the doubles on either side of it
+    for e in (3, 5):
+        with mpmath.workprec(200):
+            near = [
+                (abs(mpmath.mpf(x) - k * mpmath.pi / 2), x)
+                for k in range(1, 2 ** (e + 2))
+                for v in [float(k * mpmath.pi / 2)]
+                for x in (np.nextafter(v, 0.0), v, np.nextafter(v, np.inf))
+                if 2.0**e <= x < 2.0 ** (e + 1)
+            ]
+        assert _nearest_to_multiples_of_pio2(e, 3) == [float(x) for _, x in sorted(near)[:3]]
+    assert _nearest_to_multiples_of_pio2(5, 1) == [45.553093477052]
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_fast_trig_hard_reductions_within_1_ulp_of_exact(name):
+    got = run(name, FAST_HARD_X)
+    errors = [
+        float(abs(g - exact) / math.ulp(float(exact)))
+        for g, exact in zip(got.tolist(), FAST_HARD_WANT[name])
+    ]
+    worst = int(np.argmax(errors))
+    assert errors[worst] < 1.0, (
+        f"v{name}({FAST_HARD_X[worst]!r}) is {errors[worst]:.3f} ulp from the exact value"
+    )
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_fast_trig_nan_beyond_the_limit(name):
+    beyond = [np.nextafter(LIMIT, np.inf), 2.0 * LIMIT, 2.0**47, 2.0**53, 1e22, 1e300,
+              1.7976931348623157e308, math.inf, math.nan]
+    x = np.array(beyond + [-v for v in beyond])
+    got = run(name, x)
+    assert np.isnan(got).all(), f"v{name}({x[~np.isnan(got)][0]!r}) is not nan"
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_fast_trig_edge_cases_match_numpy(name):
+    x = EDGES[np.abs(EDGES) <= LIMIT]
+    got, ref = run(name, x), reference(name.removesuffix("_fast"), x)
+    d = ulp_distance(got, ref)
+    worst = int(np.argmax(d))
+    assert d[worst] <= 1, f"v{name}({x[worst]!r}) = {got[worst]!r}, numpy {ref[worst]!r}"
+    exact = (ref == 0.0) | (np.abs(x) < 1e-8)  # zeros with their sign; sin(x) = x
+    assert got[exact].tobytes() == ref[exact].tobytes()
+
+
+@pytest.mark.parametrize(
+    "name,x,want",
+    [
+        ("sin_fast", 0.0, 0.0), ("sin_fast", -0.0, -0.0), ("sin_fast", 5e-324, 5e-324),
+        ("sin_fast", -5e-324, -5e-324), ("sin_fast", -1e-300, -1e-300),
+        ("sin_fast", -2.2250738585072014e-308, -2.2250738585072014e-308),
+        ("cos_fast", 0.0, 1.0), ("cos_fast", -0.0, 1.0), ("cos_fast", -5e-324, 1.0),
+        ("sin_fast", LIMIT, float(mpmath.sin(LIMIT))),
+        ("cos_fast", -LIMIT, float(mpmath.cos(LIMIT))),
+    ],
+)
+def test_fast_trig_special_values(name, x, want):
+    got = run(name, np.array([x]))[0]
+    assert got.tobytes() == np.float64(want).tobytes(), f"v{name}({x!r}) = {got!r}, want {want!r}"
+
+
+def test_fast_trig_of_one_argument_share_the_work():
+    # sin and cos of the same x in one loop: one reduction and one pair of polynomials
+    sin, cos = vm.vsin_fast, vm.vcos_fast
+
+    @numba.njit(error_model="numpy")
+    def both(x, out):
+        for i in range(x.size):
+            out[i] = sin(x[i]) * cos(x[i])
+
+    x = np.linspace(-10.0, 10.0, 101)
+    out = np.empty_like(x)
+    both(x, out)
+    np.testing.assert_allclose(out, np.sin(x) * np.cos(x), rtol=1e-15, atol=1e-16)
+    asm = both.inspect_asm(both.signatures[0]).split(".Lfunc_end0")[0]
+    run("sin_fast", x)
+    one = LOOPS["sin_fast"].inspect_asm(LOOPS["sin_fast"].signatures[0]).split(".Lfunc_end0")[0]
+    fmas = re.compile(r"\bvfn?m(?:add|sub)\d{3}pd\b")
+    assert len(fmas.findall(asm)) <= len(fmas.findall(one)) + 2

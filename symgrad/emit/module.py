@@ -24,9 +24,10 @@ __all__ = ["FAST_MATH_NAMES", "GeneratedModule", "render", "render_trainer"]
 
 #: Math functions replaced by vectorizable pure-arithmetic versions, exact over their domain.
 FAST_MATH_NAMES = ("exp", "log", "sin", "cos", "tanh", "log1p", "expm1")
+#: In loops over samples, sin and cos use the fast versions instead (see FAST_RANGE_NAMES).
 #: Replaced in loops over samples only, by versions that return NaN past a range limit; a
 #: block whose sums come out NaN is recomputed with libm (the ``exact`` lines).
-FAST_RANGE_NAMES: tuple[str, ...] = ()
+FAST_RANGE_NAMES = ("sin", "cos")
 _HELPER_MATH = {"sigmoid": {"exp"}, "softplus": {"exp", "log1p"}, "elu": {"expm1"}}
 
 
@@ -66,9 +67,8 @@ def _printed(
     math_names = set(printer.math_names)
     for helper in printer.helpers:
         math_names |= _HELPER_MATH.get(helper, set())
-    names = FAST_MATH_NAMES + (FAST_RANGE_NAMES if ranged else ())
-    fast = sorted(math_names & set(names)) if fast_math else []
-    fast_range = sorted(set(fast) & set(FAST_RANGE_NAMES))
+    fast = sorted(math_names & set(FAST_MATH_NAMES)) if fast_math else []
+    fast_range = sorted(set(fast) & set(FAST_RANGE_NAMES)) if ranged else []
     exact = FlatCodePrinter({"fully_qualified_modules": True}) if fast_range else None
     return dict(
         version=__version__,
