@@ -20,6 +20,7 @@ from .errors import (
 )
 from .expression import elu, leaky_relu, losses, relu, sigmoid, softplus
 from .rules import rule
+from .show import check_gradients
 from .train import DivergenceWarning, History, Model, metrics, optim
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "SymgradError",
     "UnsupportedFunctionError",
     "__version__",
+    "check_gradients",
     "clear_cache",
     "compile",
     "elu",

@@ -289,7 +289,7 @@ def test_parallel_loop_over_many_samples_matches_numpy():
     model = _model()
     model.fit({x: xs, y: ys}, optimizer=optim.Adam(lr=0.05), epochs=5, verbose=0)
     assert (optim.Adam.template, True) in model._modules
-    assert "prange(_blocks)" in model._modules[(optim.Adam.template, True)][0].source
+    assert "prange(_chunks)" in model._modules[(optim.Adam.template, True)][0].source
     want = _numpy_run("Adam", dict(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8), 5, xs, ys)
     assert np.max(np.abs(np.array(list(model.params.values())) - want)) < 1e-10
 
