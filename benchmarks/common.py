@@ -71,6 +71,10 @@ def check(value, grad, ref_value, ref_grad, tol: float, rtol: float | None = Non
     return out
 
 
+#: Every peer, mapped to the module whose absence means "not installed".
+PEER_MODULES = {p: p for p in ("symgrad", "numpy", "numba", "torch", "jax", "pytensor")}
+
+
 class Clock:
     """``with Clock() as c: ...`` then ``c.s`` is the elapsed wall time in seconds."""
 

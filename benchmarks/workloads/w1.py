@@ -14,6 +14,7 @@ import sys
 import numpy as np
 
 from benchmarks.common import (
+    PEER_MODULES,
     Clock,
     Options,
     c_modules,
@@ -24,14 +25,7 @@ from benchmarks.common import (
     pytensor_cache,
 )
 
-PEERS = {
-    "symgrad": "symgrad",
-    "numpy": "numpy",
-    "numba": "numba",
-    "torch": "torch",
-    "jax": "jax",
-    "pytensor": "pytensor",
-}
+PEERS = PEER_MODULES
 POINT = (2.0, -1.0, -3.0, -2.0, -3.0)
 TOL = 1e-12
 LOOP_POINTS = 100_000

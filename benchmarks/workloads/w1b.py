@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from benchmarks.common import (
+    PEER_MODULES,
     Clock,
     Options,
     c_modules,
@@ -23,14 +24,7 @@ from benchmarks.common import (
     pytensor_cache,
 )
 
-PEERS = {
-    "symgrad": "symgrad",
-    "numpy": "numpy",
-    "numba": "numba",
-    "torch": "torch",
-    "jax": "jax",
-    "pytensor": "pytensor",
-}
+PEERS = PEER_MODULES
 N = 1_000_000
 TOL = 1e-12
 

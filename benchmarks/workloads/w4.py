@@ -32,16 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import Clock, Options, jax_cache
+from benchmarks.common import PEER_MODULES, Clock, Options, jax_cache
 
-PEERS = {
-    "symgrad": "symgrad",
-    "numpy": "numpy",
-    "numba": "numba",
-    "torch": "torch",
-    "jax": "jax",
-    "pytensor": "pytensor",
-}
+PEERS = PEER_MODULES
 N = 1_000_000
 STEPS = 100
 QUICK_STEPS = 20  # steps of the timed (second) run with --quick

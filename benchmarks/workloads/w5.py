@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from benchmarks.common import (
+    PEER_MODULES,
     Clock,
     Options,
     c_modules,
@@ -23,14 +24,7 @@ from benchmarks.common import (
     pytensor_cache,
 )
 
-PEERS = {
-    "symgrad": "symgrad",
-    "numpy": "numpy",
-    "numba": "numba",
-    "torch": "torch",
-    "jax": "jax",
-    "pytensor": "pytensor",
-}
+PEERS = PEER_MODULES
 CASES = {"d30": 30, "d1000": 1000}
 TOL = {"d30": 1e-12, "d1000": 1e-10}
 # At depth 1000 x_D is within a few ulps of pi and every partial is below 3e-15, so the
