@@ -46,7 +46,7 @@ def test_depth_30_matches_reference():
 def test_code_is_linear_in_depth(depth):
     loss, ws = _w5(depth)
     graph = build(as_expression(loss))
-    node_of = {n.symbol: n for n in graph.inputs}
+    node_of = graph.input_nodes()
     program = differentiate(graph, [node_of[w] for w in ws])
     assert len(program.forward) == 3 * depth + 1
     assert len(program.backward) <= 5 * depth + 2

@@ -67,7 +67,7 @@ def compile(
     params = _check_inputs(inputs, symbols, wrt_syms)
 
     graph = build(expr, output_name=name)
-    node_of = {n.symbol: n for n in graph.inputs}
+    node_of = graph.input_nodes()
     program = differentiate(graph, [node_of[s] for s in wrt_syms])
     module = render(graph, program, [node_of[s] for s in params],
                     [node_of[s] for s in wrt_syms], fast_math=fast_math)
@@ -205,26 +205,6 @@ class CompiledFunction(ShowMixin):
             self._explain_nan(args)
         return result
 
-    def gradient(self, *args, **kwargs) -> dict[sp.Symbol, float]:
-        """The gradient as a dict keyed by the ``wrt`` symbols."""
-        return dict(zip(self.wrt, self.value_and_grad(*args, **kwargs)[1], strict=True))
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the standalone module (needs only NumPy and Numba) to ``path``."""
-        path = Path(path)
-        path.write_text(self.source, encoding="utf-8")
-        return path
-
-    def __repr__(self) -> str:
-        g = self.generated
-        return (
-            f"<CompiledFunction {g.output}({', '.join(g.params)}) wrt ({', '.join(g.wrt)}): "
-            f"{len(g.forward)} forward, {len(g.backward)} backward lines>"
-        )
-
-    def _signature(self) -> str:
-        return f"{self.generated.output}({', '.join(s.name for s in self.inputs)})"
-
     def value_and_grad_array(
         self, x: np.ndarray, out: np.ndarray | None = None
     ) -> tuple[float, np.ndarray]:
@@ -246,6 +226,26 @@ class CompiledFunction(ShowMixin):
         if value != value:
             self._explain_nan(x.tolist())
         return value, out
+
+    def gradient(self, *args, **kwargs) -> dict[sp.Symbol, float]:
+        """The gradient as a dict keyed by the ``wrt`` symbols."""
+        return dict(zip(self.wrt, self.value_and_grad(*args, **kwargs)[1], strict=True))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the standalone module (needs only NumPy and Numba) to ``path``."""
+        path = Path(path)
+        path.write_text(self.source, encoding="utf-8")
+        return path
+
+    def __repr__(self) -> str:
+        g = self.generated
+        return (
+            f"<CompiledFunction {g.output}({', '.join(g.params)}) wrt ({', '.join(g.wrt)}): "
+            f"{len(g.forward)} forward, {len(g.backward)} backward lines>"
+        )
+
+    def _signature(self) -> str:
+        return f"{self.generated.output}({', '.join(s.name for s in self.inputs)})"
 
     def value_batch(self, *args, **kwargs) -> np.ndarray:
         """The value at many points: each input a 1-D array (scalars broadcast); shape (N,)."""
@@ -344,10 +344,7 @@ class CompiledFunction(ShowMixin):
     def _explain_nan(self, values: Sequence) -> None:
         bad = [s.name for s, v in zip(self.inputs, values) if isinstance(v, float) and v != v]
         if bad:
-            raise InputError(
-                f"input {', '.join(bad)} is NaN; symgrad refuses NaN inputs because every "
-                "result would be NaN. Check the data or the computation that produced it."
-            )
+            raise _nan_input(", ".join(bad))
         warnings.warn(
             f"{self.generated.output} is NaN at this point although every input is a number "
             "(e.g. log of a negative value, 0/0 or inf - inf); check the inputs' domain.",
@@ -388,11 +385,15 @@ def _number(symbol: sp.Symbol, value) -> float:
             _refuse(symbol, value)
     out = float(value)
     if math.isnan(out):
-        raise InputError(
-            f"input {symbol.name} is NaN; symgrad refuses NaN inputs because every result would "
-            "be NaN. Check the data or the computation that produced it."
-        )
+        raise _nan_input(symbol.name)
     return out
+
+
+def _nan_input(name: str) -> InputError:
+    return InputError(
+        f"input {name} is NaN; symgrad refuses NaN inputs because every result would be NaN. "
+        "Check the data or the computation that produced it."
+    )
 
 
 def _refuse(symbol: sp.Symbol, value) -> float:

@@ -24,7 +24,6 @@ __all__ = ["FAST_MATH_NAMES", "GeneratedModule", "render", "render_trainer"]
 
 #: Math functions replaced by vectorizable pure-arithmetic versions, exact over their domain.
 FAST_MATH_NAMES = ("exp", "log", "sin", "cos", "tanh", "log1p", "expm1")
-#: In loops over samples, sin and cos use the fast versions instead (see FAST_RANGE_NAMES).
 #: Replaced in loops over samples only, by versions that return NaN past a range limit; a
 #: block whose sums come out NaN is recomputed with libm (the ``exact`` lines).
 FAST_RANGE_NAMES = ("sin", "cos")

@@ -17,7 +17,7 @@ import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
 from ..expression.functions import elu, leaky_relu, relu, sigmoid, softplus
-from ..graph import GENERATED_CODE_NAMES, Identity
+from ..graph import GENERATED_CODE_NAMES
 from ..rules import lookup
 
 __all__ = ["FlatCodePrinter"]
@@ -104,8 +104,6 @@ class FlatCodePrinter(PythonCodePrinter):
         if cls in _HELPERS:
             self.helpers.add(_HELPERS[cls])
             return f"{_HELPERS[cls]}({', '.join(self._print(a) for a in expr.args)})"
-        if cls is Identity:
-            return self._print(expr.args[0])
         if cls.__name__.lower() in self.known_functions or cls.__name__ in self.known_functions:
             return super()._print_Function(expr)
         rule = lookup(cls)

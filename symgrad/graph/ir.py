@@ -65,11 +65,9 @@ class Graph:
     output: Node
     inputs: list[Node] = field(default_factory=list)
 
-    def node_of(self, symbol: sp.Symbol) -> Node | None:
-        for node in self.inputs:
-            if node.symbol == symbol:
-                return node
-        return None
+    def input_nodes(self) -> dict[sp.Symbol, Node]:
+        """The input node of each user symbol."""
+        return {n.symbol: n for n in self.inputs}
 
     def __len__(self) -> int:
         return len(self.nodes)

@@ -91,7 +91,7 @@ class Model(ShowMixin):
         self.history: History | None = None
         self.timings: dict = {}
         self._graph = build(self.loss, output_name=name)
-        node_of = {n.symbol: n for n in self._graph.inputs}
+        node_of = self._graph.input_nodes()
         for s in self._param_syms:
             if s not in node_of:
                 raise ExpressionError(f"parameter {s.name} does not occur in the loss, so it "
@@ -182,10 +182,15 @@ class Model(ShowMixin):
         val_losses = np.full(max(epochs, 1), np.nan)
         best = np.array([np.inf, -1.0, 0.0])
         best_params = self._values.copy()
+
+        def run(first: int, count: int) -> tuple[int, int]:
+            return trainer.train(self._values, state, optimizer.step, hyper, X, V, first, count,
+                                 size, drop_last, shuffle, seed, patience, losses, val_losses,
+                                 best, best_params)
+
         if "compile_s" not in self.timings:
-            t0 = time.perf_counter()  # zero epochs: only makes Numba compile (or load) the loop
-            trainer.train(self._values, state, optimizer.step, hyper, X, V, 0, 0, size,
-                          drop_last, shuffle, seed, patience, losses, val_losses, best, best_params)
+            t0 = time.perf_counter()
+            run(0, 0)  # zero epochs: only makes Numba compile (or load) the loop
             self.timings["compile_s"] = time.perf_counter() - t0
         history = History()
         self.history = history
@@ -195,10 +200,7 @@ class Model(ShowMixin):
         try:
             while done < epochs:
                 t0 = time.perf_counter()
-                ran, status = trainer.train(
-                    self._values, state, optimizer.step, hyper, X, V, done,
-                    min(chunk, epochs - done), size, drop_last, shuffle, seed, patience,
-                    losses, val_losses, best, best_params)
+                ran, status = run(done, min(chunk, epochs - done))
                 dt = time.perf_counter() - t0
                 stop = self._record(history, done, ran, dt, losses, val_losses, V, X, metric_fns,
                                     callbacks)
@@ -248,11 +250,15 @@ class Model(ShowMixin):
         if data is None:
             raise InputError("predict needs data: a dict from data symbols to arrays.")
         f = self._predictor(expr)
-        used = [s for s in self._data_syms if s in set(f.inputs)]
+        needed = set(f.inputs)
+        used = [s for s in self._data_syms if s in needed]
         X = columns({s: v for s, v in _by_symbol(data, self._data_syms).items() if s in used},
                     used, "data")
-        values = {s: v for s, v in zip(self._param_syms, self._values) if s in set(f.inputs)}
-        values.update(zip(used, X))
+        return self._evaluate(f, dict(zip(used, X)))
+
+    def _evaluate(self, f: CompiledFunction, data: Mapping[sp.Symbol, np.ndarray]) -> np.ndarray:
+        """``f`` at the current parameters on already validated data columns."""
+        values = {**dict(zip(self._param_syms, self._values)), **data}
         return f.value_batch({s: values[s] for s in f.inputs})
 
     # -- plumbing ---------------------------------------------------------------------
@@ -334,7 +340,7 @@ class Model(ShowMixin):
 
     def _truth_and_prediction(self, cols: np.ndarray):
         data = dict(zip(self._data_syms, cols))
-        return data[self.target], self.predict(self.prediction, data)
+        return data[self.target], self._evaluate(self._predictor(self.prediction), data)
 
     def _progress(self, bar, verbose, done, epochs, start, history):
         if not verbose or done >= epochs and bar is None:
