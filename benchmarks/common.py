@@ -9,6 +9,7 @@ gradient with the NumPy float64 reference (max abs diff over value and every par
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 import timeit
@@ -109,3 +110,27 @@ def jax_cache(jax) -> dict:
     if not directory:
         return {"cache_warm": False, "cache_note": "jax_compilation_cache_dir unset: no disk cache"}
     return {"cache_warm": None, "cache_note": f"persistent compilation cache in {directory}"}
+
+
+def timed_steps(reset, step, steps: int) -> tuple[list[float], list]:
+    """``reset()``, then ``steps`` calls of ``step()``, each timed alone (garbage collector
+    off); returns the times and what the calls returned (e.g. the loss of every epoch)."""
+    reset()
+    times, out = [], []
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            out.append(step())
+            times.append(time.perf_counter() - t0)
+    finally:
+        gc.enable()
+    return times, out
+
+
+def step_stats(times: list[float]) -> dict:
+    """Median, min and quartiles of per-step (or per-epoch) times, as result-row fields."""
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else times * 3
+    return {"steady_s": statistics.median(times), "steady_min_s": min(times),
+            "steady_q1_s": q[0], "steady_q3_s": q[2], "steps_timed": len(times)}

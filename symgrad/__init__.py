@@ -19,11 +19,37 @@ from .errors import (
     UnsupportedFunctionError,
 )
 from .expression import elu, leaky_relu, losses, relu, sigmoid, softplus
+from .expression.arrays import (
+    elementwise,
+    exp,
+    hinge,
+    l1,
+    l2,
+    log,
+    maxout,
+    mean,
+    softmax_cross_entropy,
+    sum,
+    tanh,
+)
+from .expression.arrays import log_softmax_rows as log_softmax
+from .expression.arrays import softmax_rows as softmax
 from .rules import rule
 from .show import check_gradients
-from .train import DivergenceWarning, History, Model, metrics, optim
+from .train import (
+    ArrayModel,
+    DivergenceWarning,
+    History,
+    Model,
+    SymmetryWarning,
+    init,
+    metrics,
+    one_hot,
+    optim,
+)
 
 __all__ = [
+    "ArrayModel",
     "CompileError",
     "CompiledFunction",
     "DivergenceWarning",
@@ -38,13 +64,29 @@ __all__ = [
     "check_gradients",
     "clear_cache",
     "compile",
+    "elementwise",
     "elu",
+    "exp",
+    "hinge",
+    "init",
+    "l1",
+    "l2",
     "leaky_relu",
+    "log",
+    "log_softmax",
     "losses",
+    "maxout",
+    "mean",
     "metrics",
+    "one_hot",
     "optim",
     "relu",
     "rule",
     "sigmoid",
+    "softmax",
+    "softmax_cross_entropy",
     "softplus",
+    "sum",
+    "SymmetryWarning",
+    "tanh",
 ]

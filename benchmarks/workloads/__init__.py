@@ -3,12 +3,14 @@
 A workload module defines ``PEERS`` (peer name -> module that must be importable),
 ``runs(peers, quick)`` (the subprocess runs the driver launches, in order) and
 ``run(spec, opts)`` (executed inside the worker subprocess, returns result rows).
-Add W2/W3 by writing ``w2.py`` etc. with the same three names and listing them here.
+Add a workload by writing ``wN.py`` with the same three names and listing it here.
 """
 
 WORKLOADS = {
     "W1": "benchmarks.workloads.w1",
     "W1B": "benchmarks.workloads.w1b",
+    "W2": "benchmarks.workloads.w2",
+    "W3": "benchmarks.workloads.w3",
     "W4": "benchmarks.workloads.w4",
     "W5": "benchmarks.workloads.w5",
 }

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import sympy as sp
 from mpmath.libmp.libmpf import prec_to_dps
+from sympy.matrices.expressions import MatrixExpr
+
+from .arrays import elementwise
 
 __all__ = ["elu", "leaky_relu", "relu", "sigmoid", "softplus"]
 
@@ -18,7 +21,15 @@ _LEAK = sp.Rational(1, 100)
 
 
 class _Activation(sp.Function):
-    """Numeric evaluation (``evalf``) through the closed form, for nested numeric arguments."""
+    """Numeric evaluation (``evalf``) through the closed form, for nested numeric arguments.
+
+    Applied to a matrix, an activation acts entry by entry (an ``Elementwise`` matrix).
+    """
+
+    def __new__(cls, x, *args, **options):
+        if isinstance(x, MatrixExpr):
+            return elementwise(lambda v: cls(v, *args, **options), x)
+        return super().__new__(cls, x, *args, **options)
 
     def _eval_evalf(self, prec):
         if all(a.is_number for a in self.args):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.logic.boolalg import Boolean, BooleanAtom
 
+from ..expression.arrays import result_shape
 from .ir import Graph, Identity, Node, Operand
 from .names import NameAllocator
 
@@ -48,7 +49,8 @@ def _operands(expr: sp.Basic) -> tuple[sp.Basic, ...]:
 
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, shapes: dict | None = None) -> None:
+        self.shapes = shapes or {}
         self.nodes: list[Node] = []
         self.inputs: list[Node] = []
         self._consed: dict[tuple, Node] = {}
@@ -61,13 +63,17 @@ class _Builder:
         if found is None:
             boolean = issubclass(op, (Boolean, sp.core.relational.Relational))
             dtype = "bool" if boolean else "float64"
-            found = Node(len(self.nodes), op, inputs, (), dtype)
+            shape = ()
+            if self.shapes:
+                shape = result_shape(op, [i.shape if isinstance(i, Node) else () for i in inputs])
+            found = Node(len(self.nodes), op, inputs, shape, dtype)
             self.nodes.append(found)
             self._consed[key] = found
         return found
 
     def leaf(self, symbol: sp.Symbol) -> Node:
-        node = Node(len(self.nodes), sp.Symbol, (), (), "float64", symbol=symbol)
+        node = Node(len(self.nodes), sp.Symbol, (), self.shapes.get(symbol, ()), "float64",
+                    symbol=symbol)
         self.nodes.append(node)
         self.inputs.append(node)
         return node
@@ -137,9 +143,13 @@ def _order(node: Node) -> int:
     return node.id if node.symbol is None else node.id + (1 << 40)
 
 
-def build(expr: sp.Basic, output_name: str = "L") -> Graph:
-    """Build the graph of a validated scalar expression; the output node gets ``output_name``."""
-    b = _Builder()
+def build(expr: sp.Basic, output_name: str = "L", shapes: dict | None = None) -> Graph:
+    """Build the graph of a validated scalar expression; the output node gets ``output_name``.
+
+    ``shapes`` gives the shape of each matrix symbol of a lowered matrix expression (see
+    ``symgrad.expression.arrays.lower``); every node then carries its shape.
+    """
+    b = _Builder(shapes)
     memo: dict[sp.Basic, Operand] = {}
     rewritten: dict[sp.Basic, sp.Basic] = {}
     stack: list[tuple[sp.Basic, bool]] = [(expr, False)]

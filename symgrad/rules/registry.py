@@ -36,12 +36,14 @@ __all__ = ["NodeView", "Rule", "lookup", "registered", "rule"]
 
 @dataclass(frozen=True)
 class NodeView:
-    """What a rule sees of a node: its operation, input symbols/constants, shape and dtype."""
+    """What a rule sees of a node: its operation, input symbols/constants, shape and dtype,
+    and the shapes of its inputs (``()`` for scalars; rows may be the batch-size symbol)."""
 
     op: type
     args: tuple[sp.Basic, ...]
-    shape: tuple[int, ...] = ()
+    shape: tuple = ()
     dtype: str = "float64"
+    arg_shapes: tuple = ()
 
 
 RuleFn = Callable[[NodeView, sp.Symbol, sp.Symbol], Sequence[sp.Expr | None]]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.codegen.ast import AddAugmentedAssignment, Assignment
 
+from ..expression.arrays import colsum, expr_shape, rowsum, total
 from ..graph import Graph, Node, node_expr
 from .registry import NodeView, lookup
 
@@ -54,13 +55,18 @@ def differentiate(graph: Graph, wrt: Sequence[Node]) -> Program:
         for node in reversed(graph.nodes):
             if node.is_input or node.id not in reached:
                 continue
-            view = NodeView(node.op, tuple(_arg(i) for i in node.inputs), node.shape, node.dtype)
+            view = NodeView(node.op, tuple(_arg(i) for i in node.inputs), node.shape, node.dtype,
+                            tuple(_shape(i) for i in node.inputs))
             adjoints = lookup(node.op).fn(view, node.var, grad_symbol(node))
             local.append((node, adjoints))
             for inp, adj in zip(node.inputs, adjoints, strict=True):
                 if adj is not None and isinstance(inp, Node) and inp.id in depends:
                     reached.add(inp.id)
 
+    shapes = {}
+    for node in graph.nodes:
+        if node.shape:
+            shapes[node.var] = shapes[grad_symbol(node)] = node.shape
     backward: list = [Assignment(grad_symbol(out), sp.Float(1.0))]
     has_grad = {out.id}
     for node, adjoints in local:
@@ -72,6 +78,8 @@ def differentiate(graph: Graph, wrt: Sequence[Node]) -> Program:
             adj = tidy(adj)
             if adj == 0:
                 continue
+            if shapes:
+                adj = unbroadcast(adj, inp.shape, shapes)
             target = grad_symbol(inp)
             if inp.id in has_grad:
                 backward.append(AddAugmentedAssignment(target, adj))
@@ -82,6 +90,28 @@ def differentiate(graph: Graph, wrt: Sequence[Node]) -> Program:
         if node.id not in has_grad:
             backward.append(Assignment(grad_symbol(node), sp.Float(0.0)))
     return Program(forward, backward, out.var, [grad_symbol(n) for n in wrt])
+
+
+def unbroadcast(adj: sp.Basic, shape: tuple, shapes: dict) -> sp.Basic:
+    """Sum an adjoint over the axes its input was broadcast along (a bias row, a scalar).
+
+    An adjoint smaller than its input (a scalar, a column) is left as is: assigning it
+    broadcasts it, as NumPy would.
+    """
+    got = expr_shape(adj, shapes)
+    if got == shape or got == ():
+        return adj
+    if shape == ():
+        return total(adj)
+    if shape[0] == 1 and got[0] != 1:
+        adj = colsum(adj)
+    if shape[1] == 1 and got[1] != 1:
+        adj = rowsum(adj)
+    return adj
+
+
+def _shape(operand) -> tuple:
+    return operand.shape if isinstance(operand, Node) else ()
 
 
 def _arg(operand):

@@ -1,7 +1,9 @@
 """Train layer: optimizers, the compiled fit loop, History and metrics."""
 
-from . import metrics, optim
+from . import init, metrics, optim
+from .arrays import ArrayModel, SymmetryWarning, one_hot
 from .history import History
 from .model import DivergenceWarning, Model
 
-__all__ = ["DivergenceWarning", "History", "Model", "metrics", "optim"]
+__all__ = ["ArrayModel", "DivergenceWarning", "History", "Model", "SymmetryWarning", "init",
+           "metrics", "one_hot", "optim"]

@@ -51,6 +51,13 @@ class Model(ShowMixin):
     and ``target`` (optional) let ``fit`` report metrics such as accuracy or R².
     """
 
+    def __new__(cls, loss=None, params=None, *args, **kwargs):
+        if cls is Model and _uses_matrices(loss, params):
+            from .arrays import ArrayModel
+
+            return super().__new__(ArrayModel)
+        return super().__new__(cls)
+
     def __init__(
         self,
         loss: sp.Expr,
@@ -159,10 +166,7 @@ class Model(ShowMixin):
         and need ``prediction`` and ``target``; metrics and ``callbacks(epoch, logs)`` (which
         may return True to stop) run after every epoch. ``verbose=0`` hides the progress bar.
         """
-        X = columns(data, self._data_syms, "data")
-        V = (columns(validation, self._data_syms, "validation") if validation is not None
-             else np.empty((len(self._data_syms), 0)))
-        n = X.shape[1]
+        X, V, n, n_val = self._fit_data(data, validation)
         epochs = _count(epochs, "epochs", 0)
         size = n if batch_size is None else _count(batch_size, "batch_size", 1)
         size = min(size, n)
@@ -175,7 +179,7 @@ class Model(ShowMixin):
             raise TypeError(f"optimizer must be one of symgrad.optim's, got {optimizer!r}")
         self.optimizer = optimizer
 
-        trainer = self._trainer(optimizer, parallel=size >= PARALLEL_FROM)
+        train = self._train_function(optimizer, size, X, V)
         state = optimizer.state_for(len(self._values))
         hyper = optimizer.hyper()
         losses = np.full(max(epochs, 1), np.nan)
@@ -184,9 +188,9 @@ class Model(ShowMixin):
         best_params = self._values.copy()
 
         def run(first: int, count: int) -> tuple[int, int]:
-            return trainer.train(self._values, state, optimizer.step, hyper, X, V, first, count,
-                                 size, drop_last, shuffle, seed, patience, losses, val_losses,
-                                 best, best_params)
+            return train(self._values, state, optimizer.step, hyper, first, count, size,
+                         drop_last, shuffle, seed, patience, losses, val_losses, best,
+                         best_params)
 
         if "compile_s" not in self.timings:
             t0 = time.perf_counter()
@@ -202,8 +206,8 @@ class Model(ShowMixin):
                 t0 = time.perf_counter()
                 ran, status = run(done, min(chunk, epochs - done))
                 dt = time.perf_counter() - t0
-                stop = self._record(history, done, ran, dt, losses, val_losses, V, X, metric_fns,
-                                    callbacks)
+                stop = self._record(history, done, ran, dt, losses, val_losses, V, X, n_val,
+                                    metric_fns, callbacks)
                 done += ran
                 bar = self._progress(bar, verbose, done, epochs, start, history)
                 if status == 1:
@@ -228,7 +232,7 @@ class Model(ShowMixin):
             if best[1] >= 0:
                 history.best_epoch = int(best[1])
                 history.best_loss = float(best[0])
-                history.best_params = dict(zip(self._param_syms, best_params.tolist()))
+                history.best_params = self._unflatten(best_params)
             if history.stop_reason in ("diverged", "early_stopping") and best[1] >= 0:
                 self._values[:] = best_params
         return history
@@ -262,6 +266,25 @@ class Model(ShowMixin):
         return f.value_batch({s: values[s] for s in f.inputs})
 
     # -- plumbing ---------------------------------------------------------------------
+
+    def _fit_data(self, data: Mapping, validation: Mapping | None):
+        """Checked training and validation data, and their sample counts."""
+        X = columns(data, self._data_syms, "data")
+        V = (columns(validation, self._data_syms, "validation") if validation is not None
+             else np.empty((len(self._data_syms), 0)))
+        return X, V, X.shape[1], V.shape[1]
+
+    def _train_function(self, optimizer: Optimizer, size: int, X, V) -> Callable:
+        """``train(values, state, step, hyper, first, count, size, ...)`` on this data."""
+        trainer = self._trainer(optimizer, parallel=size >= PARALLEL_FROM)
+
+        def train(values, state, step, hyper, *rest):
+            return trainer.train(values, state, step, hyper, X, V, *rest)
+
+        return train
+
+    def _unflatten(self, values: np.ndarray) -> dict:
+        return dict(zip(self._param_syms, values.tolist()))
 
     def _generated(self, optimizer: Optimizer, parallel: bool):
         key = (optimizer.template, parallel)
@@ -315,21 +338,22 @@ class Model(ShowMixin):
                                   "(the data symbol holding the true values).")
         return fns
 
-    def _record(self, history, first, ran, dt, losses, val_losses, V, X, metric_fns, callbacks):
+    def _record(self, history, first, ran, dt, losses, val_losses, V, X, n_val, metric_fns,
+                callbacks):
         stop = False
         for e in range(first, first + ran):
             history.epoch.append(e)
             history.loss.append(float(losses[e]))
-            if V.shape[1]:
+            if n_val:
                 history.val_loss.append(float(val_losses[e]))
             history.time.append(dt / ran)
             logs = {"loss": float(losses[e])}
-            if V.shape[1]:
+            if n_val:
                 logs["val_loss"] = float(val_losses[e])
             for name, fn in metric_fns.items():
-                for split, cols, store in (("", X, history.metrics),
-                                           ("val_", V, history.val_metrics)):
-                    if cols.shape[1]:
+                for split, cols, store, count in (("", X, history.metrics, 1),
+                                                  ("val_", V, history.val_metrics, n_val)):
+                    if count:
                         value = float(fn(*self._truth_and_prediction(cols)))
                         store.setdefault(name, []).append(value)
                         logs[split + name] = value
@@ -369,6 +393,16 @@ class Model(ShowMixin):
             DivergenceWarning,
             stacklevel=3,
         )
+
+
+def _uses_matrices(loss, params) -> bool:
+    from sympy.matrices.expressions import MatrixSymbol
+
+    from ..expression.arrays import is_array_expression
+
+    if isinstance(params, Mapping) and any(isinstance(p, MatrixSymbol) for p in params):
+        return True
+    return isinstance(loss, sp.Basic) and is_array_expression(loss)
 
 
 def _initial(symbol: sp.Symbol, value) -> float:

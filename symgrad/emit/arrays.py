@@ -1,0 +1,566 @@
+"""Matrix programs -> a NumPy-style listing and a compiled module of loops.
+
+The listing is the contract: one whole-array operation per line (``s4 = X @ W1``,
+``grad_b1 = sum(grad_s5, axis=0)``), as the lecture's vectorized backprop writes it. The
+compiled module implements each line as loops over preallocated buffers, every block under
+its listing line as a comment:
+
+* matrices whose rows are the batch are stored transposed (samples innermost), so
+  element-wise loops and most matrix products run along contiguous memory and vectorize;
+* consecutive element-wise lines over the same shape share one loop nest (fused);
+* large matrix products call BLAS (``np.dot`` into a preallocated output); small ones are
+  loops ordered so the innermost runs along contiguous memory, or fast-math dot products;
+* sums go to small fast-math kernels (reassociated, so they vectorize); element-wise code
+  stays without fast-math so the vectorizable exp/log/tanh keep their exact arithmetic.
+
+Parameters are views into one flat vector (so the optimizers of the per-sample trainer
+update them unchanged), and so are their gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import sympy as sp
+from sympy.codegen.ast import AddAugmentedAssignment
+from sympy.core.numbers import Number
+
+from .. import __version__
+from ..expression.arrays import (
+    ArrayOp,
+    colsum,
+    expr_shape,
+    log_softmax,
+    matmul,
+    rowsum,
+    softmax,
+    softmax_cross_entropy,
+    sqnorm,
+    total,
+    transpose,
+)
+from ..graph import Graph, NameAllocator, Node
+from ..rules import Program
+from .module import _HELPER_MATH, FAST_MATH_NAMES, _user_functions
+from .printer import FlatCodePrinter
+from .templates import environment, fast_math_source
+
+__all__ = ["ArrayModule", "ArrayPrinter", "render_arrays"]
+
+#: Matrix products from this many multiply-adds (batch rows counted as BLAS_BATCH) use BLAS.
+BLAS_FROM = 1 << 18
+BLAS_BATCH = 128
+
+
+class ArrayPrinter(FlatCodePrinter):
+    """The listing's printer: whole-array operations in NumPy spelling."""
+
+    def _arg(self, e):
+        return self.parenthesize(e, 60)
+
+    def _print_matmul(self, e):
+        a, b = e.args
+        return f"{self._arg(a)} @ {self._arg(b)}"
+
+    def _print_transpose(self, e):
+        return f"{self._arg(e.args[0])}.T"
+
+    def _print_rowsum(self, e):
+        return f"sum({self._print(e.args[0])}, axis=1)"
+
+    def _print_colsum(self, e):
+        return f"sum({self._print(e.args[0])}, axis=0)"
+
+    def _print_total(self, e):
+        return f"sum({self._print(e.args[0])})"
+
+    def _print_sqnorm(self, e):
+        return f"sum({self._arg(e.args[0])}**2)"
+
+    def _print_softmax(self, e):
+        return f"softmax({self._print(e.args[0])})"
+
+    def _print_log_softmax(self, e):
+        return f"log_softmax({self._print(e.args[0])})"
+
+    def _print_softmax_cross_entropy(self, e):
+        return f"softmax_cross_entropy({', '.join(self._print(a) for a in e.args)})"
+
+
+class _Raw(sp.Symbol):
+    """A symbol printed verbatim: an indexed array access inside a loop body."""
+
+    def _symgrad_code(self, printer):
+        return self.name
+
+
+@dataclass
+class _Var:
+    name: str
+    shape: tuple
+    flip: bool  # stored transposed: its rows (the batch) are the storage's inner axis
+    kind: str  # "param", "grad", "data", "buffer", "scalar"
+
+
+@dataclass
+class _Loop:
+    """One loop nest over a storage shape, with the fused element-wise statements in it."""
+
+    dims: tuple[str, str]
+    comments: list[str] = field(default_factory=list)
+    body: list[str] = field(default_factory=list)
+    written: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ArrayModule:
+    """The generated source and the listing it implements."""
+
+    source: str
+    forward: list[str]
+    backward: list[str]
+    params: list[str]
+    data: list[str]
+    output: str
+    renamed: list[tuple[str, str]]
+    batch: str
+
+
+class _Kernel:
+    """Turns assignments into the loops of one function body."""
+
+    def __init__(self, vars_: dict[str, _Var], batch: str, dtype: str, printer: FlatCodePrinter,
+                 names: NameAllocator) -> None:
+        self.vars = vars_
+        self.batch = batch
+        self.dtype = dtype
+        self.printer = printer
+        self.names = names
+        self.blocks: list[_Loop | list[str]] = []
+        self.temps: list[_Var] = []
+        self.kernels: set[str] = set()
+        self.work_rows: set[str] = set()
+        self.aliases: list[str] = []
+
+    # -- shapes and storage ---------------------------------------------------------------
+
+    def dim(self, d) -> str:
+        return str(d) if isinstance(d, int) or (isinstance(d, sp.Integer)) else self.batch
+
+    def storage(self, v: _Var) -> tuple[str, str]:
+        r, c = v.shape
+        return (self.dim(c), self.dim(r)) if v.flip else (self.dim(r), self.dim(c))
+
+    def shapes(self) -> dict:
+        return {sp.Symbol(v.name): v.shape for v in self.vars.values() if v.shape}
+
+    def access(self, v: _Var, i: str, j: str, swap: bool = False) -> str:
+        """Storage access of ``v``'s logical entry (i, j) (``swap``: of ``v.T``), broadcast."""
+        r, c = v.shape
+        if swap:
+            i, j = j, i
+        i = "0" if r == 1 else i
+        j = "0" if c == 1 else j
+        return f"{v.name}[{j}, {i}]" if v.flip else f"{v.name}[{i}, {j}]"
+
+    def temp(self, shape: tuple) -> _Var:
+        name = self.names.take(f"t{len(self.temps)}")
+        v = _Var(name, shape, bool(shape) and not isinstance(shape[0], int), "buffer"
+                 if shape else "scalar")
+        self.vars[name] = v
+        if shape:
+            self.temps.append(v)
+        return v
+
+    # -- statements -------------------------------------------------------------------------
+
+    def assign(self, target: str, expr: sp.Basic, aug: bool, comment: str) -> None:
+        expr = self.hoist(expr, root=True)
+        v = self.vars[target]
+        source = self.vars.get(getattr(expr, "name", None))
+        if (not aug and v.kind == "buffer" and source is not None and source.shape == v.shape
+                and source.flip == v.flip):
+            self.aliases.append(f"{target} = {source.name}  # {comment}: the same values")
+            return
+        op = "+=" if aug else "="
+        if not v.shape:
+            if isinstance(expr, (total, sqnorm, softmax_cross_entropy)):
+                self.code([f"# {comment}", *self.reduce(target, expr, op)])
+            else:
+                self.code([f"# {comment}", f"{target} {op} {self.printer.doprint(expr)}"])
+        elif isinstance(expr, matmul):
+            self.code([f"# {comment}", *self.matmul(v, expr, aug)])
+        elif isinstance(expr, (rowsum, colsum)):
+            self.code([f"# {comment}", *self.axis_sum(v, expr, aug)])
+        elif isinstance(expr, (softmax, log_softmax)):
+            self.code([f"# {comment}", *self.rowwise(v, expr, aug)])
+        else:
+            self.elementwise(v, expr, aug, comment)
+
+    def code(self, lines: list[str]) -> None:
+        self.blocks.append(lines)
+
+    def hoist(self, e: sp.Basic, root: bool) -> sp.Basic:
+        """Compute every whole-array operation below the root into a temporary first."""
+        if isinstance(e, ArrayOp):
+            args = []
+            for a in e.args:
+                plain = isinstance(a, sp.Symbol) or (
+                    isinstance(e, matmul) and isinstance(a, transpose)
+                    and isinstance(a.args[0], sp.Symbol))
+                args.append(a if plain else self.hoist_to_temp(a))
+            if isinstance(e, transpose) and not root:
+                return transpose(args[0])
+            e = type(e)(*args)
+            return e if root else self.hoist_to_temp(e)
+        if not e.args or isinstance(e, (sp.Symbol, Number)):
+            return e
+        args = [self.hoist(a, False) for a in e.args]
+        return e.func(*args)
+
+    def hoist_to_temp(self, e: sp.Basic) -> sp.Basic:
+        if isinstance(e, sp.Symbol):
+            return e
+        shape = expr_shape(e, self.shapes())
+        t = self.temp(shape)
+        self.assign(t.name, e, False, f"{t.name} = {ArrayPrinter().doprint(e)}")
+        return sp.Symbol(t.name)
+
+    def elementwise(self, v: _Var, expr: sp.Basic, aug: bool, comment: str) -> None:
+        dims = self.storage(v)
+        u, w = "_a", "_b"
+        i, j = (w, u) if v.flip else (u, w)
+        reads: dict[str, bool] = {}
+
+        def visit(e):
+            if isinstance(e, transpose):
+                name = e.args[0].name
+                reads[name] = True
+                return _Raw(self.access(self.vars[name], i, j, swap=True))
+            if isinstance(e, sp.Symbol):
+                var = self.vars.get(e.name)
+                if var is None or not var.shape:
+                    return e
+                same = var.shape == v.shape and var.flip == v.flip
+                reads[e.name] = reads.get(e.name, False) or not same
+                return _Raw(self.access(var, i, j))
+            if not e.args or isinstance(e, Number):
+                return e
+            return e.func(*[visit(a) for a in e.args])
+
+        body = self.printer.doprint(visit(expr))
+        statement = f"{self.access(v, i, j)} {'+=' if aug else '='} {body}"
+        last = self.blocks[-1] if self.blocks else None
+        fusable = (isinstance(last, _Loop) and last.dims == dims and
+                   not any(last.written.get(name) is not None and odd
+                           for name, odd in reads.items()))
+        if not fusable:
+            last = _Loop(dims)
+            self.blocks.append(last)
+        last.comments.append(comment)
+        last.body.append(statement)
+        last.written[v.name] = True
+
+    # -- whole-array operations ---------------------------------------------------------------
+
+    def operand(self, e) -> tuple[_Var, bool]:
+        if isinstance(e, transpose):
+            return self.vars[e.args[0].name], True
+        return self.vars[e.name], False
+
+    def matmul(self, c: _Var, e: matmul, aug: bool) -> list[str]:
+        (a, ta), (b, tb) = self.operand(e.args[0]), self.operand(e.args[1])
+        sw_a, sw_b = ta ^ a.flip, tb ^ b.flip
+        ra, ka = (a.shape[1], a.shape[0]) if ta else a.shape
+        _, cb = (b.shape[1], b.shape[0]) if tb else b.shape
+        work = 1
+        for d in (ra, ka, cb):
+            work *= d if isinstance(d, int) else BLAS_BATCH
+        I_, K_, J_ = self.dim(ra), self.dim(ka), self.dim(cb)
+        lines: list[str] = []
+        if work >= BLAS_FROM:
+            if c.flip:
+                left = b.name if sw_b else f"{b.name}.T"
+                right = a.name if sw_a else f"{a.name}.T"
+            else:
+                left = f"{a.name}.T" if sw_a else a.name
+                right = f"{b.name}.T" if sw_b else b.name
+            if not aug:
+                return [f"np.dot({left}, {right}, {c.name})"]
+            t = self.temp(c.shape)
+            t.flip = c.flip
+            r0, r1 = self.storage(c)
+            return [f"np.dot({left}, {right}, {t.name})",
+                    f"for _a in range({r0}):", f"    for _b in range({r1}):",
+                    f"        {c.name}[_a, _b] += {t.name}[_a, _b]"]
+
+        def A(i, p):
+            return f"{a.name}[{p}, {i}]" if sw_a else f"{a.name}[{i}, {p}]"
+
+        def B(p, j):
+            return f"{b.name}[{j}, {p}]" if sw_b else f"{b.name}[{p}, {j}]"
+
+        def C(i, j):
+            return f"{c.name}[{j}, {i}]" if c.flip else f"{c.name}[{i}, {j}]"
+
+        r0, r1 = self.storage(c)
+        zero = [] if aug else [f"for _a in range({r0}):", f"    for _b in range({r1}):",
+                               f"        {c.name}[_a, _b] = 0.0"]
+        if c.flip and sw_a:
+            return zero + [f"for _j in range({J_}):", f"    for _p in range({K_}):",
+                           f"        _x = {B('_p', '_j')}", f"        for _i in range({I_}):",
+                           f"            {C('_i', '_j')} += {A('_i', '_p')} * _x"]
+        if not c.flip and not sw_b:
+            return zero + [f"for _i in range({I_}):", f"    for _p in range({K_}):",
+                           f"        _x = {A('_i', '_p')}", f"        for _j in range({J_}):",
+                           f"            {C('_i', '_j')} += _x * {B('_p', '_j')}"]
+        if not sw_a and sw_b:
+            self.kernels.add("_mm_dot")
+            return [f"_mm_dot({a.name}, {b.name}, {c.name}, {I_}, {J_}, {K_}, {c.flip}, {aug})"]
+        lines = [f"for _i in range({I_}):", f"    for _j in range({J_}):", "        _x = 0.0",
+                 f"        for _p in range({K_}):", f"            _x += {A('_i', '_p')} * "
+                 f"{B('_p', '_j')}", f"        {C('_i', '_j')} {'+=' if aug else '='} _x"]
+        return lines
+
+    def axis_sum(self, out: _Var, e, aug: bool) -> list[str]:
+        a = self.vars[e.args[0].name]
+        R, C = self.dim(a.shape[0]), self.dim(a.shape[1])
+
+        def o(i, j):
+            return self.access(out, i, j)
+
+        lines = []
+        if isinstance(e, colsum) and a.flip:
+            self.kernels.add("_rowsums")
+            return [f"_rowsums({a.name}, {C}, {R}, {out.name}[0], {aug})"]
+        if isinstance(e, rowsum) and not a.flip:
+            self.kernels.add("_rowsums")
+            return [f"_rowsums({a.name}, {R}, {C}, {out.name}[:, 0], {aug})"]
+        r0, r1 = self.storage(out)
+        if not aug:
+            lines += [f"for _a in range({r0}):", f"    for _b in range({r1}):",
+                      f"        {out.name}[_a, _b] = 0.0"]
+        if a.flip:  # rowsum of a transposed-stored matrix: accumulate along samples
+            lines += [f"for _j in range({C}):", f"    for _i in range({R}):",
+                      f"        {o('_i', '_j')} += {self.access(a, '_i', '_j')}"]
+        else:  # colsum of a row-major matrix
+            lines += [f"for _i in range({R}):", f"    for _j in range({C}):",
+                      f"        {o('_i', '_j')} += {self.access(a, '_i', '_j')}"]
+        return lines
+
+    def work(self, rows: str) -> tuple[str, str, str]:
+        """Per-row work vectors (maxima, sums, losses) of the row-wise operations."""
+        self.work_rows.add(rows)
+        return "_wm[0, _i]", "_wz[0, _i]", "_wl[0, _i]"
+
+    def rowwise(self, out: _Var, e, aug: bool) -> list[str]:
+        a = self.vars[e.args[0].name]
+        R, C = self.dim(a.shape[0]), self.dim(a.shape[1])
+        m, z, _ = self.work(R)
+        x, o = self.access(a, "_i", "_j"), self.access(out, "_i", "_j")
+        lines = self.max_and_sum(a, R, C)
+        op = "+=" if aug else "="
+        if isinstance(e, softmax):
+            lines += [f"for _i in range({R}):", f"    {z} = 1.0 / {z}",
+                      f"for _j in range({C}):", f"    for _i in range({R}):",
+                      f"        {o} {op} exp({x} - {m}) * {z}"]
+        else:
+            lines += [f"for _i in range({R}):", f"    {z} = {m} + log({z})",
+                      f"for _j in range({C}):", f"    for _i in range({R}):",
+                      f"        {o} {op} {x} - {z}"]
+        self.printer.math_names.update(("exp", "log"))
+        return lines
+
+    def max_and_sum(self, a: _Var, R: str, C: str) -> list[str]:
+        """Row maxima into _wm and sums of exp(a - max) into _wz, samples innermost."""
+        m, z, _ = self.work(R)
+        x = self.access(a, "_i", "_j")
+        x0 = self.access(a, "_i", "0")
+        self.printer.math_names.add("exp")
+        return [f"for _i in range({R}):", f"    {m} = {x0}", f"    {z} = 0.0",
+                f"for _j in range(1, {C}):", f"    for _i in range({R}):",
+                f"        {m} = max({m}, {x})",
+                f"for _j in range({C}):", f"    for _i in range({R}):",
+                f"        {z} += exp({x} - {m})"]
+
+    def reduce(self, target: str, e, op: str) -> list[str]:
+        a = self.vars[e.args[0].name]
+        if isinstance(e, softmax_cross_entropy):
+            y = self.vars[e.args[1].name]
+            R, C = self.dim(a.shape[0]), self.dim(a.shape[1])
+            m, z, loss = self.work(R)
+            x, t = self.access(a, "_i", "_j"), self.access(y, "_i", "_j")
+            self.kernels.add("_sum2d")
+            self.printer.math_names.add("log")
+            return self.max_and_sum(a, R, C) + [
+                f"for _i in range({R}):", f"    {z} = {m} + log({z})", f"    {loss} = 0.0",
+                f"for _j in range({C}):", f"    for _i in range({R}):",
+                f"        {loss} += {t} * ({z} - {x})",
+                f"{target} {op} _sum2d(_wl, 1, {R}) / {R}"]
+        r0, r1 = self.storage(a)
+        kernel = "_sum2d" if isinstance(e, total) else "_sumsq2d"
+        self.kernels.add(kernel)
+        return [f"{target} {op} {kernel}({a.name}, {r0}, {r1})"]
+
+    # -- output -----------------------------------------------------------------------------
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        for block in self.blocks:
+            if isinstance(block, _Loop):
+                out += [f"# {c}" for c in block.comments]
+                out += [f"for _a in range({block.dims[0]}):",
+                        f"    for _b in range({block.dims[1]}):"]
+                out += [f"        {s}" for s in block.body]
+            else:
+                out += block
+        return out
+
+
+def render_arrays(
+    graph: Graph,
+    program: Program,
+    params: Sequence[Node],
+    data: Sequence[Node],
+    batch: sp.Symbol | None,
+    *,
+    optimizer: str = "sgd",
+    optimizer_doc: str = "",
+    dtype: str = "float64",
+    fast_math: bool = True,
+) -> ArrayModule:
+    """Print the listing of a matrix program and render its compiled module."""
+    names = NameAllocator(n.name for n in graph.nodes)
+    batch_node = next((n for n in graph.inputs if n.symbol == batch), None)
+    batch_name = batch_node.name if batch_node is not None else names.take(
+        batch.name if batch is not None else "n")
+    rename = {batch: sp.Symbol(batch_name)} if batch is not None else {}
+
+    def fix(a):
+        return type(a)(a.lhs, a.rhs.xreplace(rename)) if rename else a
+
+    forward = [fix(a) for a in program.forward]
+    backward = [fix(a) for a in program.backward]
+    listing = ArrayPrinter()
+    forward_lines = [listing.doprint(a) for a in forward]
+    backward_lines = [listing.doprint(a) for a in backward]
+
+    vars_: dict[str, _Var] = {}
+    param_ids = {n.id for n in params}
+    for node in graph.nodes:
+        flip = bool(node.shape) and not isinstance(node.shape[0], int)
+        kind = ("param" if node.id in param_ids else "data" if node.is_input else
+                "buffer" if node.shape else "scalar")
+        if node.symbol is not None and node.symbol == batch:
+            kind = "size"
+        vars_[node.name] = _Var(node.name, node.shape, flip, kind)
+        gname = f"grad_{node.name}"
+        vars_[gname] = _Var(gname, node.shape, flip,
+                            "grad" if node.id in param_ids else "buffer" if node.shape else
+                            "scalar")
+    for node in params:
+        if node.shape and not all(isinstance(d, int) for d in node.shape):
+            raise ValueError(f"parameter {node.name} has shape {node.shape}; parameter shapes "
+                             "must be numbers, not the batch size.")
+
+    printer = FlatCodePrinter()
+    kernel = _Kernel(vars_, batch_name, dtype, printer, names)
+    for a, text in zip(forward, forward_lines):
+        kernel.assign(a.lhs.name, a.rhs, False, text)
+    forward_code = kernel.lines()
+    fwd_blocks = len(kernel.blocks)
+    for a, text in zip(backward, backward_lines):
+        kernel.assign(a.lhs.name, a.rhs, isinstance(a, AddAugmentedAssignment), text)
+    backward_code = _lines_from(kernel, fwd_blocks)
+
+    assigned = {a.lhs.name for a in [*forward, *backward]}
+    aliased = {line.split(" = ")[0] for line in kernel.aliases}
+    buffers = [v for v in vars_.values()
+               if v.kind == "buffer" and v.name in assigned and v.name not in aliased]
+    buffers += kernel.temps
+    work = _work_width(kernel.work_rows)
+    param_vars = [vars_[n.name] for n in params]
+    data_vars = [vars_[n.name] for n in data]
+    grad_names = [f"grad_{n.name}" for n in params]
+
+    math_names = set(printer.math_names)
+    for helper in printer.helpers:
+        math_names |= _HELPER_MATH.get(helper, set())
+    fast = sorted(math_names & set(FAST_MATH_NAMES)) if fast_math else []
+    offsets, k = [], 0
+    for v in param_vars:
+        size = 1
+        for d in v.shape:
+            size *= d
+        offsets.append((k, k + size))
+        k += size
+    context = dict(
+        version=__version__,
+        output=program.output.name,
+        forward_listing=forward_lines,
+        backward_listing=backward_lines,
+        aliases=kernel.aliases,
+        forward_code=forward_code,
+        backward_code=backward_code,
+        params=[
+            dict(name=v.name, shape=_shape_text(v.shape), lo=lo, hi=hi)
+            for v, (lo, hi) in zip(param_vars, offsets)
+        ],
+        grads=grad_names,
+        data=[dict(name=v.name, batched=v.flip) for v in data_vars],
+        first_batched=next((v.name for v in data_vars if v.flip), ""),
+        batch=batch_name,
+        buffers=[dict(name=v.name, storage=_storage_text(kernel, v)) for v in buffers]
+        + [dict(name=w, storage=f"(1, {work})") for w in ("_wm", "_wz", "_wl") if work],
+        kernels=sorted(kernel.kernels),
+        dtype=dtype,
+        renamed=[(n.name, ascii(n.symbol.name)) for n in [*params, *data]
+                 if n.name != n.symbol.name],
+        math_names=sorted(math_names - set(fast)),
+        helpers=printer.helpers,
+        user_functions=_user_functions(printer, graph),
+        fast_math=bool(fast),
+        fast_math_names=fast,
+        fast_range_names=[],
+        fast_math_source=fast_math_source() if fast else "",
+        uses_numpy=True,
+        uses_prange=False,
+        optimizer=optimizer,
+        optimizer_doc=" ".join(optimizer_doc.split()).replace('"', "'").replace("\\", "/"),
+        n_params=k,
+    )
+    source = environment().get_template("arrays.py.j2").render(context)
+    return ArrayModule(source, forward_lines, backward_lines, [v.name for v in param_vars],
+                       [v.name for v in data_vars], program.output.name, context["renamed"],
+                       batch_name)
+
+
+def _lines_from(kernel: _Kernel, first_block: int) -> list[str]:
+    blocks = kernel.blocks
+    kernel.blocks = blocks[first_block:]
+    try:
+        return kernel.lines()
+    finally:
+        kernel.blocks = blocks
+
+
+def _work_width(rows: set[str]) -> str:
+    """Length of the row-wise work vectors: the most rows any row-wise operation has."""
+    if not rows:
+        return ""
+    numbers = [r for r in rows if r.isdigit()]
+    symbolic = [r for r in rows if not r.isdigit()]
+    if numbers and symbolic:
+        return f"max({symbolic[0]}, {max(map(int, numbers))})"
+    return symbolic[0] if symbolic else str(max(map(int, numbers)))
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _storage_text(kernel: _Kernel, v: _Var) -> str:
+    r0, r1 = kernel.storage(v)
+    return f"({r0}, {r1})"
+

@@ -1,0 +1,474 @@
+"""Matrix models: ``symgrad.Model`` for losses written with ``sympy.MatrixSymbol``.
+
+``Model(loss, params, data)`` becomes an :class:`ArrayModel` when the loss uses matrices.
+The loss is already the risk of a batch (e.g. ``softmax_cross_entropy``, a mean over rows),
+its parameters are matrices with initial values, its data matrices whose rows are samples
+(the batch-size symbol). ``fit`` is the per-sample model's: epochs, minibatches, shuffling,
+the optimizers, early stopping, the divergence guard and History, all in one compiled loop.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import sympy as sp
+from sympy.matrices.expressions import MatrixSymbol
+
+from ..compile.cache import cache_dir as _cache_dir
+from ..compile.cache import load_module, write_module
+from ..emit.arrays import render_arrays
+from ..errors import ExpressionError, InputError, ShapeError
+from ..expression.arrays import lower
+from ..expression.validate import as_expression
+from ..graph import build
+from ..rules import differentiate
+from .model import Model
+from .optim import Adam, Optimizer
+
+__all__ = ["ArrayModel", "SymmetryWarning", "evaluate_numpy", "one_hot"]
+
+_DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
+class SymmetryWarning(UserWarning):
+    """A weight matrix starts with all entries equal, so its units can never differ."""
+
+
+def one_hot(labels, classes: int | None = None, dtype=np.float64) -> np.ndarray:
+    """Integer class labels (N,) -> one-hot rows (N, classes)."""
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise InputError(f"one_hot takes a 1-D array of integer labels, got shape {y.shape} "
+                         f"and dtype {y.dtype}.")
+    k = int(y.max()) + 1 if classes is None else int(classes)
+    if y.size and (y.min() < 0 or y.max() >= k):
+        raise InputError(f"labels must lie in 0..{k - 1}, got {y.min()}..{y.max()}.")
+    out = np.zeros((y.size, k), dtype=dtype)
+    out[np.arange(y.size), y] = 1
+    return out
+
+
+class ArrayModel(Model):
+    """A matrix model; see the module docstring. Built by ``symgrad.Model``."""
+
+    def __init__(
+        self,
+        loss: sp.Expr,
+        params: Mapping[MatrixSymbol, np.ndarray],
+        data: Sequence[MatrixSymbol],
+        *,
+        prediction: sp.Basic | None = None,
+        target: MatrixSymbol | None = None,
+        optimizer: Optimizer | None = None,
+        name: str = "loss",
+        dtype: str = "float64",
+        fast_math: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        if isinstance(loss, str):
+            as_expression(loss)  # the uniform "no strings" error
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+        if not isinstance(params, Mapping) or not params:
+            raise ExpressionError("params must be a non-empty dict {MatrixSymbol: initial "
+                                  "array}.")
+        self.dtype = dtype
+        self._np_dtype = _DTYPES[dtype]
+        self._param_syms = list(params)
+        self._data_syms = list(data)
+        for s in [*self._param_syms, *self._data_syms]:
+            if not isinstance(s, MatrixSymbol):
+                raise ExpressionError(f"in a matrix model, params and data are "
+                                      f"sympy.MatrixSymbol; got {s!r} (write a scalar as a "
+                                      "1x1 MatrixSymbol).")
+        both = set(self._param_syms) & set(self._data_syms)
+        if both:
+            raise ExpressionError(f"{', '.join(s.name for s in both)} is listed as both a "
+                                  "parameter and data; it can be only one.")
+        self._lowered = lower(loss)
+        self.loss = loss
+        matrices = self._lowered.matrices
+        unknown = [m.name for m in matrices if m not in set(self._param_syms) |
+                   set(self._data_syms)]
+        if unknown:
+            raise ExpressionError(f"the loss uses {', '.join(unknown)}, which is neither a "
+                                  "parameter nor data; add it to params or data.")
+        batch = self._lowered.batch
+        for p in self._param_syms:
+            if any(not isinstance(d, (int, sp.Integer)) for d in p.shape):
+                raise ShapeError(f"parameter {p.name} has shape {p.shape}; parameter shapes must "
+                                 "be numbers (only data rows are the batch size).")
+        self._values = np.concatenate([
+            self._initial(p, v).ravel() for p, v in params.items()]).astype(self._np_dtype)
+        self.prediction = prediction
+        self.target = target
+        self.optimizer = optimizer if optimizer is not None else Adam()
+        self.name = name
+        self.fast_math = fast_math
+        self.cache_dir = cache_dir
+        self.history = None
+        self.timings: dict = {}
+        self._graph = build(self._lowered.expr, output_name=name, shapes=self._lowered.shapes)
+        node_of = self._graph.input_nodes()
+        for p in self._param_syms:
+            if matrices.get(p) not in node_of:
+                raise ExpressionError(f"parameter {p.name} does not occur in the loss, so it "
+                                      "cannot be trained; remove it from params.")
+        for d in self._data_syms:
+            if matrices.get(d) not in node_of:
+                raise ExpressionError(f"data {d.name} does not occur in the loss; remove it "
+                                      "from data (or use it in the loss).")
+        self._param_nodes = [node_of[matrices[p]] for p in self._param_syms]
+        self._data_nodes = [node_of[matrices[d]] for d in self._data_syms]
+        self._batch = batch
+        extra = [n.symbol.name for n in self._graph.inputs if n.symbol != batch and
+                 n not in self._param_nodes and n not in self._data_nodes]
+        if extra:
+            raise ExpressionError(f"the loss uses the scalar symbol(s) {', '.join(extra)}; in a "
+                                  "matrix model every symbol is a parameter, data or the batch "
+                                  "size.")
+        self._program = differentiate(self._graph, self._param_nodes)
+        self._modules: dict = {}
+        self._predictors: dict = {}
+        self._warn_symmetry()
+
+    # -- what users read -------------------------------------------------------------
+
+    @property
+    def params(self) -> dict[MatrixSymbol, np.ndarray]:
+        """Current parameter values (copies)."""
+        return self._unflatten(self._values)
+
+    @params.setter
+    def params(self, values: Mapping[MatrixSymbol, np.ndarray]) -> None:
+        lo = 0
+        for p in self._param_syms:
+            size = int(np.prod([int(d) for d in p.shape]))
+            if p in values:
+                self._values[lo:lo + size] = self._initial(p, values[p]).ravel()
+            lo += size
+        for p in values:
+            if p not in self._param_syms:
+                raise InputError(f"{p} is not a parameter of this model.")
+
+    @property
+    def source(self) -> str:
+        """The whole generated module: listing, kernels, training loop."""
+        return self._generated(self.optimizer).source
+
+    def listing(self, columns: bool = False) -> str:
+        """The flat whole-array forward/backward code (what the compiled loops implement)."""
+        from ..compile import CompiledFunction
+
+        g = self._generated(self.optimizer)
+        return CompiledFunction.format_listing(g.forward, g.backward, columns)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{p.name}{tuple(int(d) for d in p.shape)}" for p in self._param_syms)
+        data = ", ".join(f"{d.name}{d.shape}" for d in self._data_syms)
+        return f"<Model {self.name} ({self.dtype}): params {params}; data {data}>"
+
+    def value_and_grad(self, data: Mapping) -> tuple[float, dict[MatrixSymbol, np.ndarray]]:
+        """The loss on ``data`` at the current parameters and its gradient per parameter."""
+        X, _, n, _ = self._fit_data(data, None)
+        module = self._trainer(self.optimizer)
+        grad = np.empty_like(self._values)
+        loss = module.value_and_grad(self._values, grad, *X, n, module.alloc(n))
+        return float(loss), self._unflatten(grad)
+
+    def evaluate(self, data: Mapping) -> float:
+        """The loss on ``data`` (all of it as one batch) at the current parameters."""
+        X, _, n, _ = self._fit_data(data, None)
+        module = self._trainer(self.optimizer)
+        return float(module.value(self._values, *X, n, module.alloc(n)))
+
+    def predict(self, expr: sp.Basic | None = None, data: Mapping | None = None) -> np.ndarray:
+        """``expr`` (default: ``prediction``) evaluated with NumPy on ``data``."""
+        if expr is None:
+            if self.prediction is None:
+                raise ExpressionError("pass the expression to evaluate, or give the Model a "
+                                      "prediction=...")
+            expr = self.prediction
+        if data is None:
+            raise InputError("predict needs data: a dict from data matrices to arrays.")
+        env = {**self.params, **self._checked(data, "data", partial=True)}
+        return evaluate_numpy(expr, env)
+
+    # -- plumbing (hooks of Model.fit) -----------------------------------------------------
+
+    def _fit_data(self, data: Mapping, validation: Mapping | None):
+        X = self._storage(self._checked(data, "data"))
+        n = self._rows(X)
+        if validation is not None:
+            V = self._storage(self._checked(validation, "validation"))
+            n_val = self._rows(V)
+        else:
+            V = tuple(np.empty((a.shape[0], 0), dtype=self._np_dtype) if batched else a
+                      for a, batched in zip(X, self._batched()))
+            n_val = 0
+        return X, V, n, n_val
+
+    def _train_function(self, optimizer: Optimizer, size: int, X, V):
+        module = self._trainer(optimizer)
+
+        def train(values, state, step, hyper, *rest):
+            return module.train(values, state.astype(self._np_dtype, copy=False), step, hyper,
+                                *X, *V, *rest)
+
+        return train
+
+    def _unflatten(self, values: np.ndarray) -> dict:
+        out, lo = {}, 0
+        for p in self._param_syms:
+            shape = tuple(int(d) for d in p.shape)
+            size = int(np.prod(shape))
+            out[p] = values[lo:lo + size].reshape(shape).copy()
+            lo += size
+        return out
+
+    def _truth_and_prediction(self, cols):
+        data = dict(zip(self._data_syms, cols))
+        env = {**self.params}
+        for d, a in data.items():
+            env[d] = a.T if self._is_batched(d) else a
+        truth = env[self.target]
+        pred = evaluate_numpy(self.prediction, env)
+        if truth.ndim == 2 and truth.shape[1] > 1:
+            return np.argmax(truth, axis=1), np.argmax(pred, axis=1)
+        return np.ravel(truth), np.ravel(pred)
+
+    def _metric_functions(self, metrics):
+        fns = super()._metric_functions(metrics)
+        if "accuracy" in fns:
+            fns["accuracy"] = _accuracy
+        return fns
+
+    def _generated(self, optimizer: Optimizer, parallel: bool = False):
+        key = optimizer.template
+        if key not in self._modules:
+            self.timings.pop("compile_s", None)
+            t0 = time.perf_counter()
+            generated = render_arrays(
+                self._graph, self._program, self._param_nodes, self._data_nodes, self._batch,
+                optimizer=optimizer.template, optimizer_doc=type(optimizer).__doc__ or "",
+                dtype=self.dtype, fast_math=self.fast_math)
+            self.timings["codegen_s"] = time.perf_counter() - t0
+            self._modules[key] = [generated, None]
+        return self._modules[key][0]
+
+    def _trainer(self, optimizer: Optimizer, parallel: bool = False):
+        generated = self._generated(optimizer)
+        entry = self._modules[optimizer.template]
+        if entry[1] is None:
+            t0 = time.perf_counter()
+            path, existed = write_module(generated.source, _cache_dir(self.cache_dir))
+            entry[1] = load_module(path)
+            self.timings.update(load_s=time.perf_counter() - t0, cache_hit=existed, path=path)
+        return entry[1]
+
+    # -- checks -------------------------------------------------------------------------------
+
+    def _initial(self, p: MatrixSymbol, value) -> np.ndarray:
+        shape = tuple(int(d) for d in p.shape)
+        a = np.asarray(value)
+        if a.dtype.kind not in "biuf":
+            raise InputError(f"initial value of {p.name} has dtype {a.dtype}; it must hold real "
+                             "numbers.")
+        if a.shape != shape:
+            raise ShapeError(f"initial value of {p.name} has shape {a.shape}, but {p.name} is "
+                             f"{shape[0]}x{shape[1]}; pass an array of shape {shape}.")
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"initial value of {p.name} holds NaN or inf; start from finite "
+                             "values.")
+        return a.astype(self._np_dtype)
+
+    def _is_batched(self, d: MatrixSymbol) -> bool:
+        return not isinstance(d.shape[0], (int, sp.Integer))
+
+    def _batched(self) -> list[bool]:
+        return [self._is_batched(d) for d in self._data_syms]
+
+    def _checked(self, data: Mapping, what: str, partial: bool = False) -> dict:
+        if not isinstance(data, Mapping):
+            raise InputError(f"{what} must be a dict from data matrices to arrays, e.g. "
+                             f"{{X: X_train, Y: Y_train}}; got {type(data).__name__}.")
+        by_name = {d.name: d for d in self._data_syms}
+        found = {}
+        for key, value in data.items():
+            d = key if key in self._data_syms else by_name.get(getattr(key, "name", key))
+            if d is None:
+                raise InputError(f"{what} has an entry {key!r} that is not a data matrix of the "
+                                 f"model (expected {', '.join(by_name)}).")
+            found[d] = value
+        missing = [d.name for d in self._data_syms if d not in found]
+        if missing and not partial:
+            raise InputError(f"{what} lacks {', '.join(missing)}; give one array per data "
+                             "matrix.")
+        rows = {}
+        out = {}
+        for d, value in found.items():
+            a = np.asarray(value)
+            if a.dtype.kind not in "biuf":
+                raise InputError(f"{what} {d.name} has dtype {a.dtype}; it must hold real "
+                                 "numbers.")
+            if a.ndim == 1 and d.shape[1] == 1:
+                a = a[:, None]
+            if a.ndim != 2:
+                raise ShapeError(f"{what} {d.name} has shape {a.shape}; it must be a matrix "
+                                 f"(2-D) of shape {d.shape}.")
+            if a.shape[1] != int(d.shape[1]):
+                raise ShapeError(f"{what} {d.name} has {a.shape[1]} columns, but {d.name} is "
+                                 f"declared with {d.shape[1]} ({d.shape}).")
+            if self._is_batched(d):
+                rows[d.name] = a.shape[0]
+            elif a.shape[0] != int(d.shape[0]):
+                raise ShapeError(f"{what} {d.name} has shape {a.shape}, declared {d.shape}.")
+            bad = ~np.isfinite(a)
+            if bad.any():
+                r, c = np.argwhere(bad)[0]
+                raise InputError(f"{what} {d.name} holds {a[r, c]} at [{r}, {c}] "
+                                 f"({int(bad.sum())} non-finite values); remove or fill them "
+                                 "before training.")
+            out[d] = a.astype(self._np_dtype, copy=False)
+        if len(set(rows.values())) > 1:
+            sizes = ", ".join(f"{k}: {v}" for k, v in rows.items())
+            raise ShapeError(f"{what} matrices have different numbers of rows ({sizes}); each "
+                             "needs one row per sample.")
+        if rows and 0 in rows.values():
+            raise InputError(f"{what} has no samples.")
+        return out
+
+    def _storage(self, data: dict) -> tuple:
+        return tuple(np.ascontiguousarray(data[d].T) if self._is_batched(d) else
+                     np.ascontiguousarray(data[d]) for d in self._data_syms)
+
+    def _rows(self, X: tuple) -> int:
+        for a, batched in zip(X, self._batched()):
+            if batched:
+                return a.shape[1]
+        return 1
+
+    def _warn_symmetry(self) -> None:
+        for p in self._param_syms:
+            rows, cols = (int(d) for d in p.shape)
+            if rows == 1 or cols == 1:
+                continue
+            w = self._unflatten(self._values)[p]
+            if np.all(w == w.flat[0]):
+                warnings.warn(
+                    f"{p.name} starts with all entries equal ({w.flat[0]:g}): every unit it "
+                    "feeds computes the same value and receives the same gradient, so the units "
+                    "stay identical whatever the training (the symmetry problem). Initialise it "
+                    f"randomly, e.g. symgrad.init.xavier({rows}, {cols}).",
+                    SymmetryWarning, stacklevel=4)
+
+
+def _accuracy(y_true, y_pred) -> float:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if np.issubdtype(y_pred.dtype, np.integer):
+        return float(np.mean(y_true == y_pred))
+    return float(np.mean((y_pred > 0.5) == (y_true > 0.5)))
+
+
+def evaluate_numpy(expr: sp.Basic, env: Mapping) -> np.ndarray:
+    """Evaluate a (matrix) expression with NumPy; ``env`` maps its matrices to arrays.
+
+    An interpreter over the lowered expression (no code is generated or eval'd): used for
+    predictions and metrics, where one NumPy pass per call is fast enough.
+    """
+    lowered = lower_any(expr)
+    values = {lowered.matrices[m]: np.asarray(v, dtype=float) for m, v in env.items()
+              if m in lowered.matrices}
+    missing = [m.name for m, s in lowered.matrices.items() if s not in values]
+    if missing:
+        raise InputError(f"evaluating needs values for {', '.join(missing)}.")
+    if lowered.batch is not None:
+        for m, s in lowered.matrices.items():
+            if not isinstance(m.shape[0], (int, sp.Integer)):
+                values.setdefault(lowered.batch, float(values[s].shape[0]))
+    memo: dict = {}
+
+    def ev(e):
+        if e in memo:
+            return memo[e]
+        r = _eval_node(e, ev, values)
+        memo[e] = r
+        return r
+
+    return ev(lowered.expr)
+
+
+def lower_any(expr):
+    """``lower`` for an expression that may be matrix-valued (a prediction)."""
+    from sympy.matrices.expressions import MatrixExpr
+
+    from ..expression.arrays import total
+
+    if not isinstance(expr, MatrixExpr):
+        return lower(expr)
+    probe = lower(total(expr))
+    probe.expr = probe.expr.args[0]
+    return probe
+
+
+def _softmax(a):
+    z = np.exp(a - a.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def _log_softmax(a):
+    m = a.max(axis=1, keepdims=True)
+    return a - m - np.log(np.exp(a - m).sum(axis=1, keepdims=True))
+
+
+def _sigmoid(x):
+    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))),
+                    np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+
+
+def _eval_node(e, ev, values):
+    from ..expression import arrays as A
+    from ..expression.functions import elu, leaky_relu, relu, sigmoid, softplus
+
+    if isinstance(e, sp.Symbol):
+        if e not in values:
+            raise InputError(f"evaluating needs a value for {e.name}.")
+        return values[e]
+    if e.is_Number or isinstance(e, sp.NumberSymbol):
+        return float(e)
+    args = [ev(a) for a in e.args]
+    table = {
+        sp.Add: lambda *a: sum(a[1:], a[0]),
+        sp.Mul: lambda *a: math.prod(a[1:], start=a[0]),
+        sp.Pow: lambda a, b: a ** b,
+        sp.exp: np.exp, sp.log: np.log, sp.tanh: np.tanh, sp.sin: np.sin, sp.cos: np.cos,
+        sp.Abs: np.abs, sp.sign: np.sign,
+        sp.Max: lambda *a: _reduce(np.maximum, a), sp.Min: lambda *a: _reduce(np.minimum, a),
+        sigmoid: _sigmoid, relu: lambda x: np.maximum(x, 0.0),
+        leaky_relu: lambda x, a: np.where(x > 0, x, a * x),
+        elu: lambda x, a: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0))),
+        softplus: lambda x: np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x))),
+        A.matmul: lambda a, b: a @ b, A.transpose: lambda a: a.T,
+        A.rowsum: lambda a: a.sum(axis=1, keepdims=True),
+        A.colsum: lambda a: a.sum(axis=0, keepdims=True),
+        A.total: np.sum, A.sqnorm: lambda a: np.sum(a * a),
+        A.softmax: _softmax, A.log_softmax: _log_softmax,
+        A.softmax_cross_entropy: lambda s, y: -np.sum(y * _log_softmax(s)) / s.shape[0],
+    }
+    fn = table.get(type(e))
+    if fn is None:
+        raise ExpressionError(f"predict cannot evaluate {type(e).__name__} with NumPy yet; "
+                              "use evaluate() for the loss.")
+    return fn(*args)
+
+
+def _reduce(f, args):
+    out = args[0]
+    for a in args[1:]:
+        out = f(out, a)
+    return out
