@@ -288,19 +288,94 @@ def peer_numba(spec, opts):
            "peer_version": numba.__version__}
 
     # structure of arrays: X as (2, N), activations as (H, N), samples innermost; loops
-    # written out, libm tanh/exp/log, fastmath only where gradient sums are accumulated
+    # written out, fastmath only where gradient sums are accumulated; tanh/exp/log from
+    # libm (scalar calls) or written as arithmetic that LLVM vectorizes (_vector_math)
     Xs, ys = np.ascontiguousarray(X.T), y.astype(np.float64)
-    kernel = _soa_kernel(njit)
-    with Clock() as c:
-        kernel(Xs, ys, *init(), np.empty(0))
-    yield {"variant": "njit whole fit, structure of arrays, fused loops, libm",
-           "group": "epoch", **fit_rows(c.s, fitter(kernel, (Xs, ys)), ref, ref_note, X, y,
-                                        opts),
-           "threads": numba.get_num_threads(), "cache_warm": None,
-           "peer_version": numba.__version__}
+    libm = tuple(njit(error_model="numpy", inline="always")(f)
+                 for f in (lambda x: math.tanh(x), lambda x: math.exp(x),
+                           lambda x: math.log(x)))
+    for funcs, label in ((libm, "libm tanh/exp/log"),
+                         (_vector_math(numba), "vectorizable tanh/exp/log")):
+        kernel = _soa_kernel(njit, *funcs)
+        with Clock() as c:
+            kernel(Xs, ys, *init(), np.empty(0))
+        yield {"variant": f"njit whole fit, structure of arrays, fused loops, {label}",
+               "group": "epoch", **fit_rows(c.s, fitter(kernel, (Xs, ys)), ref, ref_note, X, y,
+                                            opts),
+               "threads": numba.get_num_threads(), "cache_warm": None,
+               "peer_version": numba.__version__}
 
 
-def _soa_kernel(njit):
+def _vector_math(numba):
+    """tanh, exp, log for float64 as plain arithmetic (no libm call), so that LLVM vectorizes
+    the loops that call them (AVX2 here: ~2-3 ns per element against libm's 4-17 ns).
+
+    exp: Cody-Waite reduction by ln 2 (the rounding done by adding 1.5 * 2^52), degree-13
+    Taylor polynomial, 2^k built from its bits; arguments clamped to [-708, 709] (NaN is not
+    propagated: enough for this benchmark, not for a library). tanh(x) = sign(x) (1 - t) /
+    (1 + t), t = exp(-2|x|): absolute error <= 2.3e-16, relative error near 0 up to ~2e-13.
+    log: for positive normal x only, exponent from the bits, atanh series on [sqrt(1/2),
+    sqrt(2)). All within ~1 ulp elsewhere (measured on 1e5 random points)."""
+    from llvmlite import ir
+    from numba import njit, types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def i2f(typingctx, x):
+        if x != types.int64:
+            return None
+        return types.float64(types.int64), lambda ctx, b, sig, args: b.bitcast(
+            args[0], ir.DoubleType())
+
+    @intrinsic
+    def f2i(typingctx, x):
+        if x != types.float64:
+            return None
+        return types.int64(types.float64), lambda ctx, b, sig, args: b.bitcast(
+            args[0], ir.IntType(64))
+
+    log2e, shift = 1.4426950408889634, 6755399441055744.0  # 1.5 * 2^52
+    ln2_hi, ln2_lo = 6.93147180369123816490e-01, 1.90821492927058770002e-10
+    sqrt2 = math.sqrt(2.0)
+    exp_c = tuple(1.0 / math.factorial(k) for k in range(13, -1, -1))
+    log_c = tuple(1.0 / k for k in range(21, 0, -2))
+
+    @njit(error_model="numpy", inline="always")
+    def vexp(x):
+        x = min(max(x, -708.0), 709.0)
+        kd = x * log2e + shift  # rounds: k sits in the low bits of the mantissa
+        k = kd - shift
+        r = (x - k * ln2_hi) - k * ln2_lo
+        p = 0.0
+        for c in exp_c:
+            p = p * r + c
+        return p * i2f((f2i(kd) + 1023) << 52)
+
+    @njit(error_model="numpy", inline="always")
+    def vtanh(x):
+        t = vexp(-2.0 * abs(x))
+        return math.copysign((1.0 - t) / (1.0 + t), x)
+
+    @njit(error_model="numpy", inline="always")
+    def vlog(x):
+        bits = f2i(x)
+        # exponent as a float without an int64 -> float64 conversion (none in AVX2)
+        e = i2f(((bits & 0x7FF0000000000000) >> 52) | 0x4330000000000000) - 4503599627371519.0
+        m = i2f((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
+        big = m > sqrt2
+        m = m * 0.5 if big else m
+        e = e + 1.0 if big else e
+        s = (m - 1.0) / (m + 1.0)
+        s2 = s * s
+        p = 0.0
+        for c in log_c:
+            p = p * s2 + c
+        return e * ln2_hi + (2.0 * s * p + e * ln2_lo)
+
+    return vtanh, vexp, vlog
+
+
+def _soa_kernel(njit, tanh, exp, log):
     """The handwritten fused structure-of-arrays fit (Numba), K = 2 specialised."""
 
     @njit(fastmath=True, error_model="numpy")
@@ -347,16 +422,16 @@ def _soa_kernel(njit):
             for j in range(h):
                 w0, w1, bj, v0, v1 = W1[0, j], W1[1, j], b1[0, j], W2[j, 0], W2[j, 1]
                 for i in range(n):
-                    a = math.tanh(w0 * x0[i] + w1 * x1[i] + bj)
+                    a = tanh(w0 * x0[i] + w1 * x1[i] + bj)
                     A[j, i] = a
                     s0[i] += a * v0
                     s1[i] += a * v1
             for i in range(n):
                 m = max(s0[i], s1[i])
-                e0, e1 = math.exp(s0[i] - m), math.exp(s1[i] - m)
+                e0, e1 = exp(s0[i] - m), exp(s1[i] - m)
                 z = e0 + e1
                 p1 = e1 / z
-                nll[i] = math.log(z) + m - (s1[i] if ys[i] == 1.0 else s0[i])
+                nll[i] = log(z) + m - (s1[i] if ys[i] == 1.0 else s0[i])
                 d1[i] = (p1 - ys[i]) / n
                 d0[i] = -d1[i]                  # K = 2: the two columns sum to 0
             sq = 0.0
@@ -509,9 +584,8 @@ def peer_pytensor(spec, opts):
         Xs, Ys = pytensor.shared(X, "X"), pytensor.shared(Y, "Y")
         p = [pytensor.shared(a, name) for a, name in zip(init(), NAMES)]
         W1, b1, W2, b2 = p
-        b1r, b2r = pt.addbroadcast(b1, 0), pt.addbroadcast(b2, 0)
-        a1 = pt.tanh(pt.dot(Xs, W1) + b1r)
-        scores = pt.dot(a1, W2) + b2r
+        a1 = pt.tanh(pt.dot(Xs, W1) + b1[0])  # row 0 of the (1, H) bias broadcasts
+        scores = pt.dot(a1, W2) + b2[0]
         logp = scores - pt.logsumexp(scores, axis=1, keepdims=True)
         loss = -pt.mean(pt.sum(Ys * logp, axis=1)) + 0.5 * REG * (pt.sum(W1 ** 2)
                                                                    + pt.sum(W2 ** 2))

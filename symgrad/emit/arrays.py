@@ -51,6 +51,7 @@ __all__ = ["ArrayModule", "ArrayPrinter", "render_arrays"]
 #: Matrix products from this many multiply-adds (batch rows counted as BLAS_BATCH) use BLAS.
 BLAS_FROM = 1 << 18
 BLAS_BATCH = 128
+_MAPPED = {sp.exp: "exp", sp.log: "log", sp.tanh: "tanh", sp.sin: "sin", sp.cos: "cos"}
 
 
 class ArrayPrinter(FlatCodePrinter):
@@ -108,6 +109,7 @@ class _Loop:
     """One loop nest over a storage shape, with the fused element-wise statements in it."""
 
     dims: tuple[str, str]
+    bounds: tuple[str, str]
     comments: list[str] = field(default_factory=list)
     body: list[str] = field(default_factory=list)
     written: dict[str, bool] = field(default_factory=dict)
@@ -131,7 +133,9 @@ class _Kernel:
     """Turns assignments into the loops of one function body."""
 
     def __init__(self, vars_: dict[str, _Var], batch: str, dtype: str, printer: FlatCodePrinter,
-                 names: NameAllocator) -> None:
+                 names: NameAllocator, fast_math: bool = True) -> None:
+        self.fast_math = fast_math
+        self.maps: set[str] = set()
         self.vars = vars_
         self.batch = batch
         self.dtype = dtype
@@ -151,6 +155,15 @@ class _Kernel:
     def storage(self, v: _Var) -> tuple[str, str]:
         r, c = v.shape
         return (self.dim(c), self.dim(r)) if v.flip else (self.dim(r), self.dim(c))
+
+    def logical(self, v: _Var) -> tuple[str, str]:
+        """Run-time rows and columns of ``v``, read off its array.
+
+        Loop bounds are never literals: LLVM fully unrolls loops of small constant trip
+        count, which multiplies compile time (measured 6x on 20 loop nests) and slows them.
+        """
+        r, c = f"{v.name}.shape[0]", f"{v.name}.shape[1]"
+        return (c, r) if v.flip else (r, c)
 
     def shapes(self) -> dict:
         return {sp.Symbol(v.name): v.shape for v in self.vars.values() if v.shape}
@@ -195,7 +208,7 @@ class _Kernel:
             self.code([f"# {comment}", *self.axis_sum(v, expr, aug)])
         elif isinstance(expr, (softmax, log_softmax)):
             self.code([f"# {comment}", *self.rowwise(v, expr, aug)])
-        else:
+        elif not self.mapped(v, expr, aug, comment):
             self.elementwise(v, expr, aug, comment)
 
     def code(self, lines: list[str]) -> None:
@@ -216,6 +229,11 @@ class _Kernel:
             return e if root else self.hoist_to_temp(e)
         if not e.args or isinstance(e, (sp.Symbol, Number)):
             return e
+        if (self.fast_math and type(e) in _MAPPED
+                and expr_shape(e, self.shapes()) != ()):
+            arg = self.hoist_to_temp(self.hoist(e.args[0], False))
+            e = e.func(arg)
+            return e if root else self.hoist_to_temp(e)
         args = [self.hoist(a, False) for a in e.args]
         return e.func(*args)
 
@@ -256,7 +274,7 @@ class _Kernel:
                    not any(last.written.get(name) is not None and odd
                            for name, odd in reads.items()))
         if not fusable:
-            last = _Loop(dims)
+            last = _Loop(dims, (f"{v.name}.shape[0]", f"{v.name}.shape[1]"))
             self.blocks.append(last)
         last.comments.append(comment)
         last.body.append(statement)
@@ -277,7 +295,8 @@ class _Kernel:
         work = 1
         for d in (ra, ka, cb):
             work *= d if isinstance(d, int) else BLAS_BATCH
-        I_, K_, J_ = self.dim(ra), self.dim(ka), self.dim(cb)
+        I_, J_ = self.logical(c)
+        K_ = self.logical(a)[0 if ta else 1]
         lines: list[str] = []
         if work >= BLAS_FROM:
             if c.flip:
@@ -290,7 +309,7 @@ class _Kernel:
                 return [f"np.dot({left}, {right}, {c.name})"]
             t = self.temp(c.shape)
             t.flip = c.flip
-            r0, r1 = self.storage(c)
+            r0, r1 = f"{c.name}.shape[0]", f"{c.name}.shape[1]"
             return [f"np.dot({left}, {right}, {t.name})",
                     f"for _a in range({r0}):", f"    for _b in range({r1}):",
                     f"        {c.name}[_a, _b] += {t.name}[_a, _b]"]
@@ -304,23 +323,23 @@ class _Kernel:
         def C(i, j):
             return f"{c.name}[{j}, {i}]" if c.flip else f"{c.name}[{i}, {j}]"
 
-        r0, r1 = self.storage(c)
+        r0, r1 = f"{c.name}.shape[0]", f"{c.name}.shape[1]"
         zero = [] if aug else [f"for _a in range({r0}):", f"    for _b in range({r1}):",
                                f"        {c.name}[_a, _b] = 0.0"]
         if c.flip and sw_a:
-            return zero + [f"for _j in range({J_}):", f"    for _p in range({K_}):",
-                           f"        _x = {B('_p', '_j')}", f"        for _i in range({I_}):",
-                           f"            {C('_i', '_j')} += {A('_i', '_p')} * _x"]
+            return zero + [f"for _j in range({J_}):", f"    for _q in range({K_}):",
+                           f"        _x = {B('_q', '_j')}", f"        for _i in range({I_}):",
+                           f"            {C('_i', '_j')} += {A('_i', '_q')} * _x"]
         if not c.flip and not sw_b:
-            return zero + [f"for _i in range({I_}):", f"    for _p in range({K_}):",
-                           f"        _x = {A('_i', '_p')}", f"        for _j in range({J_}):",
-                           f"            {C('_i', '_j')} += _x * {B('_p', '_j')}"]
+            return zero + [f"for _i in range({I_}):", f"    for _q in range({K_}):",
+                           f"        _x = {A('_i', '_q')}", f"        for _j in range({J_}):",
+                           f"            {C('_i', '_j')} += _x * {B('_q', '_j')}"]
         if not sw_a and sw_b:
             self.kernels.add("_mm_dot")
             return [f"_mm_dot({a.name}, {b.name}, {c.name}, {I_}, {J_}, {K_}, {c.flip}, {aug})"]
         lines = [f"for _i in range({I_}):", f"    for _j in range({J_}):", "        _x = 0.0",
-                 f"        for _p in range({K_}):", f"            _x += {A('_i', '_p')} * "
-                 f"{B('_p', '_j')}", f"        {C('_i', '_j')} {'+=' if aug else '='} _x"]
+                 f"        for _q in range({K_}):", f"            _x += {A('_i', '_q')} * "
+                 f"{B('_q', '_j')}", f"        {C('_i', '_j')} {'+=' if aug else '='} _x"]
         return lines
 
     def axis_sum(self, out: _Var, e, aug: bool) -> list[str]:
@@ -337,7 +356,7 @@ class _Kernel:
         if isinstance(e, rowsum) and not a.flip:
             self.kernels.add("_rowsums")
             return [f"_rowsums({a.name}, {R}, {C}, {out.name}[:, 0], {aug})"]
-        r0, r1 = self.storage(out)
+        r0, r1 = f"{out.name}.shape[0]", f"{out.name}.shape[1]"
         if not aug:
             lines += [f"for _a in range({r0}):", f"    for _b in range({r1}):",
                       f"        {out.name}[_a, _b] = 0.0"]
@@ -354,54 +373,46 @@ class _Kernel:
         self.work_rows.add(rows)
         return "_wm[0, _i]", "_wz[0, _i]", "_wl[0, _i]"
 
+    def transposed_view(self, v: _Var) -> str:
+        """``v``'s storage as (columns, rows): what the row-wise kernels take."""
+        return v.name if v.flip else f"{v.name}.T"
+
     def rowwise(self, out: _Var, e, aug: bool) -> list[str]:
         a = self.vars[e.args[0].name]
-        R, C = self.dim(a.shape[0]), self.dim(a.shape[1])
-        m, z, _ = self.work(R)
-        x, o = self.access(a, "_i", "_j"), self.access(out, "_i", "_j")
-        lines = self.max_and_sum(a, R, C)
-        op = "+=" if aug else "="
-        if isinstance(e, softmax):
-            lines += [f"for _i in range({R}):", f"    {z} = 1.0 / {z}",
-                      f"for _j in range({C}):", f"    for _i in range({R}):",
-                      f"        {o} {op} exp({x} - {m}) * {z}"]
-        else:
-            lines += [f"for _i in range({R}):", f"    {z} = {m} + log({z})",
-                      f"for _j in range({C}):", f"    for _i in range({R}):",
-                      f"        {o} {op} {x} - {z}"]
-        self.printer.math_names.update(("exp", "log"))
-        return lines
-
-    def max_and_sum(self, a: _Var, R: str, C: str) -> list[str]:
-        """Row maxima into _wm and sums of exp(a - max) into _wz, samples innermost."""
-        m, z, _ = self.work(R)
-        x = self.access(a, "_i", "_j")
-        x0 = self.access(a, "_i", "0")
-        self.printer.math_names.add("exp")
-        return [f"for _i in range({R}):", f"    {m} = {x0}", f"    {z} = 0.0",
-                f"for _j in range(1, {C}):", f"    for _i in range({R}):",
-                f"        {m} = max({m}, {x})",
-                f"for _j in range({C}):", f"    for _i in range({R}):",
-                f"        {z} += exp({x} - {m})"]
+        self.work(self.dim(a.shape[0]))
+        kernel = "_softmax_t" if isinstance(e, softmax) else "_log_softmax_t"
+        self.kernels.update((kernel, "_row_lse"))
+        return [f"{kernel}({self.transposed_view(a)}, {self.transposed_view(out)}, _wm[0], "
+                f"_wz[0], {aug})"]
 
     def reduce(self, target: str, e, op: str) -> list[str]:
         a = self.vars[e.args[0].name]
         if isinstance(e, softmax_cross_entropy):
             y = self.vars[e.args[1].name]
-            R, C = self.dim(a.shape[0]), self.dim(a.shape[1])
-            m, z, loss = self.work(R)
-            x, t = self.access(a, "_i", "_j"), self.access(y, "_i", "_j")
-            self.kernels.add("_sum2d")
-            self.printer.math_names.add("log")
-            return self.max_and_sum(a, R, C) + [
-                f"for _i in range({R}):", f"    {z} = {m} + log({z})", f"    {loss} = 0.0",
-                f"for _j in range({C}):", f"    for _i in range({R}):",
-                f"        {loss} += {t} * ({z} - {x})",
-                f"{target} {op} _sum2d(_wl, 1, {R}) / {R}"]
-        r0, r1 = self.storage(a)
+            self.work(self.dim(a.shape[0]))
+            self.kernels.update(("_sce_t", "_row_lse"))
+            return [f"{target} {op} _sce_t({self.transposed_view(a)}, "
+                    f"{self.transposed_view(y)}, _wm[0], _wz[0], _wl[0])"]
+        r0, r1 = f"{a.name}.shape[0]", f"{a.name}.shape[1]"
         kernel = "_sum2d" if isinstance(e, total) else "_sumsq2d"
         self.kernels.add(kernel)
         return [f"{target} {op} {kernel}({a.name}, {r0}, {r1})"]
+
+    def mapped(self, out: _Var, e, aug: bool, comment: str) -> bool:
+        """``out = f(a)`` for a vectorizable math function: one shared kernel per function.
+
+        Each inlined copy of a vectorizable function costs ~0.4 s of Numba compile time;
+        a kernel per function (not per use) keeps that constant.
+        """
+        name = _MAPPED.get(type(e))
+        if name is None or not self.fast_math or aug or not isinstance(e.args[0], sp.Symbol):
+            return False
+        a = self.vars.get(e.args[0].name)
+        if a is None or a.shape != out.shape or a.flip != out.flip:
+            return False
+        self.maps.add(name)
+        self.code([f"# {comment}", f"_map_{name}({a.name}, {out.name})"])
+        return True
 
     # -- output -----------------------------------------------------------------------------
 
@@ -410,8 +421,8 @@ class _Kernel:
         for block in self.blocks:
             if isinstance(block, _Loop):
                 out += [f"# {c}" for c in block.comments]
-                out += [f"for _a in range({block.dims[0]}):",
-                        f"    for _b in range({block.dims[1]}):"]
+                out += [f"for _a in range({block.bounds[0]}):",
+                        f"    for _b in range({block.bounds[1]}):"]
                 out += [f"        {s}" for s in block.body]
             else:
                 out += block
@@ -465,7 +476,7 @@ def render_arrays(
                              "must be numbers, not the batch size.")
 
     printer = FlatCodePrinter()
-    kernel = _Kernel(vars_, batch_name, dtype, printer, names)
+    kernel = _Kernel(vars_, batch_name, dtype, printer, names, fast_math)
     for a, text in zip(forward, forward_lines):
         kernel.assign(a.lhs.name, a.rhs, False, text)
     forward_code = kernel.lines()
@@ -484,7 +495,9 @@ def render_arrays(
     data_vars = [vars_[n.name] for n in data]
     grad_names = [f"grad_{n.name}" for n in params]
 
-    math_names = set(printer.math_names)
+    math_names = set(printer.math_names) | kernel.maps
+    if kernel.kernels & {"_softmax_t", "_log_softmax_t", "_sce_t"}:
+        math_names |= {"exp", "log"}
     for helper in printer.helpers:
         math_names |= _HELPER_MATH.get(helper, set())
     fast = sorted(math_names & set(FAST_MATH_NAMES)) if fast_math else []
@@ -504,16 +517,17 @@ def render_arrays(
         forward_code=forward_code,
         backward_code=backward_code,
         params=[
-            dict(name=v.name, shape=_shape_text(v.shape), lo=lo, hi=hi)
-            for v, (lo, hi) in zip(param_vars, offsets)
+            dict(name=v.name, shape=_shape_text(v.shape), lo=lo, hi=hi, rows=2 * k, cols=2 * k + 1)
+            for k, (v, (lo, hi)) in enumerate(zip(param_vars, offsets))
         ],
         grads=grad_names,
         data=[dict(name=v.name, batched=v.flip) for v in data_vars],
-        first_batched=next((v.name for v in data_vars if v.flip), ""),
+        first_batched_index=next((k for k, v in enumerate(data_vars) if v.flip), 0),
         batch=batch_name,
-        buffers=[dict(name=v.name, storage=_storage_text(kernel, v)) for v in buffers]
-        + [dict(name=w, storage=f"(1, {work})") for w in ("_wm", "_wz", "_wl") if work],
+        buffers=[dict(name=v.name, dims=_dims(v)) for v in buffers]
+        + [dict(name=w, dims=f"(1, {work})") for w in ("_wm", "_wz", "_wl") if work],
         kernels=sorted(kernel.kernels),
+        maps=sorted(kernel.maps),
         dtype=dtype,
         renamed=[(n.name, ascii(n.symbol.name)) for n in [*params, *data]
                  if n.name != n.symbol.name],
@@ -529,6 +543,7 @@ def render_arrays(
         optimizer=optimizer,
         optimizer_doc=" ".join(optimizer_doc.split()).replace('"', "'").replace("\\", "/"),
         n_params=k,
+        dims=", ".join(f"{d}" for v in param_vars for d in v.shape),
     )
     source = environment().get_template("arrays.py.j2").render(context)
     return ArrayModule(source, forward_lines, backward_lines, [v.name for v in param_vars],
@@ -546,21 +561,24 @@ def _lines_from(kernel: _Kernel, first_block: int) -> list[str]:
 
 
 def _work_width(rows: set[str]) -> str:
-    """Length of the row-wise work vectors: the most rows any row-wise operation has."""
+    """Length of the row-wise work vectors as a BUFFERS entry: the most rows any row-wise
+    operation has (``None``: the batch size; ``-k``: the larger of the batch size and k)."""
     if not rows:
         return ""
-    numbers = [r for r in rows if r.isdigit()]
-    symbolic = [r for r in rows if not r.isdigit()]
-    if numbers and symbolic:
-        return f"max({symbolic[0]}, {max(map(int, numbers))})"
-    return symbolic[0] if symbolic else str(max(map(int, numbers)))
+    numbers = [int(r) for r in rows if r.isdigit()]
+    if len(numbers) < len(rows):
+        return f"-{max(numbers)}" if numbers else "None"
+    return str(max(numbers))
+
+
+def _dims(v: _Var) -> str:
+    r, c = v.shape
+    dims = (c, r) if v.flip else (r, c)
+    return "(" + ", ".join(str(d) if isinstance(d, int) else "None" for d in dims) + ")"
 
 
 def _shape_text(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def _storage_text(kernel: _Kernel, v: _Var) -> str:
-    r0, r1 = kernel.storage(v)
-    return f"({r0}, {r1})"
 

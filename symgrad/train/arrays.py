@@ -178,14 +178,12 @@ class ArrayModel(Model):
         X, _, n, _ = self._fit_data(data, None)
         module = self._trainer(self.optimizer)
         grad = np.empty_like(self._values)
-        loss = module.value_and_grad(self._values, grad, *X, n, module.alloc(n))
+        loss = module.value_and_grad(self._values, grad, *X, n, module.alloc(n), module.DIMS)
         return float(loss), self._unflatten(grad)
 
     def evaluate(self, data: Mapping) -> float:
         """The loss on ``data`` (all of it as one batch) at the current parameters."""
-        X, _, n, _ = self._fit_data(data, None)
-        module = self._trainer(self.optimizer)
-        return float(module.value(self._values, *X, n, module.alloc(n)))
+        return self.value_and_grad(data)[0]
 
     def predict(self, expr: sp.Basic | None = None, data: Mapping | None = None) -> np.ndarray:
         """``expr`` (default: ``prediction``) evaluated with NumPy on ``data``."""
@@ -215,10 +213,21 @@ class ArrayModel(Model):
 
     def _train_function(self, optimizer: Optimizer, size: int, X, V):
         module = self._trainer(optimizer)
+        n, n_val = self._rows(X), self._rows(V) if V else 0
+        size = min(size, n)
+        tail = n - (n // size) * size or size
+        batched = self._batched()
+
+        def gathered(m):
+            return tuple(np.empty((a.shape[0], m), dtype=self._np_dtype) if b else a
+                         for a, b in zip(X, batched))
+
+        buffers = (module.alloc(size), module.alloc(tail), module.alloc(max(n_val, 1)),
+                   gathered(size), gathered(tail))
 
         def train(values, state, step, hyper, *rest):
             return module.train(values, state.astype(self._np_dtype, copy=False), step, hyper,
-                                *X, *V, *rest)
+                                X, V, buffers, module.DIMS, *rest)
 
         return train
 

@@ -1,0 +1,585 @@
+"""Matrix models (MatrixSymbol losses): values and gradients against NumPy finite
+differences and PyTorch autograd, training against a NumPy gradient-descent loop, float32,
+minibatches and early stopping, bad input, and the NumPy-style listing.
+
+Every reference here is independent of symgrad: NumPy transcriptions of each loss, central
+differences of those, torch.autograd, and a hand-written backprop for the two-moons MLP.
+Compiling a model takes seconds, so the file builds few distinct models and reuses them.
+"""
+
+import math
+import re
+import warnings
+
+import numpy as np
+import pytest
+import sympy as sp
+from sympy.matrices.expressions import HadamardProduct, OneMatrix
+
+import symgrad as sg
+
+n = sp.Symbol("n", integer=True, positive=True)
+
+
+# -- independent references --------------------------------------------------------------
+
+def fd_grad(f, params: dict, h: float = 1e-3) -> dict:
+    """Fourth-order central differences of f(params) (error ~h**4) for every entry."""
+    out = {}
+    for key, a in params.items():
+        g = np.zeros_like(a)
+        for idx in np.ndindex(a.shape):
+            vals = []
+            for step in (2 * h, h, -h, -2 * h):
+                p = {k: v.copy() for k, v in params.items()}
+                p[key][idx] += step
+                vals.append(f(p))
+            g[idx] = (-vals[0] + 8 * vals[1] - 8 * vals[2] + vals[3]) / (12 * h)
+        out[key] = g
+    return out
+
+
+def assert_grads_close(got: dict, want: dict, rtol: float) -> None:
+    assert set(got) == set(want)
+    for key in want:
+        g, w = np.asarray(got[key]), np.asarray(want[key])
+        assert g.shape == w.shape, (key, g.shape, w.shape)
+        scale = max(float(np.max(np.abs(w))), 1e-3)
+        err = float(np.max(np.abs(g - w)))
+        assert err <= rtol * scale, f"gradient of {key}: max abs error {err:.3g}, scale {scale:.3g}"
+
+
+def np_log_softmax(s):
+    m = s.max(axis=1, keepdims=True)
+    return s - m - np.log(np.exp(s - m).sum(axis=1, keepdims=True))
+
+
+def np_softmax(s):
+    return np.exp(np_log_softmax(s))
+
+
+def np_sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+# -- 1. a small MLP: value and gradient vs finite differences and torch --------------------
+
+D, H, K, N_MLP, REG = 3, 5, 4, 7, 0.01
+X3 = sp.MatrixSymbol("X", n, D)
+Y4 = sp.MatrixSymbol("Y", n, K)
+V1 = sp.MatrixSymbol("W1", D, H)
+c1 = sp.MatrixSymbol("b1", 1, H)
+V2 = sp.MatrixSymbol("W2", H, K)
+c2 = sp.MatrixSymbol("b2", 1, K)
+MLP_SCORES = sg.tanh(X3 * V1 + c1) * V2 + c2
+MLP_LOSS = sg.softmax_cross_entropy(MLP_SCORES, Y4) + 0.5 * REG * (sg.l2(V1) + sg.l2(V2))
+_rng = np.random.default_rng(42)
+MLP_INIT = {V1: _rng.standard_normal((D, H)), c1: 0.1 * _rng.standard_normal((1, H)),
+            V2: _rng.standard_normal((H, K)), c2: 0.1 * _rng.standard_normal((1, K))}
+MLP_X = _rng.standard_normal((N_MLP, D))
+MLP_LABELS = np.array([0, 1, 2, 3, 1, 2, 0])
+MLP_Y = sg.one_hot(MLP_LABELS, K)
+
+
+def np_mlp_loss(p):
+    a1 = np.tanh(MLP_X @ p[V1] + p[c1])
+    s = a1 @ p[V2] + p[c2]
+    ce = -np.mean(np.sum(MLP_Y * np_log_softmax(s), axis=1))
+    return ce + 0.5 * REG * (np.sum(p[V1] ** 2) + np.sum(p[V2] ** 2))
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    model = sg.Model(MLP_LOSS, params={k: v.copy() for k, v in MLP_INIT.items()},
+                     data=[X3, Y4], optimizer=sg.optim.SGD(lr=0.5),
+                     prediction=sg.softmax(MLP_SCORES), target=Y4)
+    value, grads = model.value_and_grad({X3: MLP_X, Y4: MLP_Y})
+    return model, value, grads
+
+
+def test_mlp_value_and_gradient_match_finite_differences(mlp):
+    _, value, grads = mlp
+    assert isinstance(value, float)
+    assert value == pytest.approx(np_mlp_loss(MLP_INIT), rel=1e-12)
+    assert_grads_close(grads, fd_grad(np_mlp_loss, MLP_INIT), rtol=1e-8)
+
+
+def test_mlp_value_and_gradient_match_torch(mlp):
+    torch = pytest.importorskip("torch")
+    _, value, grads = mlp
+    t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
+         for k, v in MLP_INIT.items()}
+    x, y = torch.tensor(MLP_X), torch.tensor(MLP_LABELS)
+    scores = torch.tanh(x @ t[V1] + t[c1]) @ t[V2] + t[c2]
+    loss = (torch.nn.functional.cross_entropy(scores, y)
+            + 0.5 * REG * (torch.sum(t[V1] ** 2) + torch.sum(t[V2] ** 2)))
+    loss.backward()
+    assert value == pytest.approx(loss.item(), rel=1e-12)
+    assert_grads_close(grads, {k: v.grad.numpy() for k, v in t.items()}, rtol=1e-10)
+
+
+def test_mlp_gradient_has_param_shapes_and_dtype(mlp):
+    model, _, grads = mlp
+    assert list(grads) == [V1, c1, V2, c2]
+    for p, g in grads.items():
+        assert g.shape == tuple(int(d) for d in p.shape) and g.dtype == np.float64
+
+
+def test_mlp_predict_is_row_softmax(mlp):
+    model, _, _ = mlp
+    probs = model.predict(data={X3: MLP_X})
+    p = model.params
+    want = np_softmax(np.tanh(MLP_X @ p[V1] + p[c1]) @ p[V2] + p[c2])
+    np.testing.assert_allclose(probs, want, rtol=1e-12, atol=1e-15)
+
+
+# -- 2. more operations, each against finite differences of a NumPy transcription ---------
+
+XA = sp.MatrixSymbol("X", n, 3)
+TA = sp.MatrixSymbol("T", n, 2)
+WA = sp.MatrixSymbol("W", 3, 2)
+CA = sp.MatrixSymbol("c", 3, 1)   # a column bias, broadcast over W's 2 columns by OneMatrix
+BA = sp.MatrixSymbol("b", 1, 2)
+UA = sp.MatrixSymbol("U", 2, 2)
+ZA = XA * (WA + CA * OneMatrix(1, 2)) + BA            # (n, 2)
+PA = sg.sigmoid(ZA)
+RA = sg.relu(XA * WA * WA.T)                          # transposes: (n, 3)
+# one term per operation (weights keep the terms on a similar scale)
+TERMS_A = {
+    "mse_sigmoid": sg.mean(sg.elementwise(lambda p, y: (p - y) ** 2, PA, TA)),
+    "relu_transpose": sg.mean(RA),
+    "l1": 0.1 * sg.l1(UA),
+    "softplus_elu_leaky": sg.sum(sg.softplus(ZA * UA) + sg.elu(ZA) + sg.leaky_relu(ZA * UA.T)) / n,
+    "logsumexp_rows": sg.sum(sg.log(sg.sum(sg.exp(ZA), axis=1))) / n,
+    "colsum_squared": sg.sum(sg.elementwise(lambda s: s ** 2, sg.sum(sg.tanh(ZA), axis=0))) / n,
+    "maxout": sg.mean(sg.maxout(ZA, ZA * UA)),
+}
+LOSS_A = sum(TERMS_A.values())
+_rng = np.random.default_rng(24)  # a seed whose kinks are all > 0.1 away
+INIT_A = {WA: _rng.standard_normal((3, 2)), CA: 0.5 * _rng.standard_normal((3, 1)),
+          BA: 0.3 * _rng.standard_normal((1, 2)), UA: _rng.standard_normal((2, 2))}
+DATA_XA = _rng.standard_normal((9, 3))
+DATA_TA = _rng.uniform(size=(9, 2))
+
+
+def np_terms_a(p):
+    x = DATA_XA
+    z = x @ (p[WA] + p[CA]) + p[BA]              # (3,1) broadcasts over columns in NumPy
+    q = x @ p[WA] @ p[WA].T
+    zu, zut = z @ p[UA], z @ p[UA].T
+    rows = x.shape[0]
+    return {
+        "mse_sigmoid": np.mean((np_sigmoid(z) - DATA_TA) ** 2),
+        "relu_transpose": np.mean(np.maximum(q, 0)),
+        "l1": 0.1 * np.sum(np.abs(p[UA])),
+        "softplus_elu_leaky": np.sum(np.logaddexp(0, zu) + np.where(z > 0, z, np.expm1(z))
+                                     + np.where(zut > 0, zut, 0.01 * zut)) / rows,
+        "logsumexp_rows": np.sum(np.log(np.sum(np.exp(z), axis=1))) / rows,
+        "colsum_squared": np.sum(np.sum(np.tanh(z), axis=0) ** 2) / rows,
+        "maxout": np.mean(np.maximum(z, zu)),
+    }
+
+
+def np_loss_a(p):
+    return sum(np_terms_a(p).values())
+
+
+def test_ops_a_reference_avoids_kinks():
+    """relu, l1, elu, leaky_relu and maxout are differentiated away from their kinks."""
+    p, x = INIT_A, DATA_XA
+    z = x @ (p[WA] + p[CA]) + p[BA]
+    for kinked in (x @ p[WA] @ p[WA].T, p[UA], z, z @ p[UA].T, z - z @ p[UA]):
+        assert np.min(np.abs(kinked)) > 0.1
+
+
+@pytest.fixture(scope="module")
+def ops_a():
+    model = sg.Model(LOSS_A, params={k: v.copy() for k, v in INIT_A.items()}, data=[XA, TA])
+    return model.value_and_grad({XA: DATA_XA, TA: DATA_TA})
+
+
+def test_ops_a_value(ops_a):
+    assert ops_a[0] == pytest.approx(np_loss_a(INIT_A), rel=1e-12)
+
+
+def test_ops_a_gradient_matches_finite_differences(ops_a):
+    assert_grads_close(ops_a[1], fd_grad(np_loss_a, INIT_A), rtol=1e-8)
+
+
+XB = sp.MatrixSymbol("X", n, 3)
+YB = sp.MatrixSymbol("Y", n, 4)
+WB = sp.MatrixSymbol("W", 3, 4)
+BB = sp.MatrixSymbol("b", 1, 4)
+VB = sp.MatrixSymbol("V", 4, 4)
+SB = XB * WB + BB
+TERMS_B = {
+    "hinge": sg.hinge(SB, YB),
+    "log_softmax": -sg.sum(HadamardProduct(sg.log_softmax(SB * VB), YB)) / n,
+    "softmax_mse": sg.mean(sg.elementwise(lambda p, y: (p - y) ** 2, sg.softmax(SB), YB)),
+}
+LOSS_B = sum(TERMS_B.values())
+_rng = np.random.default_rng(5)  # hinge margins all > 0.2 away from 0
+INIT_B = {WB: _rng.standard_normal((3, 4)), BB: 0.2 * _rng.standard_normal((1, 4)),
+          VB: _rng.standard_normal((4, 4))}
+DATA_XB = _rng.standard_normal((8, 3))
+LABELS_B = np.array([0, 1, 2, 3, 3, 2, 1, 0])
+DATA_YB = sg.one_hot(LABELS_B, 4)
+
+
+def np_hinge_margins(s):
+    correct = s[np.arange(len(s)), LABELS_B][:, None]
+    return s - correct + 1
+
+
+def np_loss_b(p):
+    s = DATA_XB @ p[WB] + p[BB]
+    rows = len(s)
+    margins = np.maximum(0, np_hinge_margins(s))
+    margins[np.arange(rows), LABELS_B] = 0
+    hinge = np.sum(margins) / rows
+    log_softmax = -np.sum(np_log_softmax(s @ p[VB]) * DATA_YB) / rows
+    softmax_mse = np.mean((np_softmax(s) - DATA_YB) ** 2)
+    return hinge + log_softmax + softmax_mse
+
+
+def test_ops_b_reference_avoids_kinks():
+    m = np_hinge_margins(DATA_XB @ INIT_B[WB] + INIT_B[BB])
+    m[np.arange(len(m)), LABELS_B] = 5.0  # the correct class is not a hinge term
+    assert np.min(np.abs(m)) > 0.1
+    assert np.any(m < 0) and np.any((m > 0) & (m < 5))  # both sides of the hinge occur
+
+
+@pytest.fixture(scope="module")
+def ops_b():
+    model = sg.Model(LOSS_B, params={k: v.copy() for k, v in INIT_B.items()}, data=[XB, YB])
+    return model.value_and_grad({XB: DATA_XB, YB: DATA_YB})
+
+
+def test_ops_b_value(ops_b):
+    assert ops_b[0] == pytest.approx(np_loss_b(INIT_B), rel=1e-12)
+
+
+def test_ops_b_gradient_matches_finite_differences(ops_b):
+    assert_grads_close(ops_b[1], fd_grad(np_loss_b, INIT_B), rtol=1e-8)
+
+
+# -- 3. training: the W2 two-moons network against NumPy gradient descent -------------------
+
+X = sp.MatrixSymbol("X", n, 2)
+Y = sp.MatrixSymbol("Y", n, 2)
+W1 = sp.MatrixSymbol("W1", 2, 16)
+b1 = sp.MatrixSymbol("b1", 1, 16)
+W2 = sp.MatrixSymbol("W2", 16, 2)
+b2 = sp.MatrixSymbol("b2", 1, 2)
+SCORES = sg.tanh(X * W1 + b1) * W2 + b2
+LOSS = sg.softmax_cross_entropy(SCORES, Y) + 0.5 * REG * (sg.l2(W1) + sg.l2(W2))
+LR = 0.5
+
+
+def moons_init():
+    rng = np.random.default_rng(1)
+    w1 = rng.standard_normal((2, 16)) / math.sqrt(2)
+    w2 = rng.standard_normal((16, 2)) / math.sqrt(16)
+    return {W1: w1, b1: np.zeros((1, 16)), W2: w2, b2: np.zeros((1, 2))}
+
+
+@pytest.fixture(scope="module")
+def moons():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    xs, labels = sklearn_datasets.make_moons(300, noise=0.2, random_state=0)
+    return xs, labels.astype(np.int64)
+
+
+def np_moons_loss(p, xs, ys):
+    s = np.tanh(xs @ p[W1] + p[b1]) @ p[W2] + p[b2]
+    return (-np.mean(np.sum(ys * np_log_softmax(s), axis=1))
+            + 0.5 * REG * (np.sum(p[W1] ** 2) + np.sum(p[W2] ** 2)))
+
+
+def np_moons_step(p, xs, ys, lr=LR):
+    """One gradient-descent step in place (backprop by hand); returns the loss before it."""
+    rows = xs.shape[0]
+    a1 = np.tanh(xs @ p[W1] + p[b1])
+    s = a1 @ p[W2] + p[b2]
+    loss = (-np.mean(np.sum(ys * np_log_softmax(s), axis=1))
+            + 0.5 * REG * (np.sum(p[W1] ** 2) + np.sum(p[W2] ** 2)))
+    d3 = (np_softmax(s) - ys) / rows
+    d2 = d3 @ p[W2].T * (1 - a1 ** 2)
+    grads = {W2: a1.T @ d3 + REG * p[W2], b2: d3.sum(axis=0, keepdims=True),
+             W1: xs.T @ d2 + REG * p[W1], b1: d2.sum(axis=0, keepdims=True)}
+    for k, g in grads.items():
+        p[k] -= lr * g
+    return loss
+
+
+def np_fit(xs, ys, epochs, batch_size=None, drop_last=False):
+    """Unshuffled (mini)batch gradient descent; per-epoch mean loss weighted by batch size."""
+    p = moons_init()
+    rows = xs.shape[0]
+    size = rows if batch_size is None else batch_size
+    losses, updates = [], 0
+    for _ in range(epochs):
+        total = seen = 0.0
+        for start in range(0, rows, size):
+            m = min(size, rows - start)
+            if drop_last and m < size:
+                break
+            total += np_moons_step(p, xs[start:start + m], ys[start:start + m]) * m
+            seen += m
+            updates += 1
+        losses.append(total / seen)
+    return p, np.array(losses), updates
+
+
+@pytest.fixture(scope="module")
+def moons_model():
+    return sg.Model(LOSS, params=moons_init(), data=[X, Y], optimizer=sg.optim.SGD(lr=LR),
+                    dtype="float64", prediction=sg.softmax(SCORES), target=Y)
+
+
+@pytest.fixture(scope="module")
+def moons_fit(moons_model, moons):
+    xs, labels = moons
+    moons_model.params = moons_init()
+    history = moons_model.fit({X: xs, Y: sg.one_hot(labels, 2)}, optimizer=sg.optim.SGD(lr=LR),
+                              epochs=200, verbose=0)
+    return history, moons_model.params
+
+
+def test_moons_fit_matches_numpy_gradient_descent(moons, moons_fit):
+    xs, labels = moons
+    ys = sg.one_hot(labels, 2)
+    history, params = moons_fit
+    p, losses, _ = np_fit(xs, ys, 200)
+    assert len(history) == 200 and history.stop_reason == "completed"
+    np.testing.assert_allclose(history.loss, losses, rtol=1e-9)
+    final = np_moons_loss(p, xs, ys)
+    assert np_moons_loss(params, xs, ys) == pytest.approx(final, rel=1e-9)
+    for k in p:
+        np.testing.assert_allclose(params[k], p[k], rtol=0, atol=1e-9)
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_moons_evaluate_and_predict_after_fit(moons_model, moons, moons_fit):
+    xs, labels = moons
+    ys = sg.one_hot(labels, 2)
+    _, params = moons_fit
+    moons_model.params = params
+    assert moons_model.evaluate({X: xs, Y: ys}) == pytest.approx(np_moons_loss(params, xs, ys),
+                                                                 rel=1e-12)
+    probs = moons_model.predict(data={X: xs})
+    want = np_softmax(np.tanh(xs @ params[W1] + params[b1]) @ params[W2] + params[b2])
+    np.testing.assert_allclose(probs, want, rtol=1e-12, atol=1e-15)
+    assert np.mean(np.argmax(probs, axis=1) == labels) > 0.8
+
+
+def test_moons_benchmark_convention_reproduces_reference_loss(moons_model):
+    """The 0.287192 of the W2 workload: its moons are linspace arcs plus default_rng(0)
+    noise (not sklearn's), 2000 epochs; the value is checked against NumPy as well."""
+    t = np.linspace(0.0, np.pi, 150)
+    xs = np.vstack([np.column_stack([np.cos(t), np.sin(t)]),
+                    np.column_stack([1.0 - np.cos(t), 0.5 - np.sin(t)])])
+    xs += 0.2 * np.random.default_rng(0).standard_normal(xs.shape)
+    ys = sg.one_hot(np.repeat([0, 1], 150), 2)
+    _, losses, _ = np_fit(xs, ys, 2000)
+    moons_model.params = moons_init()
+    history = moons_model.fit({X: xs, Y: ys}, optimizer=sg.optim.SGD(lr=LR), epochs=2000,
+                              verbose=0)
+    assert history.loss[-1] == pytest.approx(losses[-1], rel=1e-9)
+    assert abs(losses[-1] - 0.287192) < 1e-6
+    assert abs(history.loss[-1] - 0.287192) < 1e-6
+
+
+# -- 4. float32 --------------------------------------------------------------------------
+
+def test_float32_trains_and_matches_float64(moons, moons_fit):
+    xs, labels = moons
+    model = sg.Model(LOSS, params=moons_init(), data=[X, Y], optimizer=sg.optim.SGD(lr=LR),
+                     dtype="float32")
+    assert all(v.dtype == np.float32 for v in model.params.values())
+    history = model.fit({X: xs, Y: sg.one_hot(labels, 2)}, epochs=200, verbose=0)
+    params = model.params
+    assert all(v.dtype == np.float32 for v in params.values())
+    assert history.loss[-1] < 0.5 * history.loss[0]
+    history64, params64 = moons_fit
+    np.testing.assert_allclose(history.loss, history64.loss, rtol=1e-4)
+    for k in params64:
+        np.testing.assert_allclose(params[k], params64[k], rtol=0, atol=1e-4)
+
+
+# -- 5. minibatches, shuffling, validation, early stopping ----------------------------------
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_unshuffled_minibatches_match_numpy(moons_model, moons, drop_last):
+    xs, labels = moons
+    ys = sg.one_hot(labels, 2)
+    opt = sg.optim.SGD(lr=LR)
+    moons_model.params = moons_init()
+    history = moons_model.fit({X: xs, Y: ys}, optimizer=opt, epochs=3, batch_size=64,
+                              shuffle=False, drop_last=drop_last, verbose=0)
+    p, losses, updates = np_fit(xs, ys, 3, batch_size=64, drop_last=drop_last)
+    assert updates == (12 if drop_last else 15)  # 300 = 4*64 + 44
+    assert opt.step[0] == updates
+    np.testing.assert_allclose(history.loss, losses, rtol=1e-10)
+    for k, v in moons_model.params.items():
+        np.testing.assert_allclose(v, p[k], rtol=0, atol=1e-10)
+
+
+def test_shuffled_minibatches_with_validation_and_early_stopping(moons_model, moons):
+    xs, labels = moons
+    ys = sg.one_hot(labels, 2)
+    train, val = slice(0, 200), slice(200, 300)
+    # validation labels flipped: its loss gets worse as training improves, so early
+    # stopping must trigger a few epochs after the best epoch
+    val_data = {X: xs[val], Y: 1 - ys[val]}
+    opt = sg.optim.SGD(lr=LR)
+    moons_model.params = moons_init()
+    history = moons_model.fit({X: xs[train], Y: ys[train]}, optimizer=opt, epochs=100,
+                              batch_size=32, shuffle=True, seed=3, validation=val_data,
+                              early_stopping=4, verbose=0)
+    epochs = len(history)
+    assert history.stop_reason == "early_stopping"
+    assert len(history.loss) == len(history.val_loss) == len(history.epoch) == epochs
+    assert epochs == history.best_epoch + 1 + 4 and epochs < 100
+    assert opt.step[0] == epochs * 7  # 200 = 6*32 + 8: seven batches per epoch
+    assert history.best_loss == pytest.approx(min(history.val_loss), rel=1e-12)
+    assert np.all(np.isfinite(history.loss)) and np.all(np.isfinite(history.val_loss))
+    # the best parameters are restored, and they give the best validation loss
+    restored = moons_model.params
+    for k, v in history.best_params.items():
+        np.testing.assert_array_equal(restored[k], v)
+    assert np_moons_loss(restored, xs[val], 1 - ys[val]) == pytest.approx(history.best_loss,
+                                                                         rel=1e-10)
+
+
+def test_shuffling_is_reproducible_from_the_seed(moons_model, moons):
+    xs, labels = moons
+    ys = sg.one_hot(labels, 2)
+    runs = []
+    for shuffle, seed in [(True, 5), (True, 5), (True, 6), (False, 5)]:
+        opt = sg.optim.SGD(lr=LR)
+        moons_model.params = moons_init()
+        history = moons_model.fit({X: xs, Y: ys}, optimizer=opt, epochs=2, batch_size=50,
+                                  shuffle=shuffle, seed=seed, verbose=0)
+        assert len(history) == 2 and opt.step[0] == 12
+        runs.append((history.loss, moons_model.params[W1]))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert not np.allclose(runs[0][1], runs[2][1], rtol=0, atol=1e-8)  # another seed
+    assert not np.allclose(runs[0][1], runs[3][1], rtol=0, atol=1e-8)  # no shuffling
+    _, losses, _ = np_fit(xs, ys, 2, batch_size=50)
+    np.testing.assert_allclose(runs[3][0], losses, rtol=1e-10)
+
+
+def test_shuffled_full_batch_equals_full_batch(moons_model, moons):
+    """One batch of all samples in a shuffled order has the same gradient: the gathering
+    of shuffled samples must be a permutation of the rows of every data matrix alike."""
+    xs, labels = moons
+    ys = sg.one_hot(labels, 2)
+    moons_model.params = moons_init()
+    history = moons_model.fit({X: xs, Y: ys}, optimizer=sg.optim.SGD(lr=LR), epochs=5,
+                              shuffle=True, seed=1, verbose=0)
+    p, losses, _ = np_fit(xs, ys, 5)
+    np.testing.assert_allclose(history.loss, losses, rtol=1e-10)
+    for k, v in moons_model.params.items():
+        np.testing.assert_allclose(v, p[k], rtol=0, atol=1e-10)
+
+
+# -- 6. errors ------------------------------------------------------------------------------
+
+def test_matmul_shape_mismatch_names_both_shapes():
+    # X.T is (2, n): SymPy cannot tell that n != 2, so the product reaches symgrad's check
+    with pytest.raises(sg.ShapeError, match=r"\(2, n\) and \(2, 16\)"):
+        sg.Model(sg.softmax_cross_entropy(sg.tanh(X.T * W1) * W2, Y),
+                 params={W1: np.ones((2, 16)), W2: np.ones((16, 2))}, data=[X, Y])
+
+
+def test_elementwise_broadcast_mismatch_names_both_shapes():
+    Z3 = sp.MatrixSymbol("Z", n, 3)
+    with pytest.raises(sg.ShapeError, match=r"\(n, 2\).*\(n, 3\)"):
+        sg.Model(sg.mean(sg.elementwise(lambda a, b: a * b, X * W1 * W2, Z3)),
+                 params={W1: moons_init()[W1], W2: moons_init()[W2]}, data=[X, Z3])
+
+
+def test_wrong_initial_param_shape():
+    params = moons_init()
+    params[W1] = np.zeros((16, 2))
+    with pytest.raises(sg.ShapeError, match=r"W1.*\(16, 2\)"):
+        sg.Model(LOSS, params=params, data=[X, Y])
+
+
+def test_data_with_wrong_number_of_columns(moons_model):
+    with pytest.raises(sg.ShapeError, match=r"X has 3 columns"):
+        moons_model.fit({X: np.ones((5, 3)), Y: np.ones((5, 2))}, epochs=1, verbose=0)
+    with pytest.raises(sg.ShapeError, match=r"Y has 1 columns"):
+        moons_model.value_and_grad({X: np.ones((5, 2)), Y: np.ones((5, 1))})
+
+
+def test_data_with_different_numbers_of_rows(moons_model):
+    with pytest.raises(sg.ShapeError, match="rows"):
+        moons_model.fit({X: np.ones((5, 2)), Y: np.ones((4, 2))}, epochs=1, verbose=0)
+
+
+def test_nan_in_data(moons_model):
+    xs = np.ones((5, 2))
+    xs[3, 1] = np.nan
+    with pytest.raises(sg.InputError, match=r"X holds nan at \[3, 1\]"):
+        moons_model.fit({X: xs, Y: np.ones((5, 2))}, epochs=1, verbose=0)
+    with pytest.raises(sg.InputError, match=r"validation Y"):
+        moons_model.fit({X: np.ones((5, 2)), Y: np.ones((5, 2))}, epochs=1, verbose=0,
+                        validation={X: np.ones((2, 2)), Y: np.array([[0, np.inf], [1, 0]])})
+
+
+def test_sympy_function_of_a_matrix_is_refused():
+    with pytest.raises(sg.ExpressionError, match=r"symgrad\.tanh") as err:
+        sg.Model(sg.softmax_cross_entropy(sp.tanh((X * W1 + b1) * W2 + b2), Y),
+                 params=moons_init(), data=[X, Y])
+    assert "elementwise" in str(err.value)
+
+
+def test_non_scalar_loss_is_refused():
+    with pytest.raises(sg.ExpressionError, match=r"shape \(n, 2\)"):
+        sg.Model(SCORES, params=moons_init(), data=[X])
+
+
+def test_zero_initialised_weight_matrix_warns():
+    params = moons_init()
+    params[W1] = sg.init.zeros(2, 16)
+    with pytest.warns(sg.SymmetryWarning, match="W1"):
+        sg.Model(LOSS, params=params, data=[X, Y])
+
+
+def test_random_weights_and_zero_biases_do_not_warn():
+    params = moons_init()
+    params[W1] = sg.init.xavier(2, 16, seed=0)
+    params[W2] = sg.init.he(16, 2, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sg.SymmetryWarning)
+        sg.Model(LOSS, params=params, data=[X, Y])
+
+
+# -- 7. the listing ---------------------------------------------------------------------------
+
+def test_listing_reads_like_numpy(mlp):
+    model, _, _ = mlp
+    text = model.listing()
+    assert "X @ W1" in text
+    assert ".T @" in text
+    assert re.search(r"grad_W1 = X\.T @ grad_s\d+", text)
+    assert re.search(r"grad_b1 = sum\(grad_s\d+, axis=0\)", text)
+    assert "sum(" in text
+
+
+def test_every_listing_line_is_a_comment_in_the_generated_loops(mlp):
+    model, _, _ = mlp
+    lines = [ln.strip() for ln in model.listing().splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    assert len(lines) > 20
+    source = model.source
+    # the body of the compiled value_and_grad (the header repeats the listing; skip it)
+    body = source[source.index("def value_and_grad("):]
+    body = body[:body.index("\n@")]
+    comments = [ln.split("#", 1)[1].strip() for ln in body.splitlines() if "#" in ln]
+    missing = [ln for ln in lines
+               if not any(c == ln or c.startswith(ln + ":") for c in comments)]
+    assert not missing, missing
