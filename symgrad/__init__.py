@@ -20,6 +20,7 @@ from .errors import (
 )
 from .expression import elu, leaky_relu, losses, relu, sigmoid, softplus
 from .expression.arrays import (
+    dropout,
     elementwise,
     exp,
     hinge,
@@ -64,6 +65,7 @@ __all__ = [
     "check_gradients",
     "clear_cache",
     "compile",
+    "dropout",
     "elementwise",
     "elu",
     "exp",

@@ -30,6 +30,7 @@ from .. import __version__
 from ..expression.arrays import (
     ArrayOp,
     colsum,
+    dropout_mask,
     expr_shape,
     log_softmax,
     matmul,
@@ -85,6 +86,9 @@ class ArrayPrinter(FlatCodePrinter):
     def _print_log_softmax(self, e):
         return f"log_softmax({self._print(e.args[0])})"
 
+    def _print_dropout_mask(self, e):
+        return f"dropout_mask({self._print(e.args[0])}.shape, {float(e.args[1])!r})"
+
     def _print_softmax_cross_entropy(self, e):
         return f"softmax_cross_entropy({', '.join(self._print(a) for a in e.args)})"
 
@@ -135,6 +139,7 @@ class _Kernel:
     def __init__(self, vars_: dict[str, _Var], batch: str, dtype: str, printer: FlatCodePrinter,
                  names: NameAllocator, fast_math: bool = True) -> None:
         self.fast_math = fast_math
+        self.uses_dropout = False
         self.maps: set[str] = set()
         self.vars = vars_
         self.batch = batch
@@ -208,6 +213,8 @@ class _Kernel:
             self.code([f"# {comment}", *self.axis_sum(v, expr, aug)])
         elif isinstance(expr, (softmax, log_softmax)):
             self.code([f"# {comment}", *self.rowwise(v, expr, aug)])
+        elif isinstance(expr, dropout_mask):
+            self.code([f"# {comment}", *self.dropout(v, expr)])
         elif not self.mapped(v, expr, aug, comment):
             self.elementwise(v, expr, aug, comment)
 
@@ -219,7 +226,7 @@ class _Kernel:
         if isinstance(e, ArrayOp):
             args = []
             for a in e.args:
-                plain = isinstance(a, sp.Symbol) or (
+                plain = isinstance(a, (sp.Symbol, Number)) or (
                     isinstance(e, matmul) and isinstance(a, transpose)
                     and isinstance(a.args[0], sp.Symbol))
                 args.append(a if plain else self.hoist_to_temp(a))
@@ -372,6 +379,14 @@ class _Kernel:
         """Per-row work vectors (maxima, sums, losses) of the row-wise operations."""
         self.work_rows.add(rows)
         return "_wm[0, _i]", "_wz[0, _i]", "_wl[0, _i]"
+
+    def dropout(self, out: _Var, e) -> list[str]:
+        p = float(e.args[1])
+        self.uses_dropout = True
+        return [f"for _a in range({out.name}.shape[0]):",
+                f"    for _b in range({out.name}.shape[1]):",
+                f"        {out.name}[_a, _b] = (np.random.random() >= {p!r}) * "
+                f"{1.0 / (1.0 - p)!r} if _training else 1.0"]
 
     def transposed_view(self, v: _Var) -> str:
         """``v``'s storage as (columns, rows): what the row-wise kernels take."""
@@ -528,6 +543,7 @@ def render_arrays(
         + [dict(name=w, dims=f"(1, {work})") for w in ("_wm", "_wz", "_wl") if work],
         kernels=sorted(kernel.kernels),
         maps=sorted(kernel.maps),
+        dropout=kernel.uses_dropout,
         dtype=dtype,
         renamed=[(n.name, ascii(n.symbol.name)) for n in [*params, *data]
                  if n.name != n.symbol.name],

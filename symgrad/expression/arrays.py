@@ -36,7 +36,8 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from ..errors import ExpressionError, ShapeError
 
 __all__ = [
-    "ArrayOp", "Elementwise", "Lowered", "colsum", "elementwise", "exp", "expr_shape", "hinge",
+    "ArrayOp", "Elementwise", "Lowered", "colsum", "dropout", "dropout_mask", "elementwise", "exp",
+    "expr_shape", "hinge",
     "is_array_expression", "l1", "l2", "log", "log_softmax", "lower", "matmul", "maxout", "mean",
     "result_shape", "rowsum", "softmax", "softmax_cross_entropy", "sqnorm", "sum", "tanh",
     "total", "transpose",
@@ -51,6 +52,12 @@ class ArrayOp(sp.Function):
     """An operation on whole arrays that is not element-wise (it has its own rule and kernel)."""
 
     _symgrad_array_op = True
+    _latex_name = ""
+
+    def _latex(self, printer):
+        args = ", ".join(printer._print(a) for a in self.args)
+        name = self._latex_name or r"\operatorname{" + type(self).__name__.replace("_", r"\_") + "}"
+        return f"{name}\\left({args}\\right)"
 
 
 class matmul(ArrayOp):
@@ -81,12 +88,16 @@ class total(ArrayOp):
     """Sum of all entries: a scalar."""
 
     nargs = 1
+    _latex_name = r"\sum"
 
 
 class sqnorm(ArrayOp):
     """Sum of the squared entries (the L2 penalty, squared Frobenius norm): a scalar."""
 
     nargs = 1
+
+    def _latex(self, printer):
+        return r"\left\|" + printer._print(self.args[0]) + r"\right\|_F^2"
 
 
 class softmax(ArrayOp):
@@ -108,6 +119,14 @@ class softmax_cross_entropy(ArrayOp):
     nargs = 2
 
 
+class dropout_mask(ArrayOp):
+    """Inverted-dropout mask shaped like ``a``: each entry 1/(1 - p) with probability 1 - p,
+    else 0, drawn anew for every training batch; all ones when evaluating."""
+
+    nargs = 2
+    _symgrad_constant = True  # no gradient flows through a mask
+
+
 _SCALAR_OPS = (total, sqnorm, softmax_cross_entropy)
 
 
@@ -124,6 +143,12 @@ class _MatrixOp(MatrixExpr):
     @property
     def shape(self):
         return self.args[0].shape
+
+    def _sympystr(self, printer):
+        return f"{self.lowered.__name__}({', '.join(printer._print(a) for a in self.args)})"
+
+    def _latex(self, printer):
+        return self.lowered(*self.args)._latex(printer)
 
 
 class Softmax(_MatrixOp):
@@ -170,6 +195,27 @@ class Elementwise(MatrixExpr):
         for m in self.matrices:
             shape = _broadcast(shape, tuple(m.shape), "an element-wise function")
         return shape
+
+    def _applied(self, render) -> sp.Basic:
+        """The function body with each variable replaced by a symbol named as its matrix."""
+        names = {v: sp.Symbol(render(m)) for v, m in zip(self.function.variables, self.matrices)}
+        return self.function.expr.xreplace(names)
+
+    def _call(self) -> bool:
+        body = self.function.expr
+        return isinstance(body, sp.Function) and body.args[0] in self.function.variables
+
+    def _sympystr(self, printer):
+        wrap = not self._call()
+        return printer._print(self._applied(
+            lambda m: f"({printer._print(m)})" if wrap and isinstance(m, MatAdd)
+            else printer._print(m)))
+
+    def _latex(self, printer):
+        wrap = not self._call()
+        return printer._print(self._applied(
+            lambda m: r"\left(" + printer._print(m) + r"\right)"
+            if wrap and isinstance(m, MatAdd) else printer._print(m)))
 
 
 def is_array_expression(expr) -> bool:
@@ -235,6 +281,20 @@ def log_softmax_rows(x):
     """Row-wise log-softmax of a matrix (stable)."""
     _need_matrix(x, "log_softmax")
     return LogSoftmax(x)
+
+
+def dropout(x, p: float):
+    """Inverted dropout (training only): ``x`` times a fresh random mask of keep-probability
+    ``1 - p`` scaled by ``1/(1 - p)``; the identity when evaluating or predicting."""
+    _need_matrix(x, "dropout")
+    p = float(p)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    return HadamardProduct(x, Dropout(x, sp.Float(p)))
+
+
+class Dropout(_MatrixOp):
+    lowered = dropout_mask
 
 
 def l2(w):
@@ -326,7 +386,7 @@ def result_shape(op, shapes: list[Shape], what: str | None = None) -> Shape:
             raise ShapeError(f"softmax_cross_entropy: scores {_fmt(shapes[0])} and targets "
                              f"{_fmt(shapes[1])} must have the same shape (targets one-hot).")
         return ()
-    if op in (softmax, log_softmax):
+    if op in (softmax, log_softmax, dropout_mask):
         return shapes[0]
     shape: Shape = ()
     for s in shapes:

@@ -92,7 +92,9 @@ def _check_node(node: sp.Basic) -> None:
     if isinstance(node, (MatrixExpr, sp.MatrixBase)):
         raise ExpressionError(
             f"the expression contains the matrix {_short(node)} of shape {node.shape}; "
-            "only scalar expressions are supported here."
+            "compile() takes scalar expressions. Train a model written with matrices with "
+            "symgrad.Model(loss, params, data), whose value_and_grad(data) gives the loss and "
+            "a gradient per matrix."
         )
     if isinstance(node, (sp.Indexed, sp.IndexedBase)):
         raise ExpressionError(

@@ -11,6 +11,7 @@ import sympy as sp
 
 from ..expression.arrays import (
     colsum,
+    dropout_mask,
     log_softmax,
     matmul,
     rowsum,
@@ -70,3 +71,8 @@ def _softmax_cross_entropy(node, out, g):
     s, y = node.args
     rows = node.arg_shapes[0][0]
     return (g * (softmax(s) - y) / rows, -g * log_softmax(s) / rows)
+
+
+@rule(dropout_mask)
+def _dropout_mask(node, out, g):
+    return (None, None)  # random, not a function of its argument (which only gives the shape)

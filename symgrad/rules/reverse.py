@@ -45,6 +45,8 @@ def differentiate(graph: Graph, wrt: Sequence[Node]) -> Program:
     wanted = {n.id for n in wrt}
     depends: set[int] = set()
     for node in graph.nodes:
+        if getattr(node.op, "_symgrad_constant", False):
+            continue  # random or otherwise not a function of its inputs (dropout masks)
         if node.id in wanted or any(isinstance(i, Node) and i.id in depends for i in node.inputs):
             depends.add(node.id)
 

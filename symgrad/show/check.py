@@ -192,7 +192,11 @@ def check_gradients(
     base = TOLERANCES.get(source.dtype, TOLERANCES["float64"])
     tol = Tolerance(base.eps if eps is None else eps, base.rtol if rtol is None else rtol,
                     base.atol if atol is None else atol, base.unit)
-    if source.kind == "model":
+    if source.matrix:
+        from .arrays import check_arrays
+
+        rows, title = check_arrays(source, args, kwargs, samples, seed, tol, _row)
+    elif source.kind == "model":
         rows, title = _check_model(source, args, kwargs, samples, seed, tol)
     else:
         rows, title = _check_function(source, args, kwargs, tol)

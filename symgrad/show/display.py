@@ -73,6 +73,10 @@ def text(obj: CompiledFunction | Model) -> str:
 
 def _title(source: Source, escape) -> str:
     args = ", ".join(s.name for s in source.inputs)
+    if source.matrix:
+        return (f"<b>Model</b> <code>{escape(source.output)}</code>, the loss of a batch "
+                f"(matrices): {len(source.forward)} forward, {len(source.backward)} backward "
+                "lines")
     if source.kind == "model":
         return (f"<b>Model</b> <code>{escape(source.output)}</code>, the per-sample loss: "
                 f"{len(source.forward)} forward, {len(source.backward)} backward lines")

@@ -98,6 +98,8 @@ def picture_number(value: float | bool | None, digits: int = 2) -> str:
         return ""
     if isinstance(value, bool):
         return str(value)
+    if hasattr(value, "label"):
+        return value.label(digits)
     if not math.isfinite(value):
         return str(value)
     if value == 0 or 0.5 * 10.0**-digits <= abs(value) < 1e5:

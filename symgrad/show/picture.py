@@ -50,6 +50,10 @@ def graph(
     if max_nodes is not None and max_nodes < 2:
         raise ValueError(f"max_nodes must be at least 2 (or None for all), got {max_nodes}")
     source = source_of(obj)
+    if source.matrix:
+        from .arrays import run_arrays
+
+        return Picture(source, run_arrays(source, args, kwargs), max_nodes, digits)
     return Picture(source, run(source, source.bind(args, kwargs, sample)), max_nodes, digits)
 
 

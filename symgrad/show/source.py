@@ -49,6 +49,7 @@ class Source:
     module: ModuleType
     defaults: dict[sp.Symbol, float] = field(default_factory=dict)
     _graph: Graph | None = None
+    matrix: bool = False
 
     @property
     def graph(self) -> Graph:
@@ -109,6 +110,12 @@ def source_of(obj: object) -> Source:
         return Source("function", obj, obj.expr, g.forward, g.backward, g.output, g.output,
                       obj.inputs, tuple(g.params), obj.wrt, obj.module)
     if isinstance(obj, Model):
+        from ..train import ArrayModel
+
+        if isinstance(obj, ArrayModel):
+            from .arrays import array_source
+
+            return array_source(obj)
         return _model_source(obj)
     raise TypeError(f"expected a symgrad CompiledFunction or Model, got {type(obj).__name__}; "
                     "compile an expression first with symgrad.compile(expr, wrt=[...]).")

@@ -92,7 +92,10 @@ class Trace:
     def first_nonfinite(self) -> TraceLine | None:
         """The first line whose value is NaN or infinite (where a NaN loss comes from)."""
         for line in self.lines:
-            if not isinstance(line.value, bool) and not math.isfinite(line.value):
+            finite = getattr(line.value, "finite", None)
+            if finite is None:
+                finite = isinstance(line.value, bool) or math.isfinite(line.value)
+            if not finite:
                 return line
         return None
 
@@ -159,6 +162,10 @@ def trace(
     A symbol named ``sample`` or ``digits`` is given in the dict form.
     """
     source = source_of(obj)
+    if source.matrix:
+        from .arrays import run_arrays
+
+        return run_arrays(source, args, kwargs, digits)
     return run(source, source.bind(args, kwargs, sample), digits)
 
 
@@ -190,6 +197,8 @@ def format_number(value: float | bool, digits: int = 4) -> str:
     """``digits`` significant digits, no trailing zeros: ``-2``, ``0.7311``, ``1.5e-08``."""
     if isinstance(value, bool):
         return str(value)
+    if hasattr(value, "summary"):
+        return value.summary(digits)
     text = f"{value:.{digits}g}"
     return "0" if text == "-0" else text
 

@@ -9,7 +9,6 @@ the optimizers, early stopping, the divergence guard and History, all in one com
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -24,13 +23,14 @@ from ..compile.cache import load_module, write_module
 from ..emit.arrays import render_arrays
 from ..errors import ExpressionError, InputError, ShapeError
 from ..expression.arrays import lower
+from ..expression.evaluate import evaluate_numpy
 from ..expression.validate import as_expression
 from ..graph import build
 from ..rules import differentiate
 from .model import Model
 from .optim import Adam, Optimizer
 
-__all__ = ["ArrayModel", "SymmetryWarning", "evaluate_numpy", "one_hot"]
+__all__ = ["ArrayModel", "SymmetryWarning", "one_hot"]
 
 _DTYPES = {"float64": np.float64, "float32": np.float32}
 
@@ -382,102 +382,3 @@ def _accuracy(y_true, y_pred) -> float:
     if np.issubdtype(y_pred.dtype, np.integer):
         return float(np.mean(y_true == y_pred))
     return float(np.mean((y_pred > 0.5) == (y_true > 0.5)))
-
-
-def evaluate_numpy(expr: sp.Basic, env: Mapping) -> np.ndarray:
-    """Evaluate a (matrix) expression with NumPy; ``env`` maps its matrices to arrays.
-
-    An interpreter over the lowered expression (no code is generated or eval'd): used for
-    predictions and metrics, where one NumPy pass per call is fast enough.
-    """
-    lowered = lower_any(expr)
-    values = {lowered.matrices[m]: np.asarray(v, dtype=float) for m, v in env.items()
-              if m in lowered.matrices}
-    missing = [m.name for m, s in lowered.matrices.items() if s not in values]
-    if missing:
-        raise InputError(f"evaluating needs values for {', '.join(missing)}.")
-    if lowered.batch is not None:
-        for m, s in lowered.matrices.items():
-            if not isinstance(m.shape[0], (int, sp.Integer)):
-                values.setdefault(lowered.batch, float(values[s].shape[0]))
-    memo: dict = {}
-
-    def ev(e):
-        if e in memo:
-            return memo[e]
-        r = _eval_node(e, ev, values)
-        memo[e] = r
-        return r
-
-    return ev(lowered.expr)
-
-
-def lower_any(expr):
-    """``lower`` for an expression that may be matrix-valued (a prediction)."""
-    from sympy.matrices.expressions import MatrixExpr
-
-    from ..expression.arrays import total
-
-    if not isinstance(expr, MatrixExpr):
-        return lower(expr)
-    probe = lower(total(expr))
-    probe.expr = probe.expr.args[0]
-    return probe
-
-
-def _softmax(a):
-    z = np.exp(a - a.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
-def _log_softmax(a):
-    m = a.max(axis=1, keepdims=True)
-    return a - m - np.log(np.exp(a - m).sum(axis=1, keepdims=True))
-
-
-def _sigmoid(x):
-    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))),
-                    np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
-
-
-def _eval_node(e, ev, values):
-    from ..expression import arrays as A
-    from ..expression.functions import elu, leaky_relu, relu, sigmoid, softplus
-
-    if isinstance(e, sp.Symbol):
-        if e not in values:
-            raise InputError(f"evaluating needs a value for {e.name}.")
-        return values[e]
-    if e.is_Number or isinstance(e, sp.NumberSymbol):
-        return float(e)
-    args = [ev(a) for a in e.args]
-    table = {
-        sp.Add: lambda *a: sum(a[1:], a[0]),
-        sp.Mul: lambda *a: math.prod(a[1:], start=a[0]),
-        sp.Pow: lambda a, b: a ** b,
-        sp.exp: np.exp, sp.log: np.log, sp.tanh: np.tanh, sp.sin: np.sin, sp.cos: np.cos,
-        sp.Abs: np.abs, sp.sign: np.sign,
-        sp.Max: lambda *a: _reduce(np.maximum, a), sp.Min: lambda *a: _reduce(np.minimum, a),
-        sigmoid: _sigmoid, relu: lambda x: np.maximum(x, 0.0),
-        leaky_relu: lambda x, a: np.where(x > 0, x, a * x),
-        elu: lambda x, a: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0))),
-        softplus: lambda x: np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x))),
-        A.matmul: lambda a, b: a @ b, A.transpose: lambda a: a.T,
-        A.rowsum: lambda a: a.sum(axis=1, keepdims=True),
-        A.colsum: lambda a: a.sum(axis=0, keepdims=True),
-        A.total: np.sum, A.sqnorm: lambda a: np.sum(a * a),
-        A.softmax: _softmax, A.log_softmax: _log_softmax,
-        A.softmax_cross_entropy: lambda s, y: -np.sum(y * _log_softmax(s)) / s.shape[0],
-    }
-    fn = table.get(type(e))
-    if fn is None:
-        raise ExpressionError(f"predict cannot evaluate {type(e).__name__} with NumPy yet; "
-                              "use evaluate() for the loss.")
-    return fn(*args)
-
-
-def _reduce(f, args):
-    out = args[0]
-    for a in args[1:]:
-        out = f(out, a)
-    return out

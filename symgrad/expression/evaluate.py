@@ -1,0 +1,142 @@
+"""Evaluating (matrix) expressions with NumPy, by interpreting their lowered form.
+
+No code is generated or ``eval``'d: each operation maps to a NumPy function. Used for
+predictions, metrics and the matrix trace, where one NumPy pass is fast enough, and as a
+second implementation beside the compiled loops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import sympy as sp
+from sympy.functions.elementary.piecewise import ExprCondPair
+
+from ..errors import ExpressionError, InputError
+from .arrays import lower
+
+__all__ = ["evaluate_numpy", "evaluate_lowered", "lower_any"]
+
+
+def evaluate_numpy(expr: sp.Basic, env: Mapping) -> np.ndarray:
+    """Evaluate a (matrix) expression with NumPy; ``env`` maps its matrices to arrays.
+
+    An interpreter over the lowered expression (no code is generated or eval'd): used for
+    predictions and metrics, where one NumPy pass per call is fast enough.
+    """
+    lowered = lower_any(expr)
+    values = {lowered.matrices[m]: np.asarray(v, dtype=float) for m, v in env.items()
+              if m in lowered.matrices}
+    missing = [m.name for m, s in lowered.matrices.items() if s not in values]
+    if missing:
+        raise InputError(f"evaluating needs values for {', '.join(missing)}.")
+    if lowered.batch is not None:
+        for m, s in lowered.matrices.items():
+            if not isinstance(m.shape[0], (int, sp.Integer)):
+                values.setdefault(lowered.batch, float(values[s].shape[0]))
+    return evaluate_lowered(lowered.expr, values)
+
+
+def evaluate_lowered(expr: sp.Basic, values: Mapping) -> np.ndarray | float:
+    """A lowered expression's value; ``values`` maps its symbols to arrays or numbers."""
+    memo: dict = {}
+
+    def ev(e):
+        if e in memo:
+            return memo[e]
+        r = _eval_node(e, ev, values)
+        memo[e] = r
+        return r
+
+    return ev(expr)
+
+
+def lower_any(expr):
+    """``lower`` for an expression that may be matrix-valued (a prediction)."""
+    from sympy.matrices.expressions import MatrixExpr
+
+    from .arrays import total
+
+    if not isinstance(expr, MatrixExpr):
+        return lower(expr)
+    probe = lower(total(expr))
+    probe.expr = probe.expr.args[0]
+    return probe
+
+
+def _softmax(a):
+    z = np.exp(a - a.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def _log_softmax(a):
+    m = a.max(axis=1, keepdims=True)
+    return a - m - np.log(np.exp(a - m).sum(axis=1, keepdims=True))
+
+
+def _sigmoid(x):
+    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))),
+                    np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+
+
+def _eval_node(e, ev, values):
+    from . import arrays as A
+    from .functions import elu, leaky_relu, relu, sigmoid, softplus
+
+    if isinstance(e, sp.Symbol):
+        if e not in values:
+            raise InputError(f"evaluating needs a value for {e.name}.")
+        return values[e]
+    if e.is_Number or isinstance(e, sp.NumberSymbol):
+        return float(e)
+    if e is sp.true or e is sp.false:
+        return bool(e)
+    args = [ev(a) for a in e.args]
+    table = {
+        sp.Add: lambda *a: sum(a[1:], a[0]),
+        sp.Mul: lambda *a: math.prod(a[1:], start=a[0]),
+        sp.Pow: lambda a, b: a ** b,
+        sp.exp: np.exp, sp.log: np.log, sp.tanh: np.tanh, sp.sin: np.sin, sp.cos: np.cos,
+        sp.Abs: np.abs, sp.sign: np.sign,
+        sp.Max: lambda *a: _reduce(np.maximum, a), sp.Min: lambda *a: _reduce(np.minimum, a),
+        sigmoid: _sigmoid, relu: lambda x: np.maximum(x, 0.0),
+        leaky_relu: lambda x, a: np.where(x > 0, x, a * x),
+        elu: lambda x, a: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0))),
+        softplus: lambda x: np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x))),
+        A.matmul: lambda a, b: a @ b, A.transpose: lambda a: a.T,
+        A.rowsum: lambda a: a.sum(axis=1, keepdims=True),
+        A.colsum: lambda a: a.sum(axis=0, keepdims=True),
+        A.total: np.sum, A.sqnorm: lambda a: np.sum(a * a),
+        A.softmax: _softmax, A.log_softmax: _log_softmax,
+        A.softmax_cross_entropy: lambda s, y: -np.sum(y * _log_softmax(s)) / s.shape[0],
+        A.dropout_mask: lambda a, p: np.ones_like(a),
+        ExprCondPair: lambda v, c: (v, c),
+        sp.Piecewise: _piecewise,
+        sp.StrictGreaterThan: np.greater, sp.GreaterThan: np.greater_equal,
+        sp.StrictLessThan: np.less, sp.LessThan: np.less_equal, sp.Eq: np.equal,
+        sp.Ne: np.not_equal, sp.And: np.logical_and, sp.Or: np.logical_or,
+        sp.Not: np.logical_not, sp.Heaviside: lambda x, h=0.5: np.heaviside(x, h),
+    }
+    fn = table.get(type(e))
+    if fn is None:
+        raise ExpressionError(f"symgrad cannot evaluate {type(e).__name__} with NumPy yet "
+                              "(predictions and traces of matrix models); the compiled loss "
+                              "and gradient support it.")
+    return fn(*args)
+
+
+def _piecewise(*pairs):
+    values = [np.asarray(v, dtype=float) for v, _ in pairs]
+    conds = [np.asarray(c, dtype=bool) for _, c in pairs]
+    shape = np.broadcast_shapes(*(v.shape for v in values), *(c.shape for c in conds))
+    return np.select([np.broadcast_to(c, shape) for c in conds],
+                     [np.broadcast_to(v, shape) for v in values], np.nan)
+
+
+def _reduce(f, args):
+    out = args[0]
+    for a in args[1:]:
+        out = f(out, a)
+    return out

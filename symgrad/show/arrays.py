@@ -1,0 +1,174 @@
+"""The show layer for matrix models: traces, pictures and gradient checks of whole arrays.
+
+A matrix model's listing is run line by line with NumPy (``symgrad.expression.evaluate``
+interprets each line's SymPy form; nothing is ``eval``'d), so a trace shows every line's
+shape and leading entries and a picture labels each wire with the shape it carries and the
+norm of the gradient flowing back. The gradient check compares the compiled gradient with
+central differences of the compiled loss, for a few entries of every parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import sympy as sp
+from sympy.codegen.ast import AddAugmentedAssignment
+
+from ..errors import InputError
+from ..expression.evaluate import evaluate_lowered
+from .source import Source
+from .trace import Trace, TraceLine
+
+__all__ = ["MatrixValue", "array_source", "check_arrays", "run_arrays"]
+
+
+class MatrixValue:
+    """A matrix in a trace or picture: prints as its shape and first entries."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array) -> None:
+        self.array = np.asarray(array, dtype=float)
+
+    @property
+    def finite(self) -> bool:
+        return bool(np.all(np.isfinite(self.array)))
+
+    def summary(self, digits: int = 4, entries: int = 3) -> str:
+        r, c = self.array.shape
+        flat = self.array.ravel()
+        head = " ".join(f"{v:.{digits}g}" for v in flat[:entries])
+        more = " …" if flat.size > entries else ""
+        return f"{r}x{c} [{head}{more}]"
+
+    def label(self, digits: int = 2) -> str:
+        """For a picture's wire: the shape it carries."""
+        r, c = self.array.shape
+        return f"{r}x{c}"
+
+    def __add__(self, other):
+        other = other.array if isinstance(other, MatrixValue) else other
+        return type(self)(self.array + other)
+
+    __radd__ = __add__
+
+    def __format__(self, spec: str) -> str:
+        return self.summary()
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    __repr__ = __str__
+
+
+class GradientValue(MatrixValue):
+    """A gradient matrix: a picture labels its wire with the norm (the shape is the value's)."""
+
+    __slots__ = ()
+
+    def label(self, digits: int = 2) -> str:
+        return f"|g|={np.linalg.norm(self.array):.{digits}g}"
+
+
+def _wrap(value, kind=MatrixValue):
+    a = np.asarray(value)
+    return kind(a) if a.ndim == 2 else float(a)
+
+
+def array_source(model) -> Source:
+    """The :class:`Source` of a matrix model (its graph, listing and current parameters)."""
+    generated = model._generated(model.optimizer)
+    graph = model._graph
+    params = [n.symbol for n in model._param_nodes]
+    data = [n.symbol for n in model._data_nodes]
+    current = dict(zip(params, (MatrixValue(v) for v in model.params.values())))
+    inputs = (*data, *params)
+    names = {n.symbol: n.name for n in graph.inputs}
+    return Source("model", model, model.loss, generated.forward, generated.backward,
+                  generated.output, model.name, inputs, tuple(names[s] for s in inputs),
+                  tuple(params), None, defaults=current, _graph=graph, matrix=True)
+
+
+def _environment(source: Source, args, kwargs) -> tuple[dict, dict]:
+    """Values of the graph's input symbols (by node name) from data given as for ``fit``."""
+    model = source.obj
+    if len(args) == 1 and isinstance(args[0], Mapping) and not kwargs:
+        given = dict(args[0])
+    elif args:
+        raise InputError("give a matrix model's data as a dict {X: array, ...} or by keyword "
+                         "(X=array, ...).")
+    else:
+        given = dict(kwargs)
+    checked = model._checked(given, "data")
+    values = {**model.params, **checked}
+    env: dict = {}
+    point: dict = {}
+    matrices = model._lowered.matrices
+    for m, v in values.items():
+        name = next(n.name for n in model._graph.inputs if n.symbol == matrices[m])
+        env[sp.Symbol(name)] = np.asarray(v, dtype=float)
+        point[m.name] = MatrixValue(v)
+    batch = model._lowered.batch
+    if batch is not None:
+        rows = next(a.shape[0] for d, a in checked.items() if d in model._data_syms
+                    and not isinstance(d.shape[0], (int, sp.Integer)))
+        env[batch] = float(rows)
+        for n in model._graph.inputs:
+            if n.symbol == batch:
+                env[sp.Symbol(n.name)] = float(rows)
+    return env, point
+
+
+def run_arrays(source: Source, args, kwargs, digits: int = 4) -> Trace:
+    """Run a matrix model's listing with NumPy on the given data and keep every value."""
+    model = source.obj
+    env, point = _environment(source, args, kwargs)
+    program = model._program
+    sections = []
+    with np.errstate(all="ignore"):
+        for assignments, codes, section in ((program.forward, source.forward, "forward"),
+                                            (program.backward, source.backward, "backward")):
+            done = []
+            for a, code in zip(assignments, codes, strict=True):
+                term = evaluate_lowered(a.rhs, env)
+                aug = isinstance(a, AddAugmentedAssignment)
+                value = env[a.lhs] + term if aug else term
+                env[a.lhs] = value
+                kind = GradientValue if section == "backward" else MatrixValue
+                done.append(TraceLine(section, code, a.lhs.name, _wrap(value, kind),
+                                      _wrap(term, kind) if aug else None))
+            sections.append(tuple(done))
+    values = {line.target: line.value for line in (*sections[0], *sections[1])}
+    values.update({s.name: _wrap(v) for s, v in env.items() if s.name not in values})
+    wrt = {s: n for s, n in zip(source.wrt, (source.safe[s] for s in source.wrt))}
+    return Trace(source.expr, point, source.output, wrt, sections[0], sections[1], values,
+                 digits)
+
+
+def check_arrays(source: Source, args, kwargs, entries: int, seed: int, tol, row):
+    """Gradient check rows: ``entries`` random entries of every parameter."""
+    model = source.obj
+    given = args[0] if len(args) == 1 and isinstance(args[0], Mapping) else kwargs
+    _, grads = model.value_and_grad(given)
+    x = model._values.astype(np.float64).tolist()
+    saved = model._values.copy()
+
+    def loss_at(p) -> float:
+        model._values[:] = p
+        try:
+            return model.value_and_grad(given)[0]
+        finally:
+            model._values[:] = saved
+
+    rng = np.random.default_rng(seed)
+    rows, lo = [], 0
+    for p, g in grads.items():
+        size = g.size
+        for k in np.sort(rng.choice(size, size=min(entries, size), replace=False)).tolist():
+            i, j = divmod(k, g.shape[1])
+            rows.append(row(f"{p.name}[{i},{j}]", float(g.flat[k]), loss_at, x, lo + k, tol))
+        lo += size
+    title = (f"gradient check of {source.output} (compiled code) at the current parameters, "
+             f"{min(entries, 1) and entries} entries per parameter")
+    return rows, title
