@@ -133,6 +133,27 @@ def test_mlp_predict_is_row_softmax(mlp):
     np.testing.assert_allclose(probs, want, rtol=1e-12, atol=1e-15)
 
 
+def test_cross_entropy_gradient_with_targets_not_summing_to_one(mlp):
+    """softmax_cross_entropy's value is -sum(Y * log_softmax(S)) / rows for any Y; its
+    gradient must agree (softmax(S) * rowsum(Y) - Y) / rows, or such Y must be refused.
+    Multi-hot rows (two labels per sample) are accepted silently today."""
+    model, _, _ = mlp
+    multi = MLP_Y.copy()
+    multi[:, 0] = 1.0  # every row has class 0 as well: rows sum to 2 (1 in row 0)
+
+    def np_loss(p):
+        s = np.tanh(MLP_X @ p[V1] + p[c1]) @ p[V2] + p[c2]
+        return (-np.mean(np.sum(multi * np_log_softmax(s), axis=1))
+                + 0.5 * REG * (np.sum(p[V1] ** 2) + np.sum(p[V2] ** 2)))
+
+    try:
+        value, grads = model.value_and_grad({X3: MLP_X, Y4: multi})
+    except sg.InputError:
+        return  # refusing targets whose rows do not sum to 1 is a fine answer too
+    assert value == pytest.approx(np_loss(MLP_INIT), rel=1e-12)
+    assert_grads_close(grads, fd_grad(np_loss, MLP_INIT), rtol=1e-8)
+
+
 # -- 2. more operations, each against finite differences of a NumPy transcription ---------
 
 XA = sp.MatrixSymbol("X", n, 3)
@@ -261,6 +282,26 @@ def test_ops_b_value(ops_b):
 
 def test_ops_b_gradient_matches_finite_differences(ops_b):
     assert_grads_close(ops_b[1], fd_grad(np_loss_b, INIT_B), rtol=1e-8)
+
+
+XG = sp.MatrixSymbol("X", n, 2)
+WG = sp.MatrixSymbol("W", 2, 2)
+_rng = np.random.default_rng(3)
+INIT_G = {WG: _rng.standard_normal((2, 2))}
+DATA_XG = _rng.standard_normal((3, 2))
+
+
+def test_mean_of_an_n_by_n_matrix():
+    """sg.mean of a (n, n) matrix (a Gram/kernel matrix X W X.T) divides by n**2: the
+    generated code must not compute n**(-2) in integers (which is 0)."""
+    model = sg.Model(sg.mean(sg.tanh(XG * WG * XG.T)), params=dict(INIT_G), data=[XG])
+    value, grads = model.value_and_grad({XG: DATA_XG})
+
+    def np_loss(p):
+        return np.mean(np.tanh(DATA_XG @ p[WG] @ DATA_XG.T))
+
+    assert value == pytest.approx(np_loss(INIT_G), rel=1e-12)
+    assert_grads_close(grads, fd_grad(np_loss, INIT_G), rtol=1e-8)
 
 
 # -- 3. training: the W2 two-moons network against NumPy gradient descent -------------------
@@ -520,13 +561,21 @@ def test_data_with_different_numbers_of_rows(moons_model):
         moons_model.fit({X: np.ones((5, 2)), Y: np.ones((4, 2))}, epochs=1, verbose=0)
 
 
+ONE_HOT5 = np.eye(2)[[0, 1, 0, 1, 1]]
+
+
+def test_cross_entropy_targets_must_be_distributions(moons_model):
+    with pytest.raises(sg.InputError, match="row 0 sums to 2"):
+        moons_model.fit({X: np.ones((5, 2)), Y: np.ones((5, 2))}, epochs=1, verbose=0)
+
+
 def test_nan_in_data(moons_model):
     xs = np.ones((5, 2))
     xs[3, 1] = np.nan
     with pytest.raises(sg.InputError, match=r"X holds nan at \[3, 1\]"):
-        moons_model.fit({X: xs, Y: np.ones((5, 2))}, epochs=1, verbose=0)
+        moons_model.fit({X: xs, Y: ONE_HOT5}, epochs=1, verbose=0)
     with pytest.raises(sg.InputError, match=r"validation Y"):
-        moons_model.fit({X: np.ones((5, 2)), Y: np.ones((5, 2))}, epochs=1, verbose=0,
+        moons_model.fit({X: np.ones((5, 2)), Y: ONE_HOT5}, epochs=1, verbose=0,
                         validation={X: np.ones((2, 2)), Y: np.array([[0, np.inf], [1, 0]])})
 
 

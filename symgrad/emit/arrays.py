@@ -194,6 +194,8 @@ class _Kernel:
     # -- statements -------------------------------------------------------------------------
 
     def assign(self, target: str, expr: sp.Basic, aug: bool, comment: str) -> None:
+        # the batch size is an integer; n**(-2) would be integer arithmetic (0) in Numba
+        expr = expr.xreplace({sp.Symbol(self.batch): _Raw(f"float({self.batch})")})
         expr = self.hoist(expr, root=True)
         v = self.vars[target]
         source = self.vars.get(getattr(expr, "name", None))

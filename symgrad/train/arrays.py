@@ -132,6 +132,7 @@ class ArrayModel(Model):
             raise ExpressionError(f"the loss uses the scalar symbol(s) {', '.join(extra)}; in a "
                                   "matrix model every symbol is a parameter, data or the batch "
                                   "size.")
+        self._targets = self._cross_entropy_targets()
         self._program = differentiate(self._graph, self._param_nodes)
         self._modules: dict = {}
         self._predictors: dict = {}
@@ -350,6 +351,14 @@ class ArrayModel(Model):
                              "needs one row per sample.")
         if rows and 0 in rows.values():
             raise InputError(f"{what} has no samples.")
+        for d in self._targets & set(out):
+            sums = out[d].sum(axis=1, dtype=np.float64)
+            off = np.flatnonzero(np.abs(sums - 1.0) > 1e-6)
+            if off.size:
+                raise InputError(
+                    f"{what} {d.name} holds the targets of softmax_cross_entropy, whose rows "
+                    f"must sum to 1 (one-hot labels or probabilities); row {off[0]} sums to "
+                    f"{sums[off[0]]:g}. Use symgrad.one_hot(labels) for class labels.")
         return out
 
     def _storage(self, data: dict) -> tuple:
@@ -361,6 +370,23 @@ class ArrayModel(Model):
             if batched:
                 return a.shape[1]
         return 1
+
+    def _cross_entropy_targets(self) -> set[MatrixSymbol]:
+        """Data matrices that are softmax_cross_entropy targets (their rows must sum to 1:
+        the rule's gradient (softmax - Y)/n, the deck's, assumes it)."""
+        from ..expression.arrays import softmax_cross_entropy
+
+        by_node = {n.id: d for n, d in zip(self._data_nodes, self._data_syms)}
+        targets = set()
+        for node in self._graph.nodes:
+            if node.op is softmax_cross_entropy:
+                y = node.inputs[1]
+                if not (hasattr(y, "id") and y.id in by_node):
+                    raise ExpressionError(
+                        "the targets of softmax_cross_entropy must be a data matrix (one-hot "
+                        "labels or probability rows), not a computed expression.")
+                targets.add(by_node[y.id])
+        return targets
 
     def _warn_symmetry(self) -> None:
         for p in self._param_syms:
