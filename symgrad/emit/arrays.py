@@ -353,7 +353,7 @@ class _Kernel:
 
     def axis_sum(self, out: _Var, e, aug: bool) -> list[str]:
         a = self.vars[e.args[0].name]
-        R, C = self.dim(a.shape[0]), self.dim(a.shape[1])
+        R, C = self.logical(a)
 
         def o(i, j):
             return self.access(out, i, j)
