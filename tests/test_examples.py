@@ -11,10 +11,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(name: str, tmp_path: Path) -> str:
+def run(name: str, tmp_path: Path, timeout: float = 120) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / name)], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -63,3 +63,47 @@ def test_cutin_detector(tmp_path):
     m = re.search(r"threshold 0.5: accuracy (\S+)%  precision (\S+)%  recall (\S+)%", out)
     acc, pre, rec = map(float, m.groups())
     assert acc > 85 and rec < pre and rec < 50
+
+
+def test_digits_mlp(tmp_path):
+    pytest.importorskip("sklearn")
+    out = run("digits_mlp.py", tmp_path, timeout=300)
+    assert "tanh(" in out and "softmax_cross_entropy(" in out and "grad_W1" in out  # listing
+    epochs = re.findall(r"^epoch +(\d+) +loss (\S+) +val loss (\S+) +accuracy (\S+)", out, re.M)
+    assert [int(e[0]) for e in epochs] == list(range(1, 31))
+    assert float(epochs[-1][1]) < 0.3 * float(epochs[0][1])
+    assert float(epochs[-1][3]) > 0.95
+    test_accuracy = float(re.search(r"^test accuracy: (\S+)", out, re.M).group(1))
+    assert test_accuracy > 0.9
+    assert re.search(r"^compile time: [\d.]+ s", out, re.M)
+    assert "wrote digits_loss.png" in out or "skipped the plot" in out
+
+
+def test_initialization(tmp_path):
+    out = run("initialization.py", tmp_path, timeout=300)
+    assert "7 SymmetryWarnings (W1, W2, W3, W4, W5, W6, W7)" in out
+    table = out.split("gradient norm ||dL/dW_k||")[1].split("standard deviation")[0]
+    norms = {name: [float(v) for v in values.split()[:7]] for name, values in
+             re.findall(r"^(zeros|constant 0\.1|normal \S+|xavier) +(\d.*)$", table, re.M)}
+    assert set(norms) == {"zeros", "constant 0.1", "normal 0.01", "xavier", "normal 1.0",
+                          "normal 2.0"}
+    xavier = norms["xavier"]
+    assert norms["zeros"] == [0.0] * 7
+    assert max(norms["constant 0.1"][:6]) < 1e-10 < 0.1 < norms["constant 0.1"][6]
+    assert all(0.1 < v < 10 for v in xavier) and max(xavier) < 3 * min(xavier)
+    assert all(s < 1e-4 * x for s, x in zip(norms["normal 0.01"], xavier))  # vanishing
+    assert norms["normal 1.0"][0] > 3 * norms["normal 1.0"][6]  # exploding towards the input
+    assert norms["normal 2.0"][0] > 10 * norms["normal 2.0"][6]
+    trained = {name: (float(first), float(last), float(acc)) for name, first, last, acc in
+               re.findall(r"^(\S+(?: \S+)?) +loss (\S+) -> (\S+) +val loss \S+ +val accuracy (\S+)",
+                          out, re.M)}
+    assert trained["zeros"][1] > 1.38 and trained["normal 0.01"][1] > 1.38  # ln 4: stuck
+    assert trained["xavier"][1] < 0.1 and trained["xavier"][2] > 0.75
+    assert trained["xavier"][2] > max(acc for name, (_, _, acc) in trained.items()
+                                      if name != "xavier")
+    symmetry = dict(re.findall(r"^(zeros|constant 0\.1|xavier) +max \|W\[:, j\] - W\[:, 0\]\| "
+                               r"over hidden W1\.\.W6: (\S+)", out, re.M))
+    assert float(symmetry["zeros"]) == 0 and float(symmetry["constant 0.1"]) == 0
+    assert float(symmetry["xavier"]) > 0.1
+    assert "rank of the hidden activations [1, 1, 1, 1, 1, 1]" in out
+    assert "wrote initialization.png" in out or "skipped the plot" in out

@@ -58,3 +58,19 @@ def test_notebook_display(model):
     assert "loss of a batch" in html and "W1" in html and "2x3" in html
     markdown = model._repr_markdown_()
     assert "X @ W1" in markdown and r"\left\|W_{1}\right\|_F^2" in markdown
+
+
+def test_setting_constant_weights_warns_about_symmetry(model):
+    saved = model.params
+    try:
+        with pytest.warns(sg.SymmetryWarning, match="W1 starts with all entries equal"):
+            model.params = {W1: np.zeros((2, 3))}
+    finally:
+        model.params = saved
+
+
+def test_predict_evaluates_the_prediction_with_numpy(model):
+    a1, _ = numpy_forward()
+    p = model.predict(sg.softmax(sg.tanh(X * W1 + b1) * W2), {X: DATA[X]})
+    s = a1 @ INIT[W2]
+    np.testing.assert_allclose(p, np.exp(s) / np.exp(s).sum(axis=1, keepdims=True), rtol=1e-12)

@@ -509,10 +509,11 @@ def lower(expr: sp.Basic) -> Lowered:
             return (sp.S.One if isinstance(e, OneMatrix) else sp.S.Zero), ()
         if isinstance(e, MatAdd):
             args, shapes = operands(e.args)
-            return sp.Add(*args), result_shape(sp.Add, shapes, f"sum {_short(e)}")
+            return sp.Add(*args), result_shape(sp.Add, shapes, _Lazy(lambda: f"sum {_short(e)}"))
         if isinstance(e, HadamardProduct):
             args, shapes = operands(e.args)
-            return sp.Mul(*args), result_shape(sp.Mul, shapes, f"entry-wise product {_short(e)}")
+            what = _Lazy(lambda: f"entry-wise product {_short(e)}")
+            return sp.Mul(*args), result_shape(sp.Mul, shapes, what)
         if isinstance(e, HadamardPower):
             base, shape = visit(e.args[0])
             power, _ = visit(e.args[1])
@@ -545,7 +546,8 @@ def lower(expr: sp.Basic) -> Lowered:
                   and k + 1 < len(mats)):
                 nxt, nshape = visit(mats[k + 1])
                 if m.shape[1] != nshape[0]:
-                    result_shape(matmul, [tuple(map(_dim, m.shape)), nshape], _short(e))
+                    result_shape(matmul, [tuple(map(_dim, m.shape)), nshape],
+                                 _Lazy(lambda: _short(e)))
                 result, shape = colsum(nxt), (1, nshape[1])
                 k += 1
             elif isinstance(m, OneMatrix):
@@ -557,7 +559,7 @@ def lower(expr: sp.Basic) -> Lowered:
                 if result is None:
                     result, shape = a, ashape
                 else:
-                    shape = result_shape(matmul, [shape, ashape], f"{_short(e)}")
+                    shape = result_shape(matmul, [shape, ashape], _Lazy(lambda: _short(e)))
                     result = matmul(result, a)
             k += 1
         if coeff:
@@ -566,7 +568,7 @@ def lower(expr: sp.Basic) -> Lowered:
 
     def lower_elementwise(function: sp.Lambda, matrices, e) -> tuple[sp.Basic, Shape]:
         args, shapes = operands(matrices)
-        shape = result_shape(sp.Add, shapes, f"element-wise {_short(e)}")
+        shape = result_shape(sp.Add, shapes, _Lazy(lambda: f"element-wise {_short(e)}"))
         if len(function.variables) != len(args):
             raise ExpressionError(f"element-wise function {function} takes "
                                   f"{len(function.variables)} arguments, got {len(args)}.")
@@ -580,6 +582,16 @@ def lower(expr: sp.Basic) -> Lowered:
                               "symgrad.softmax_cross_entropy).")
     out.expr = lowered
     return out
+
+
+class _Lazy:
+    """Text built only if an error message needs it (printing an expression is costly)."""
+
+    def __init__(self, make) -> None:
+        self.make = make
+
+    def __str__(self) -> str:
+        return self.make()
 
 
 def _short(e, limit: int = 50) -> str:

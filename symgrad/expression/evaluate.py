@@ -15,18 +15,20 @@ import sympy as sp
 from sympy.functions.elementary.piecewise import ExprCondPair
 
 from ..errors import ExpressionError, InputError
-from .arrays import lower
+from .arrays import Lowered, lower
 
 __all__ = ["evaluate_numpy", "evaluate_lowered", "lower_any"]
 
 
-def evaluate_numpy(expr: sp.Basic, env: Mapping) -> np.ndarray:
+def evaluate_numpy(expr: sp.Basic | Lowered, env: Mapping) -> np.ndarray:
     """Evaluate a (matrix) expression with NumPy; ``env`` maps its matrices to arrays.
+
+    ``expr`` may be given lowered already (``lower_any(expr)``), to evaluate it repeatedly.
 
     An interpreter over the lowered expression (no code is generated or eval'd): used for
     predictions and metrics, where one NumPy pass per call is fast enough.
     """
-    lowered = lower_any(expr)
+    lowered = expr if isinstance(expr, Lowered) else lower_any(expr)
     values = {lowered.matrices[m]: np.asarray(v, dtype=float) for m, v in env.items()
               if m in lowered.matrices}
     missing = [m.name for m, s in lowered.matrices.items() if s not in values]

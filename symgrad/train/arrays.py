@@ -23,7 +23,7 @@ from ..compile.cache import load_module, write_module
 from ..emit.arrays import render_arrays
 from ..errors import ExpressionError, InputError, ShapeError
 from ..expression.arrays import lower
-from ..expression.evaluate import evaluate_numpy
+from ..expression.evaluate import evaluate_numpy, lower_any
 from ..expression.validate import as_expression
 from ..graph import build
 from ..rules import differentiate
@@ -156,6 +156,7 @@ class ArrayModel(Model):
         for p in values:
             if p not in self._param_syms:
                 raise InputError(f"{p} is not a parameter of this model.")
+        self._warn_symmetry(only=set(values))
 
     @property
     def source(self) -> str:
@@ -179,7 +180,11 @@ class ArrayModel(Model):
         X, _, n, _ = self._fit_data(data, None)
         module = self._trainer(self.optimizer)
         grad = np.empty_like(self._values)
+        first = "value_and_grad_compile_s" not in self.timings
+        t0 = time.perf_counter()
         loss = module.value_and_grad(self._values, grad, *X, n, module.alloc(n), module.DIMS)
+        if first:
+            self.timings["value_and_grad_compile_s"] = time.perf_counter() - t0
         return float(loss), self._unflatten(grad)
 
     def evaluate(self, data: Mapping) -> float:
@@ -196,7 +201,13 @@ class ArrayModel(Model):
         if data is None:
             raise InputError("predict needs data: a dict from data matrices to arrays.")
         env = {**self.params, **self._checked(data, "data", partial=True)}
-        return evaluate_numpy(expr, env)
+        return evaluate_numpy(self._lowered_prediction(expr), env)
+
+    def _lowered_prediction(self, expr):
+        lowered = self._predictors.get(expr)
+        if lowered is None:
+            lowered = self._predictors[expr] = lower_any(expr)
+        return lowered
 
     # -- plumbing (hooks of Model.fit) -----------------------------------------------------
 
@@ -247,7 +258,7 @@ class ArrayModel(Model):
         for d, a in data.items():
             env[d] = a.T if self._is_batched(d) else a
         truth = env[self.target]
-        pred = evaluate_numpy(self.prediction, env)
+        pred = evaluate_numpy(self._lowered_prediction(self.prediction), env)
         if truth.ndim == 2 and truth.shape[1] > 1:
             return np.argmax(truth, axis=1), np.argmax(pred, axis=1)
         return np.ravel(truth), np.ravel(pred)
@@ -388,8 +399,10 @@ class ArrayModel(Model):
                 targets.add(by_node[y.id])
         return targets
 
-    def _warn_symmetry(self) -> None:
+    def _warn_symmetry(self, only: set | None = None) -> None:
         for p in self._param_syms:
+            if only is not None and p not in only:
+                continue
             rows, cols = (int(d) for d in p.shape)
             if rows == 1 or cols == 1:
                 continue
