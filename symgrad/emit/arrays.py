@@ -52,6 +52,9 @@ __all__ = ["ArrayModule", "ArrayPrinter", "render_arrays"]
 #: Matrix products from this many multiply-adds (batch rows counted as BLAS_BATCH) use BLAS.
 BLAS_FROM = 1 << 18
 BLAS_BATCH = 128
+#: Batched data with at most this many columns is stored transposed (samples innermost);
+#: wider data keeps its rows (a batch is then a copy of whole rows, not a strided gather).
+FLIP_DATA_UP_TO = 32
 _MAPPED = {sp.exp: "exp", sp.log: "log", sp.tanh: "tanh", sp.sin: "sin", sp.cos: "cos"}
 
 
@@ -131,6 +134,7 @@ class ArrayModule:
     output: str
     renamed: list[tuple[str, str]]
     batch: str
+    flipped: tuple[bool, ...] = ()
 
 
 class _Kernel:
@@ -476,8 +480,11 @@ def render_arrays(
 
     vars_: dict[str, _Var] = {}
     param_ids = {n.id for n in params}
+    data_ids = {n.id for n in data}
     for node in graph.nodes:
         flip = bool(node.shape) and not isinstance(node.shape[0], int)
+        if node.id in data_ids and flip and node.shape[1] > FLIP_DATA_UP_TO:
+            flip = False  # wide data: whole rows are contiguous, batches are row copies
         kind = ("param" if node.id in param_ids else "data" if node.is_input else
                 "buffer" if node.shape else "scalar")
         if node.symbol is not None and node.symbol == batch:
@@ -538,8 +545,10 @@ def render_arrays(
             for k, (v, (lo, hi)) in enumerate(zip(param_vars, offsets))
         ],
         grads=grad_names,
-        data=[dict(name=v.name, batched=v.flip) for v in data_vars],
-        first_batched_index=next((k for k, v in enumerate(data_vars) if v.flip), 0),
+        data=[dict(name=v.name, batched=not isinstance(v.shape[0], int), flip=v.flip)
+              for v in data_vars],
+        first_batched=next(((k, v.flip) for k, v in enumerate(data_vars)
+                            if not isinstance(v.shape[0], int)), (0, False)),
         batch=batch_name,
         buffers=[dict(name=v.name, dims=_dims(v)) for v in buffers]
         + [dict(name=w, dims=f"(1, {work})") for w in ("_wm", "_wz", "_wl") if work],
@@ -566,7 +575,7 @@ def render_arrays(
     source = environment().get_template("arrays.py.j2").render(context)
     return ArrayModule(source, forward_lines, backward_lines, [v.name for v in param_vars],
                        [v.name for v in data_vars], program.output.name, context["renamed"],
-                       batch_name)
+                       batch_name, tuple(v.flip for v in data_vars))
 
 
 def _lines_from(kernel: _Kernel, first_block: int) -> list[str]:

@@ -177,15 +177,21 @@ class ArrayModel(Model):
 
     def value_and_grad(self, data: Mapping) -> tuple[float, dict[MatrixSymbol, np.ndarray]]:
         """The loss on ``data`` at the current parameters and its gradient per parameter."""
-        X, _, n, _ = self._fit_data(data, None)
+        X, V, n, _ = self._fit_data(data, None)
         module = self._trainer(self.optimizer)
         grad = np.empty_like(self._values)
-        first = "value_and_grad_compile_s" not in self.timings
+        loss = np.zeros(1)
+        gathered = tuple(self._batch_array(a, f, 1) for a, f in zip(X, self._flipped()))
+        buffers = (module.alloc(n), module.alloc(1), module.alloc(1), gathered, gathered)
+        state = np.zeros((1, self._values.size), dtype=self._np_dtype)
         t0 = time.perf_counter()
-        loss = module.value_and_grad(self._values, grad, *X, n, module.alloc(n), module.DIMS)
-        if first:
-            self.timings["value_and_grad_compile_s"] = time.perf_counter() - t0
-        return float(loss), self._unflatten(grad)
+        # train() with epochs = -1: one evaluation pass, the code fit() runs (compiled once)
+        module.train(self._values, grad, state, np.zeros(1, dtype=np.int64),
+                     self.optimizer.hyper(), X, V, buffers, module.DIMS, 0, -1, 0, False,
+                     False, 0, 0, loss, np.zeros(1), np.array([np.inf, -1.0, 0.0]),
+                     np.empty_like(self._values))
+        self.timings.setdefault("first_call_s", time.perf_counter() - t0)
+        return float(loss[0]), self._unflatten(grad)
 
     def evaluate(self, data: Mapping) -> float:
         """The loss on ``data`` (all of it as one batch) at the current parameters."""
@@ -218,28 +224,39 @@ class ArrayModel(Model):
             V = self._storage(self._checked(validation, "validation"))
             n_val = self._rows(V)
         else:
-            V = tuple(np.empty((a.shape[0], 0), dtype=self._np_dtype) if batched else a
-                      for a, batched in zip(X, self._batched()))
+            V = tuple(self._batch_array(a, flip, 0) if batched else a
+                      for a, batched, flip in zip(X, self._batched(), self._flipped()))
             n_val = 0
         return X, V, n, n_val
+
+    def _flipped(self) -> tuple[bool, ...]:
+        """Which data matrices the generated code stores transposed (features x samples)."""
+        return self._generated(self.optimizer).flipped
+
+    def _batch_array(self, a: np.ndarray, flip: bool, m: int) -> np.ndarray:
+        """An empty buffer for ``m`` samples of the data matrix stored as ``a``."""
+        shape = (a.shape[0], m) if flip else (m, a.shape[1])
+        return np.empty(shape, dtype=self._np_dtype)
 
     def _train_function(self, optimizer: Optimizer, size: int, X, V):
         module = self._trainer(optimizer)
         n, n_val = self._rows(X), self._rows(V) if V else 0
         size = min(size, n)
         tail = n - (n // size) * size or size
-        batched = self._batched()
+        batched, flipped = self._batched(), self._flipped()
 
         def gathered(m):
-            return tuple(np.empty((a.shape[0], m), dtype=self._np_dtype) if b else a
-                         for a, b in zip(X, batched))
+            return tuple(self._batch_array(a, f, m) if b else a
+                         for a, b, f in zip(X, batched, flipped))
 
         buffers = (module.alloc(size), module.alloc(tail), module.alloc(max(n_val, 1)),
                    gathered(size), gathered(tail))
 
+        grad = np.empty_like(self._values)
+
         def train(values, state, step, hyper, *rest):
-            return module.train(values, state.astype(self._np_dtype, copy=False), step, hyper,
-                                X, V, buffers, module.DIMS, *rest)
+            return module.train(values, grad, state, step, hyper, X, V, buffers, module.DIMS,
+                                *rest)
 
         return train
 
@@ -255,8 +272,8 @@ class ArrayModel(Model):
     def _truth_and_prediction(self, cols):
         data = dict(zip(self._data_syms, cols))
         env = {**self.params}
-        for d, a in data.items():
-            env[d] = a.T if self._is_batched(d) else a
+        for (d, a), flip in zip(data.items(), self._flipped()):
+            env[d] = a.T if flip else a
         truth = env[self.target]
         pred = evaluate_numpy(self._lowered_prediction(self.prediction), env)
         if truth.ndim == 2 and truth.shape[1] > 1:
@@ -373,13 +390,13 @@ class ArrayModel(Model):
         return out
 
     def _storage(self, data: dict) -> tuple:
-        return tuple(np.ascontiguousarray(data[d].T) if self._is_batched(d) else
-                     np.ascontiguousarray(data[d]) for d in self._data_syms)
+        return tuple(np.ascontiguousarray(data[d].T) if flip else np.ascontiguousarray(data[d])
+                     for d, flip in zip(self._data_syms, self._flipped()))
 
     def _rows(self, X: tuple) -> int:
-        for a, batched in zip(X, self._batched()):
+        for a, batched, flip in zip(X, self._batched(), self._flipped()):
             if batched:
-                return a.shape[1]
+                return a.shape[1] if flip else a.shape[0]
         return 1
 
     def _cross_entropy_targets(self) -> set[MatrixSymbol]:

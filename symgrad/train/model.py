@@ -180,7 +180,7 @@ class Model(ShowMixin):
         self.optimizer = optimizer
 
         train = self._train_function(optimizer, size, X, V)
-        state = optimizer.state_for(len(self._values))
+        state = optimizer.state_for(len(self._values), self._values.dtype)
         hyper = optimizer.hyper()
         losses = np.full(max(epochs, 1), np.nan)
         val_losses = np.full(max(epochs, 1), np.nan)

@@ -44,10 +44,12 @@ class Optimizer:
     def hyper(self) -> np.ndarray:
         return np.array([float(getattr(self, f.name)) for f in fields(self)])
 
-    def state_for(self, n_params: int) -> np.ndarray:
-        """Per-parameter state (kept across fit() calls, like torch's optimizer state)."""
-        if self.state is None or self.state.shape[1] != n_params:
-            self.state = np.zeros((max(self.n_state, 1), n_params))
+    def state_for(self, n_params: int, dtype=np.float64) -> np.ndarray:
+        """Per-parameter state (kept across fit() calls, like torch's optimizer state), in
+        the parameters' dtype."""
+        if (self.state is None or self.state.shape[1] != n_params
+                or self.state.dtype != np.dtype(dtype)):
+            self.state = np.zeros((max(self.n_state, 1), n_params), dtype=dtype)
             self.step[0] = 0
             self.init_state(self.state)
         return self.state
