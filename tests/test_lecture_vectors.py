@@ -152,3 +152,20 @@ def test_multiclass_hinge(vectors):
     assert grad == pytest.approx(want)
     assert math.isclose(sum(max(0.0, m) for j, m in enumerate(margins) if j != y), value)
 
+
+
+@pytest.mark.parametrize("case_name", ["softmax_ce", "multiclass_hinge"])
+def test_matrix_losses_reproduce_the_lecture(vectors, case_name):
+    """The same worked examples through the matrix API: scores a 1x3 parameter row."""
+    import numpy as np
+
+    case = vectors[case_name]
+    S, Y = sp.MatrixSymbol("S", 1, 3), sp.MatrixSymbol("Y", 1, 3)
+    loss = (sg.softmax_cross_entropy(S, Y) if case_name == "softmax_ce" else sg.hinge(S, Y))
+    model = sg.Model(loss, params={S: np.array([case["scores"]])}, data=[Y])
+    value, grads = model.value_and_grad({Y: np.eye(3)[[case["label"]]]})
+    assert value == pytest.approx(case["loss"], rel=1e-12)
+    if "grad_scores" in case:
+        assert grads[S][0] == pytest.approx(case["grad_scores"], rel=1e-10, abs=1e-14)
+    else:  # hinge: +1 per violating class, -1 per violation for the true class
+        assert grads[S][0].tolist() == [-1.0, 1.0, 0.0]
