@@ -18,8 +18,6 @@ import numpy as np
 import sympy as sp
 from sympy.matrices.expressions import MatrixSymbol
 
-from ..compile.cache import cache_dir as _cache_dir
-from ..compile.cache import load_module, write_module
 from ..emit.arrays import render_arrays
 from ..errors import ExpressionError, InputError, ShapeError
 from ..expression.arrays import lower
@@ -199,11 +197,7 @@ class ArrayModel(Model):
 
     def predict(self, expr: sp.Basic | None = None, data: Mapping | None = None) -> np.ndarray:
         """``expr`` (default: ``prediction``) evaluated with NumPy on ``data``."""
-        if expr is None:
-            if self.prediction is None:
-                raise ExpressionError("pass the expression to evaluate, or give the Model a "
-                                      "prediction=...")
-            expr = self.prediction
+        expr = self._prediction_or(expr)
         if data is None:
             raise InputError("predict needs data: a dict from data matrices to arrays.")
         env = {**self.params, **self._checked(data, "data", partial=True)}
@@ -286,28 +280,14 @@ class ArrayModel(Model):
             fns["accuracy"] = _accuracy
         return fns
 
-    def _generated(self, optimizer: Optimizer, parallel: bool = False):
-        key = optimizer.template
-        if key not in self._modules:
-            self.timings.pop("compile_s", None)
-            t0 = time.perf_counter()
-            generated = render_arrays(
-                self._graph, self._program, self._param_nodes, self._data_nodes, self._batch,
-                optimizer=optimizer.template, optimizer_doc=type(optimizer).__doc__ or "",
-                dtype=self.dtype, fast_math=self.fast_math)
-            self.timings["codegen_s"] = time.perf_counter() - t0
-            self._modules[key] = [generated, None]
-        return self._modules[key][0]
+    def _module_key(self, optimizer: Optimizer, parallel: bool) -> tuple:
+        return (optimizer.template,)
 
-    def _trainer(self, optimizer: Optimizer, parallel: bool = False):
-        generated = self._generated(optimizer)
-        entry = self._modules[optimizer.template]
-        if entry[1] is None:
-            t0 = time.perf_counter()
-            path, existed = write_module(generated.source, _cache_dir(self.cache_dir))
-            entry[1] = load_module(path)
-            self.timings.update(load_s=time.perf_counter() - t0, cache_hit=existed, path=path)
-        return entry[1]
+    def _render(self, optimizer: Optimizer, parallel: bool):
+        return render_arrays(
+            self._graph, self._program, self._param_nodes, self._data_nodes, self._batch,
+            optimizer=optimizer.template, optimizer_doc=type(optimizer).__doc__ or "",
+            dtype=self.dtype, fast_math=self.fast_math)
 
     # -- checks -------------------------------------------------------------------------------
 

@@ -245,12 +245,7 @@ class Model(ShowMixin):
 
     def predict(self, expr: sp.Expr | None = None, data: Mapping | None = None) -> np.ndarray:
         """Evaluate ``expr`` (default: ``prediction``) at the current parameters on ``data``."""
-        if expr is None:
-            if self.prediction is None:
-                raise ExpressionError("pass the expression to evaluate, or give the Model a "
-                                      "prediction=...")
-            expr = self.prediction
-        expr = as_expression(expr)
+        expr = as_expression(self._prediction_or(expr))
         if data is None:
             raise InputError("predict needs data: a dict from data symbols to arrays.")
         f = self._predictor(expr)
@@ -286,27 +281,42 @@ class Model(ShowMixin):
     def _unflatten(self, values: np.ndarray) -> dict:
         return dict(zip(self._param_syms, values.tolist()))
 
-    def _generated(self, optimizer: Optimizer, parallel: bool):
-        key = (optimizer.template, parallel)
+    def _module_key(self, optimizer: Optimizer, parallel: bool) -> tuple:
+        return (optimizer.template, parallel)
+
+    def _render(self, optimizer: Optimizer, parallel: bool):
+        return render_trainer(
+            self._graph, self._program, self._param_nodes, self._data_nodes,
+            optimizer.template, type(optimizer).__doc__ or "", parallel, self.fast_math)
+
+    def _generated(self, optimizer: Optimizer, parallel: bool = False):
+        key = self._module_key(optimizer, parallel)
         if key not in self._modules:
             self.timings.pop("compile_s", None)
             t0 = time.perf_counter()
-            generated = render_trainer(
-                self._graph, self._program, self._param_nodes, self._data_nodes,
-                optimizer.template, type(optimizer).__doc__ or "", parallel, self.fast_math)
+            generated = self._render(optimizer, parallel)
             self.timings["codegen_s"] = time.perf_counter() - t0
             self._modules[key] = [generated, None]
         return self._modules[key][0]
 
-    def _trainer(self, optimizer: Optimizer, parallel: bool):
+    def _trainer(self, optimizer: Optimizer, parallel: bool = False):
         generated = self._generated(optimizer, parallel)
-        entry = self._modules[(optimizer.template, parallel)]
+        entry = self._modules[self._module_key(optimizer, parallel)]
         if entry[1] is None:
             t0 = time.perf_counter()
             path, existed = write_module(generated.source, _cache_dir(self.cache_dir))
             entry[1] = load_module(path)
             self.timings.update(load_s=time.perf_counter() - t0, cache_hit=existed, path=path)
         return entry[1]
+
+    def _prediction_or(self, expr):
+        """``expr``, or the model's ``prediction`` when it is None."""
+        if expr is not None:
+            return expr
+        if self.prediction is None:
+            raise ExpressionError("pass the expression to evaluate, or give the Model a "
+                                  "prediction=...")
+        return self.prediction
 
     def _predictor(self, expr: sp.Expr) -> CompiledFunction:
         f = self._predictors.get(expr)
