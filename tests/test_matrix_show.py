@@ -74,3 +74,22 @@ def test_predict_evaluates_the_prediction_with_numpy(model):
     p = model.predict(sg.softmax(sg.tanh(X * W1 + b1) * W2), {X: DATA[X]})
     s = a1 @ INIT[W2]
     np.testing.assert_allclose(p, np.exp(s) / np.exp(s).sum(axis=1, keepdims=True), rtol=1e-12)
+
+
+def test_saved_module_trains_on_its_own(model, tmp_path):
+    """The saved module imports only NumPy and Numba and its value_and_grad runs standalone."""
+    import importlib.util
+
+    path = model.save(tmp_path / "mlp.py")
+    text = path.read_text()
+    assert "import symgrad" not in text and "from symgrad" not in text
+    spec = importlib.util.spec_from_file_location("saved_mlp", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    p = np.concatenate([INIT[W1].ravel(), INIT[b1].ravel(), INIT[W2].ravel()])
+    g = np.empty_like(p)
+    x, y = np.ascontiguousarray(DATA[X].T), np.ascontiguousarray(DATA[Y].T)
+    loss = module.value_and_grad(p, g, x, y, 3, module.alloc(3), module.DIMS)
+    value, grads = model.value_and_grad(DATA)
+    assert loss == pytest.approx(value, rel=1e-12)
+    np.testing.assert_allclose(g[-6:].reshape(3, 2), grads[W2], rtol=1e-12)

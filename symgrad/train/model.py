@@ -15,6 +15,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import sympy as sp
@@ -127,6 +128,12 @@ class Model(ShowMixin):
     def source(self) -> str:
         """The whole generated trainer (for the current optimizer)."""
         return self._generated(self.optimizer, parallel=False).source
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the generated training module (standalone: needs only NumPy and Numba)."""
+        path = Path(path)
+        path.write_text(self.source, encoding="utf-8")
+        return path
 
     def listing(self, columns: bool = False) -> str:
         """The per-sample flat forward/backward code that the training loop runs per sample."""
