@@ -143,6 +143,7 @@ class _Kernel:
     def __init__(self, vars_: dict[str, _Var], batch: str, dtype: str, printer: FlatCodePrinter,
                  names: NameAllocator, fast_math: bool = True) -> None:
         self.fast_math = fast_math
+        self.lse_of: str | None = None  # whose row-wise log-sum-exp _wz holds now
         self.uses_dropout = False
         self.maps: set[str] = set()
         self.vars = vars_
@@ -401,6 +402,12 @@ class _Kernel:
     def rowwise(self, out: _Var, e, aug: bool) -> list[str]:
         a = self.vars[e.args[0].name]
         self.work(self.dim(a.shape[0]))
+        if isinstance(e, softmax) and self.lse_of == a.name:
+            # the forward cross-entropy left log-sum-exp of these rows in _wz: one pass
+            self.kernels.add("_softmax_from_lse")
+            return [f"_softmax_from_lse({self.transposed_view(a)}, {self.transposed_view(out)}, "
+                    f"_wz[0], {aug})"]
+        self.lse_of = None
         kernel = "_softmax_t" if isinstance(e, softmax) else "_log_softmax_t"
         self.kernels.update((kernel, "_row_lse"))
         return [f"{kernel}({self.transposed_view(a)}, {self.transposed_view(out)}, _wm[0], "
@@ -412,6 +419,7 @@ class _Kernel:
             y = self.vars[e.args[1].name]
             self.work(self.dim(a.shape[0]))
             self.kernels.update(("_sce_t", "_row_lse"))
+            self.lse_of = a.name
             return [f"{target} {op} _sce_t({self.transposed_view(a)}, "
                     f"{self.transposed_view(y)}, _wm[0], _wz[0], _wl[0])"]
         r0, r1 = f"{a.name}.shape[0]", f"{a.name}.shape[1]"
