@@ -144,6 +144,7 @@ class _Kernel:
                  names: NameAllocator, fast_math: bool = True) -> None:
         self.fast_math = fast_math
         self.lse_of: str | None = None  # whose row-wise log-sum-exp _wz holds now
+        self.augmented: set[str] = set()  # targets of += lines
         self.uses_dropout = False
         self.maps: set[str] = set()
         self.vars = vars_
@@ -204,8 +205,10 @@ class _Kernel:
         expr = self.hoist(expr, root=True)
         v = self.vars[target]
         source = self.vars.get(getattr(expr, "name", None))
-        if (not aug and v.kind == "buffer" and source is not None and source.shape == v.shape
-                and source.flip == v.flip):
+        if (not aug and v.kind == "buffer" and target not in self.augmented
+                and source is not None and source.shape == v.shape and source.flip == v.flip):
+            # a copy that is never added to later can share the buffer; one that is (a
+            # fan-out, a residual connection) must not, or the += would change the source
             self.aliases.append(f"{target} = {source.name}  # {comment}: the same values")
             return
         op = "+=" if aug else "="
@@ -509,6 +512,7 @@ def render_arrays(
 
     printer = FlatCodePrinter()
     kernel = _Kernel(vars_, batch_name, dtype, printer, names, fast_math)
+    kernel.augmented = {a.lhs.name for a in backward if isinstance(a, AddAugmentedAssignment)}
     for a, text in zip(forward, forward_lines):
         kernel.assign(a.lhs.name, a.rhs, False, text)
     forward_code = kernel.lines()
