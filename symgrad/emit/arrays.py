@@ -19,6 +19,7 @@ update them unchanged), and so are their gradients.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -43,9 +44,9 @@ from ..expression.arrays import (
 )
 from ..graph import Graph, NameAllocator, Node
 from ..rules import Program
-from .module import _HELPER_MATH, FAST_MATH_NAMES, _user_functions
+from .module import math_context
 from .printer import FlatCodePrinter
-from .templates import environment, fast_math_source
+from .templates import environment
 
 __all__ = ["ArrayModule", "ArrayPrinter", "render_arrays"]
 
@@ -119,7 +120,7 @@ class _Loop:
     bounds: tuple[str, str]
     comments: list[str] = field(default_factory=list)
     body: list[str] = field(default_factory=list)
-    written: dict[str, bool] = field(default_factory=dict)
+    written: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class ArrayModule:
 class _Kernel:
     """Turns assignments into the loops of one function body."""
 
-    def __init__(self, vars_: dict[str, _Var], batch: str, dtype: str, printer: FlatCodePrinter,
+    def __init__(self, vars_: dict[str, _Var], batch: str, printer: FlatCodePrinter,
                  names: NameAllocator, fast_math: bool = True) -> None:
         self.fast_math = fast_math
         self.lse_of: str | None = None  # whose row-wise log-sum-exp _wz holds now
@@ -149,7 +150,6 @@ class _Kernel:
         self.maps: set[str] = set()
         self.vars = vars_
         self.batch = batch
-        self.dtype = dtype
         self.printer = printer
         self.names = names
         self.blocks: list[_Loop | list[str]] = []
@@ -231,6 +231,12 @@ class _Kernel:
     def code(self, lines: list[str]) -> None:
         self.blocks.append(lines)
 
+    @staticmethod
+    def each(v: _Var, statement: str) -> list[str]:
+        """``statement`` for every stored entry ``[_a, _b]`` of ``v``."""
+        return [f"for _a in range({v.name}.shape[0]):", f"    for _b in range({v.name}.shape[1]):",
+                f"        {statement}"]
+
     def hoist(self, e: sp.Basic, root: bool) -> sp.Basic:
         """Compute every whole-array operation below the root into a temporary first."""
         if isinstance(e, ArrayOp):
@@ -288,14 +294,13 @@ class _Kernel:
         statement = f"{self.access(v, i, j)} {'+=' if aug else '='} {body}"
         last = self.blocks[-1] if self.blocks else None
         fusable = (isinstance(last, _Loop) and last.dims == dims and
-                   not any(last.written.get(name) is not None and odd
-                           for name, odd in reads.items()))
+                   not any(odd and name in last.written for name, odd in reads.items()))
         if not fusable:
             last = _Loop(dims, (f"{v.name}.shape[0]", f"{v.name}.shape[1]"))
             self.blocks.append(last)
         last.comments.append(comment)
         last.body.append(statement)
-        last.written[v.name] = True
+        last.written.add(v.name)
 
     # -- whole-array operations ---------------------------------------------------------------
 
@@ -314,7 +319,6 @@ class _Kernel:
             work *= d if isinstance(d, int) else BLAS_BATCH
         I_, J_ = self.logical(c)
         K_ = self.logical(a)[0 if ta else 1]
-        lines: list[str] = []
         if work >= BLAS_FROM:
             if c.flip:
                 left = b.name if sw_b else f"{b.name}.T"
@@ -325,11 +329,8 @@ class _Kernel:
             if not aug:
                 return [f"np.dot({left}, {right}, {c.name})"]
             t = self.temp(c.shape)
-            t.flip = c.flip
-            r0, r1 = f"{c.name}.shape[0]", f"{c.name}.shape[1]"
             return [f"np.dot({left}, {right}, {t.name})",
-                    f"for _a in range({r0}):", f"    for _b in range({r1}):",
-                    f"        {c.name}[_a, _b] += {t.name}[_a, _b]"]
+                    *self.each(c, f"{c.name}[_a, _b] += {t.name}[_a, _b]")]
 
         def A(i, p):
             return f"{a.name}[{p}, {i}]" if sw_a else f"{a.name}[{i}, {p}]"
@@ -340,9 +341,7 @@ class _Kernel:
         def C(i, j):
             return f"{c.name}[{j}, {i}]" if c.flip else f"{c.name}[{i}, {j}]"
 
-        r0, r1 = f"{c.name}.shape[0]", f"{c.name}.shape[1]"
-        zero = [] if aug else [f"for _a in range({r0}):", f"    for _b in range({r1}):",
-                               f"        {c.name}[_a, _b] = 0.0"]
+        zero = [] if aug else self.each(c, f"{c.name}[_a, _b] = 0.0")
         if c.flip and sw_a:
             return zero + [f"for _j in range({J_}):", f"    for _q in range({K_}):",
                            f"        _x = {B('_q', '_j')}", f"        for _i in range({I_}):",
@@ -354,10 +353,9 @@ class _Kernel:
         if not sw_a and sw_b:
             self.kernels.add("_mm_dot")
             return [f"_mm_dot({a.name}, {b.name}, {c.name}, {I_}, {J_}, {K_}, {c.flip}, {aug})"]
-        lines = [f"for _i in range({I_}):", f"    for _j in range({J_}):", "        _x = 0.0",
-                 f"        for _q in range({K_}):", f"            _x += {A('_i', '_q')} * "
-                 f"{B('_q', '_j')}", f"        {C('_i', '_j')} {'+=' if aug else '='} _x"]
-        return lines
+        return [f"for _i in range({I_}):", f"    for _j in range({J_}):", "        _x = 0.0",
+                f"        for _q in range({K_}):", f"            _x += {A('_i', '_q')} * "
+                f"{B('_q', '_j')}", f"        {C('_i', '_j')} {'+=' if aug else '='} _x"]
 
     def axis_sum(self, out: _Var, e, aug: bool) -> list[str]:
         a = self.vars[e.args[0].name]
@@ -373,10 +371,8 @@ class _Kernel:
         if isinstance(e, rowsum) and not a.flip:
             self.kernels.add("_rowsums")
             return [f"_rowsums({a.name}, {R}, {C}, {out.name}[:, 0], {aug})"]
-        r0, r1 = f"{out.name}.shape[0]", f"{out.name}.shape[1]"
         if not aug:
-            lines += [f"for _a in range({r0}):", f"    for _b in range({r1}):",
-                      f"        {out.name}[_a, _b] = 0.0"]
+            lines += self.each(out, f"{out.name}[_a, _b] = 0.0")
         if a.flip:  # rowsum of a transposed-stored matrix: accumulate along samples
             lines += [f"for _j in range({C}):", f"    for _i in range({R}):",
                       f"        {o('_i', '_j')} += {self.access(a, '_i', '_j')}"]
@@ -385,18 +381,15 @@ class _Kernel:
                       f"        {o('_i', '_j')} += {self.access(a, '_i', '_j')}"]
         return lines
 
-    def work(self, rows: str) -> tuple[str, str, str]:
-        """Per-row work vectors (maxima, sums, losses) of the row-wise operations."""
+    def work(self, rows: str) -> None:
+        """Ask for the per-row work vectors _wm, _wz, _wl (maxima, sums, losses)."""
         self.work_rows.add(rows)
-        return "_wm[0, _i]", "_wz[0, _i]", "_wl[0, _i]"
 
     def dropout(self, out: _Var, e) -> list[str]:
         p = float(e.args[1])
         self.uses_dropout = True
-        return [f"for _a in range({out.name}.shape[0]):",
-                f"    for _b in range({out.name}.shape[1]):",
-                f"        {out.name}[_a, _b] = (np.random.random() >= {p!r}) * "
-                f"{1.0 / (1.0 - p)!r} if _training else 1.0"]
+        return self.each(out, f"{out.name}[_a, _b] = (np.random.random() >= {p!r}) * "
+                              f"{1.0 / (1.0 - p)!r} if _training else 1.0")
 
     def transposed_view(self, v: _Var) -> str:
         """``v``'s storage as (columns, rows): what the row-wise kernels take."""
@@ -448,9 +441,10 @@ class _Kernel:
 
     # -- output -----------------------------------------------------------------------------
 
-    def lines(self) -> list[str]:
+    def lines(self, start: int = 0) -> list[str]:
+        """The code of the blocks from ``start`` on."""
         out: list[str] = []
-        for block in self.blocks:
+        for block in self.blocks[start:]:
             if isinstance(block, _Loop):
                 out += [f"# {c}" for c in block.comments]
                 out += [f"for _a in range({block.bounds[0]}):",
@@ -505,13 +499,9 @@ def render_arrays(
         vars_[gname] = _Var(gname, node.shape, flip,
                             "grad" if node.id in param_ids else "buffer" if node.shape else
                             "scalar")
-    for node in params:
-        if node.shape and not all(isinstance(d, int) for d in node.shape):
-            raise ValueError(f"parameter {node.name} has shape {node.shape}; parameter shapes "
-                             "must be numbers, not the batch size.")
 
     printer = FlatCodePrinter()
-    kernel = _Kernel(vars_, batch_name, dtype, printer, names, fast_math)
+    kernel = _Kernel(vars_, batch_name, printer, names, fast_math)
     kernel.augmented = {a.lhs.name for a in backward if isinstance(a, AddAugmentedAssignment)}
     for a, text in zip(forward, forward_lines):
         kernel.assign(a.lhs.name, a.rhs, False, text)
@@ -519,7 +509,7 @@ def render_arrays(
     fwd_blocks = len(kernel.blocks)
     for a, text in zip(backward, backward_lines):
         kernel.assign(a.lhs.name, a.rhs, isinstance(a, AddAugmentedAssignment), text)
-    backward_code = _lines_from(kernel, fwd_blocks)
+    backward_code = kernel.lines(fwd_blocks)
 
     assigned = {a.lhs.name for a in [*forward, *backward]}
     aliased = {line.split(" = ")[0] for line in kernel.aliases}
@@ -531,20 +521,15 @@ def render_arrays(
     data_vars = [vars_[n.name] for n in data]
     grad_names = [f"grad_{n.name}" for n in params]
 
-    math_names = set(printer.math_names) | kernel.maps
-    if kernel.kernels & {"_softmax_t", "_log_softmax_t", "_sce_t"}:
-        math_names |= {"exp", "log"}
-    for helper in printer.helpers:
-        math_names |= _HELPER_MATH.get(helper, set())
-    fast = sorted(math_names & set(FAST_MATH_NAMES)) if fast_math else []
+    extra = set(kernel.maps)
+    if kernel.kernels & {"_row_lse", "_softmax_from_lse"}:
+        extra |= {"exp", "log"}
     offsets, k = [], 0
     for v in param_vars:
-        size = 1
-        for d in v.shape:
-            size *= d
-        offsets.append((k, k + size))
-        k += size
+        offsets.append((k, k + math.prod(v.shape)))
+        k += math.prod(v.shape)
     context = dict(
+        math_context(printer, graph, fast_math, extra=extra),
         version=__version__,
         output=program.output.name,
         forward_listing=forward_lines,
@@ -570,13 +555,6 @@ def render_arrays(
         dtype=dtype,
         renamed=[(n.name, ascii(n.symbol.name)) for n in [*params, *data]
                  if n.name != n.symbol.name],
-        math_names=sorted(math_names - set(fast)),
-        helpers=printer.helpers,
-        user_functions=_user_functions(printer, graph),
-        fast_math=bool(fast),
-        fast_math_names=fast,
-        fast_range_names=[],
-        fast_math_source=fast_math_source() if fast else "",
         uses_numpy=True,
         uses_prange=False,
         optimizer=optimizer,
@@ -588,15 +566,6 @@ def render_arrays(
     return ArrayModule(source, forward_lines, backward_lines, [v.name for v in param_vars],
                        [v.name for v in data_vars], program.output.name, context["renamed"],
                        batch_name, tuple(v.flip for v in data_vars))
-
-
-def _lines_from(kernel: _Kernel, first_block: int) -> list[str]:
-    blocks = kernel.blocks
-    kernel.blocks = blocks[first_block:]
-    try:
-        return kernel.lines()
-    finally:
-        kernel.blocks = blocks
 
 
 def _work_width(rows: set[str]) -> str:
@@ -617,7 +586,7 @@ def _dims(v: _Var) -> str:
 
 
 def _shape_text(shape) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+    return f"({shape[0]}, {shape[1]})"
 
 
 

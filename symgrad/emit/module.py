@@ -20,7 +20,7 @@ from ..rules import Program, lookup
 from .printer import FlatCodePrinter
 from .templates import environment, fast_math_source
 
-__all__ = ["FAST_MATH_NAMES", "GeneratedModule", "render", "render_trainer"]
+__all__ = ["FAST_MATH_NAMES", "GeneratedModule", "math_context", "render", "render_trainer"]
 
 #: Math functions replaced by vectorizable pure-arithmetic versions, exact over their domain.
 FAST_MATH_NAMES = ("exp", "log", "sin", "cos", "tanh", "log1p", "expm1")
@@ -62,29 +62,42 @@ def _printed(
     printer = FlatCodePrinter()
     forward = [printer.doprint(a) for a in program.forward]
     backward = [printer.doprint(a) for a in program.backward]
-    user_functions = _user_functions(printer, graph)
-    math_names = set(printer.math_names)
-    for helper in printer.helpers:
-        math_names |= _HELPER_MATH.get(helper, set())
-    fast = sorted(math_names & set(FAST_MATH_NAMES)) if fast_math else []
-    fast_range = sorted(set(fast) & set(FAST_RANGE_NAMES)) if ranged else []
-    exact = FlatCodePrinter({"fully_qualified_modules": True}) if fast_range else None
+    context = math_context(printer, graph, fast_math, ranged)
+    exact = (FlatCodePrinter({"fully_qualified_modules": True})
+             if context["fast_range_names"] else None)
     return dict(
+        context,
         version=__version__,
         output=program.output.name,
         grads=[g.name for g in program.grads],
         forward=forward,
         backward=backward,
         renamed=[(n.name, ascii(n.symbol.name)) for n in inputs if n.name != n.symbol.name],
+        exact_forward=[exact.doprint(a) for a in program.forward] if exact else [],
+        exact_backward=[exact.doprint(a) for a in program.backward] if exact else [],
+    )
+
+
+def math_context(printer: FlatCodePrinter, graph: Graph, fast_math: bool, ranged: bool = False,
+                 extra: set[str] = frozenset()) -> dict:
+    """What the prelude needs after ``printer`` printed a module's code: math imports,
+    helpers, user functions and which math names become vectorizable versions.
+
+    ``extra`` adds math names used by template code the printer did not print.
+    """
+    math_names = set(printer.math_names) | set(extra)
+    for helper in printer.helpers:
+        math_names |= _HELPER_MATH.get(helper, set())
+    fast = sorted(math_names & set(FAST_MATH_NAMES)) if fast_math else []
+    fast_range = sorted(set(fast) & set(FAST_RANGE_NAMES)) if ranged else []
+    return dict(
         math_names=sorted(math_names - set(fast)),
         helpers=printer.helpers,
-        user_functions=user_functions,
+        user_functions=_user_functions(printer, graph),
         fast_math=bool(fast),
         fast_math_names=[n for n in fast if n not in fast_range],
         fast_range_names=fast_range,
         fast_math_source=fast_math_source() if fast else "",
-        exact_forward=[exact.doprint(a) for a in program.forward] if exact else [],
-        exact_backward=[exact.doprint(a) for a in program.backward] if exact else [],
     )
 
 

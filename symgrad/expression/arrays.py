@@ -196,26 +196,24 @@ class Elementwise(MatrixExpr):
             shape = _broadcast(shape, tuple(m.shape), "an element-wise function")
         return shape
 
-    def _applied(self, render) -> sp.Basic:
-        """The function body with each variable replaced by a symbol named as its matrix."""
-        names = {v: sp.Symbol(render(m)) for v, m in zip(self.function.variables, self.matrices)}
-        return self.function.expr.xreplace(names)
-
-    def _call(self) -> bool:
+    def _printed(self, printer, opening: str, closing: str) -> str:
+        """The function body printed with each variable shown as its matrix (a sum in
+        brackets unless it is the whole argument of a function call)."""
         body = self.function.expr
-        return isinstance(body, sp.Function) and body.args[0] in self.function.variables
+        call = isinstance(body, sp.Function) and body.args[0] in self.function.variables
+
+        def shown(m):
+            text = printer._print(m)
+            return f"{opening}{text}{closing}" if isinstance(m, MatAdd) and not call else text
+
+        names = {v: sp.Symbol(shown(m)) for v, m in zip(self.function.variables, self.matrices)}
+        return printer._print(body.xreplace(names))
 
     def _sympystr(self, printer):
-        wrap = not self._call()
-        return printer._print(self._applied(
-            lambda m: f"({printer._print(m)})" if wrap and isinstance(m, MatAdd)
-            else printer._print(m)))
+        return self._printed(printer, "(", ")")
 
     def _latex(self, printer):
-        wrap = not self._call()
-        return printer._print(self._applied(
-            lambda m: r"\left(" + printer._print(m) + r"\right)"
-            if wrap and isinstance(m, MatAdd) else printer._print(m)))
+        return self._printed(printer, r"\left(", r"\right)")
 
 
 def is_array_expression(expr) -> bool:

@@ -90,33 +90,35 @@ def array_source(model) -> Source:
                   tuple(params), None, defaults=current, _graph=graph, matrix=True)
 
 
+def _data(args, kwargs) -> dict:
+    """A matrix model's data, given as one dict {X: array, ...} or by keyword (X=array)."""
+    if len(args) == 1 and isinstance(args[0], Mapping) and not kwargs:
+        return dict(args[0])
+    if args:
+        raise InputError("give a matrix model's data as a dict {X: array, ...} or by keyword "
+                         "(X=array, ...).")
+    return dict(kwargs)
+
+
 def _environment(source: Source, args, kwargs) -> tuple[dict, dict]:
     """Values of the graph's input symbols (by node name) from data given as for ``fit``."""
     model = source.obj
-    if len(args) == 1 and isinstance(args[0], Mapping) and not kwargs:
-        given = dict(args[0])
-    elif args:
-        raise InputError("give a matrix model's data as a dict {X: array, ...} or by keyword "
-                         "(X=array, ...).")
-    else:
-        given = dict(kwargs)
-    checked = model._checked(given, "data")
+    checked = model._checked(_data(args, kwargs), "data")
     values = {**model.params, **checked}
     env: dict = {}
     point: dict = {}
     matrices = model._lowered.matrices
+    node_of = model._graph.input_nodes()
     for m, v in values.items():
-        name = next(n.name for n in model._graph.inputs if n.symbol == matrices[m])
-        env[sp.Symbol(name)] = np.asarray(v, dtype=float)
+        env[node_of[matrices[m]].var] = np.asarray(v, dtype=float)
         point[m.name] = MatrixValue(v)
     batch = model._lowered.batch
     if batch is not None:
         rows = next(a.shape[0] for d, a in checked.items() if d in model._data_syms
                     and not isinstance(d.shape[0], (int, sp.Integer)))
         env[batch] = float(rows)
-        for n in model._graph.inputs:
-            if n.symbol == batch:
-                env[sp.Symbol(n.name)] = float(rows)
+        if batch in node_of:
+            env[node_of[batch].var] = float(rows)
     return env, point
 
 
@@ -149,17 +151,12 @@ def run_arrays(source: Source, args, kwargs, digits: int = 4) -> Trace:
 def check_arrays(source: Source, args, kwargs, entries: int, seed: int, tol, row):
     """Gradient check rows: ``entries`` random entries of every parameter."""
     model = source.obj
-    given = args[0] if len(args) == 1 and isinstance(args[0], Mapping) else kwargs
-    _, grads = model.value_and_grad(given)
+    at = model._evaluator(_data(args, kwargs))
+    grads = model._unflatten(at(model._values)[1])
     x = model._values.astype(np.float64).tolist()
-    saved = model._values.copy()
 
     def loss_at(p) -> float:
-        model._values[:] = p
-        try:
-            return model.value_and_grad(given)[0]
-        finally:
-            model._values[:] = saved
+        return at(np.asarray(p, dtype=model._values.dtype))[0]
 
     rng = np.random.default_rng(seed)
     rows, lo = [], 0
@@ -170,5 +167,5 @@ def check_arrays(source: Source, args, kwargs, entries: int, seed: int, tol, row
             rows.append(row(f"{p.name}[{i},{j}]", float(g.flat[k]), loss_at, x, lo + k, tol))
         lo += size
     title = (f"gradient check of {source.output} (compiled code) at the current parameters, "
-             f"{min(entries, 1) and entries} entries per parameter")
+             f"{entries} entries per parameter")
     return rows, title

@@ -23,8 +23,9 @@ from ..errors import ExpressionError, InputError, ShapeError
 from ..expression.arrays import lower
 from ..expression.evaluate import evaluate_numpy, lower_any
 from ..expression.validate import as_expression
-from ..graph import build
+from ..graph import Node, build
 from ..rules import differentiate
+from .metrics import METRICS
 from .model import Model
 from .optim import Adam, Optimizer
 
@@ -101,6 +102,11 @@ class ArrayModel(Model):
             if any(not isinstance(d, (int, sp.Integer)) for d in p.shape):
                 raise ShapeError(f"parameter {p.name} has shape {p.shape}; parameter shapes must "
                                  "be numbers (only data rows are the batch size).")
+        self._slices, lo = {}, 0  # where each parameter sits in the flat vector, its shape
+        for p in self._param_syms:
+            shape = (int(p.shape[0]), int(p.shape[1]))
+            self._slices[p] = (slice(lo, lo + shape[0] * shape[1]), shape)
+            lo += shape[0] * shape[1]
         self._values = np.concatenate([
             self._initial(p, v).ravel() for p, v in params.items()]).astype(self._np_dtype)
         self.prediction = prediction
@@ -145,15 +151,11 @@ class ArrayModel(Model):
 
     @params.setter
     def params(self, values: Mapping[MatrixSymbol, np.ndarray]) -> None:
-        lo = 0
-        for p in self._param_syms:
-            size = int(np.prod([int(d) for d in p.shape]))
-            if p in values:
-                self._values[lo:lo + size] = self._initial(p, values[p]).ravel()
-            lo += size
         for p in values:
-            if p not in self._param_syms:
+            if p not in self._slices:
                 raise InputError(f"{p} is not a parameter of this model.")
+        for p, v in values.items():
+            self._values[self._slices[p][0]] = self._initial(p, v).ravel()
         self._warn_symmetry(only=set(values))
 
     @property
@@ -175,6 +177,15 @@ class ArrayModel(Model):
 
     def value_and_grad(self, data: Mapping) -> tuple[float, dict[MatrixSymbol, np.ndarray]]:
         """The loss on ``data`` at the current parameters and its gradient per parameter."""
+        loss, grad = self._evaluator(data)(self._values)
+        return loss, self._unflatten(grad)
+
+    def _evaluator(self, data: Mapping):
+        """``at(values) -> (loss, flat gradient)`` on ``data``, checked and laid out once.
+
+        It runs ``train()`` with epochs = -1 (one evaluation pass), so the code ``fit()``
+        runs is the code evaluated, compiled once.
+        """
         X, V, n, _ = self._fit_data(data, None)
         module = self._trainer(self.optimizer)
         grad = np.empty_like(self._values)
@@ -182,14 +193,17 @@ class ArrayModel(Model):
         gathered = tuple(self._batch_array(a, f, 1) for a, f in zip(X, self._flipped()))
         buffers = (module.alloc(n), module.alloc(1), module.alloc(1), gathered, gathered)
         state = np.zeros((1, self._values.size), dtype=self._np_dtype)
-        t0 = time.perf_counter()
-        # train() with epochs = -1: one evaluation pass, the code fit() runs (compiled once)
-        module.train(self._values, grad, state, np.zeros(1, dtype=np.int64),
-                     self.optimizer.hyper(), X, V, buffers, module.DIMS, 0, -1, 0, False,
-                     False, 0, 0, loss, np.zeros(1), np.array([np.inf, -1.0, 0.0]),
-                     np.empty_like(self._values))
-        self.timings.setdefault("first_call_s", time.perf_counter() - t0)
-        return float(loss[0]), self._unflatten(grad)
+        hyper = self.optimizer.hyper()
+
+        def at(values: np.ndarray) -> tuple[float, np.ndarray]:
+            t0 = time.perf_counter()
+            module.train(values, grad, state, np.zeros(1, dtype=np.int64), hyper, X, V,
+                         buffers, module.DIMS, 0, -1, 0, False, False, 0, 0, loss, np.zeros(1),
+                         np.array([np.inf, -1.0, 0.0]), np.empty_like(values))
+            self.timings.setdefault("first_call_s", time.perf_counter() - t0)
+            return float(loss[0]), grad.copy()
+
+        return at
 
     def evaluate(self, data: Mapping) -> float:
         """The loss on ``data`` (all of it as one batch) at the current parameters."""
@@ -234,7 +248,7 @@ class ArrayModel(Model):
 
     def _train_function(self, optimizer: Optimizer, size: int, X, V):
         module = self._trainer(optimizer)
-        n, n_val = self._rows(X), self._rows(V) if V else 0
+        n, n_val = self._rows(X), self._rows(V)
         size = min(size, n)
         tail = n - (n // size) * size or size
         batched, flipped = self._batched(), self._flipped()
@@ -255,13 +269,8 @@ class ArrayModel(Model):
         return train
 
     def _unflatten(self, values: np.ndarray) -> dict:
-        out, lo = {}, 0
-        for p in self._param_syms:
-            shape = tuple(int(d) for d in p.shape)
-            size = int(np.prod(shape))
-            out[p] = values[lo:lo + size].reshape(shape).copy()
-            lo += size
-        return out
+        return {p: values[where].reshape(shape).copy()
+                for p, (where, shape) in self._slices.items()}
 
     def _truth_and_prediction(self, cols):
         data = dict(zip(self._data_syms, cols))
@@ -389,7 +398,7 @@ class ArrayModel(Model):
         for node in self._graph.nodes:
             if node.op is softmax_cross_entropy:
                 y = node.inputs[1]
-                if not (hasattr(y, "id") and y.id in by_node):
+                if not (isinstance(y, Node) and y.id in by_node):
                     raise ExpressionError(
                         "the targets of softmax_cross_entropy must be a data matrix (one-hot "
                         "labels or probability rows), not a computed expression.")
@@ -397,16 +406,13 @@ class ArrayModel(Model):
         return targets
 
     def _warn_symmetry(self, only: set | None = None) -> None:
-        for p in self._param_syms:
-            if only is not None and p not in only:
+        for p, (where, (rows, cols)) in self._slices.items():
+            if (only is not None and p not in only) or rows == 1 or cols == 1:
                 continue
-            rows, cols = (int(d) for d in p.shape)
-            if rows == 1 or cols == 1:
-                continue
-            w = self._unflatten(self._values)[p]
-            if np.all(w == w.flat[0]):
+            w = self._values[where]
+            if np.all(w == w[0]):
                 warnings.warn(
-                    f"{p.name} starts with all entries equal ({w.flat[0]:g}): every unit it "
+                    f"{p.name} starts with all entries equal ({w[0]:g}): every unit it "
                     "feeds computes the same value and receives the same gradient, so the units "
                     "stay identical whatever the training (the symmetry problem). Initialise it "
                     f"randomly, e.g. symgrad.init.xavier({rows}, {cols}).",
@@ -414,7 +420,8 @@ class ArrayModel(Model):
 
 
 def _accuracy(y_true, y_pred) -> float:
+    """Class labels (argmax of rows) agree; otherwise the binary metric (threshold 0.5)."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if np.issubdtype(y_pred.dtype, np.integer):
         return float(np.mean(y_true == y_pred))
-    return float(np.mean((y_pred > 0.5) == (y_true > 0.5)))
+    return METRICS["accuracy"](y_true, y_pred)
