@@ -5,7 +5,12 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vectors.json"
+#: The lecture's worked examples, each with the deck and slide it comes from: carried by the
+#: repository, so a fresh clone tests with nothing beside it.
+REFERENCE = Path(__file__).resolve().parent / "data" / "lecture_examples.json"
+
+#: Optional extras some tests need, and the pip extra that installs each.
+EXTRAS = {"torch": "torch", "matplotlib": "show", "pygments": "show", "sklearn": "examples"}
 
 os.environ.setdefault("SYMGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="symgrad-test-cache-"))
 
@@ -13,8 +18,15 @@ os.environ.setdefault("SYMGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="symgrad-test
 @pytest.fixture(scope="session")
 def vectors():
     if not REFERENCE.is_file():
-        pytest.fail(f"the lecture's test vectors are missing: {REFERENCE}")
+        pytest.fail(f"the lecture's worked examples are missing: {REFERENCE}")
     return json.loads(REFERENCE.read_text())
+
+
+def requires(module: str):
+    """Import an optional extra's module, or skip saying which extra installs it."""
+    extra = EXTRAS[module.split(".")[0]]
+    return pytest.importorskip(
+        module, reason=f"needs the optional '{extra}' extra: pip install \".[{extra}]\"")
 
 
 def run_listing(f, **values):

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import requires
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +27,7 @@ def test_gate_patterns(tmp_path):
     assert "de/da = 2, de/db = 5" in out
 
 
+@pytest.mark.slow
 def test_optimizers_2d(tmp_path):
     out = run("optimizers_2d.py", tmp_path)
     for name in ("SGD", "Momentum", "Nesterov", "Adagrad", "RMSprop", "Adam"):
@@ -65,8 +67,9 @@ def test_cutin_detector(tmp_path):
     assert acc > 85 and rec < pre and rec < 50
 
 
+@pytest.mark.slow
 def test_digits_mlp(tmp_path):
-    pytest.importorskip("sklearn")
+    requires("sklearn")
     out = run("digits_mlp.py", tmp_path, timeout=300)
     assert "tanh(" in out and "softmax_cross_entropy(" in out and "grad_W1" in out  # listing
     epochs = re.findall(r"^epoch +(\d+) +loss (\S+) +val loss (\S+) +accuracy (\S+)", out, re.M)
@@ -79,6 +82,7 @@ def test_digits_mlp(tmp_path):
     assert "wrote digits_loss.png" in out or "skipped the plot" in out
 
 
+@pytest.mark.slow
 def test_initialization(tmp_path):
     out = run("initialization.py", tmp_path, timeout=300)
     assert "7 SymmetryWarnings (W1, W2, W3, W4, W5, W6, W7)" in out

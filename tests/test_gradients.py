@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import sympy as sp
+from conftest import requires
 
 import symgrad as sg
 
@@ -93,7 +94,7 @@ def test_against_central_differences(compiled, expr, point):
 
 
 def test_against_pytorch(compiled):
-    torch = pytest.importorskip("torch")
+    torch = requires("torch")
     torch.set_default_dtype(torch.float64)
     rng = np.random.default_rng(0)
     for _ in range(20):

@@ -1,4 +1,4 @@
-"""Every worked example of the lecture (../shared/reference/vectors.json)."""
+"""Every worked example of the lecture (tests/data/lecture_examples.json)."""
 
 import math
 

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import sympy as sp
+from conftest import requires
 from sympy.matrices.expressions import HadamardProduct, OneMatrix
 
 import symgrad as sg
@@ -105,7 +106,7 @@ def test_mlp_value_and_gradient_match_finite_differences(mlp):
 
 
 def test_mlp_value_and_gradient_match_torch(mlp):
-    torch = pytest.importorskip("torch")
+    torch = requires("torch")
     _, value, grads = mlp
     t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
          for k, v in MLP_INIT.items()}
@@ -326,7 +327,7 @@ def moons_init():
 
 @pytest.fixture(scope="module")
 def moons():
-    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    sklearn_datasets = requires("sklearn.datasets")
     xs, labels = sklearn_datasets.make_moons(300, noise=0.2, random_state=0)
     return xs, labels.astype(np.int64)
 

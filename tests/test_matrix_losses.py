@@ -26,6 +26,7 @@ def numpy_loss(w):
             + np.mean(np.abs(z - TD)) + np.mean(np.logaddexp(0, z) - TD * z))
 
 
+@pytest.mark.slow
 def test_matrix_losses_match_numpy_and_finite_differences():
     Z = X * W
     P = sg.sigmoid(Z)

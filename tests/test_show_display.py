@@ -2,6 +2,7 @@
 
 import pytest
 import sympy as sp
+from conftest import requires
 
 import symgrad as sg
 from symgrad.compile import CompiledFunction
@@ -22,7 +23,7 @@ def test_html_shows_latex_inputs_and_highlighted_listing(neuron):
     for cell in ("<td>w0</td><td>wrt</td><td>scalar</td><td>float64</td>",
                  "<td>x1</td><td>input</td>"):
         assert cell in page
-    pytest.importorskip("pygments")
+    requires("pygments")
     assert 'style="' in page and "sigmoid" in page and "grad_s3" in page
 
 

@@ -5,6 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import sympy as sp
+from conftest import requires
 
 import symgrad as sg
 from symgrad.graph import Graph, Node, build
@@ -96,7 +97,7 @@ def test_save_formats(neuron, tmp_path):
     assert picture.save(tmp_path / "n.dot").read_text().startswith("digraph")
     with pytest.raises(ValueError, match=r"\.svg, \.png or \.dot"):
         picture.save(tmp_path / "n.jpeg")
-    pytest.importorskip("matplotlib")
+    requires("matplotlib")
     png = picture.save(tmp_path / "n.png").read_bytes()
     assert png.startswith(b"\x89PNG")
 

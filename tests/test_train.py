@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import sympy as sp
+from conftest import requires
 
 import symgrad as sg
 from symgrad.train import optim
@@ -95,7 +96,7 @@ def test_optimizer_matches_numpy_transcription(name, hp):
 @pytest.mark.parametrize("name, hp", [c for c in CONFIGS if "l1" not in c[1]],
                          ids=[f"{n}-{i}" for i, (n, h) in enumerate(CONFIGS) if "l1" not in h])
 def test_optimizer_matches_torch(name, hp):
-    torch = pytest.importorskip("torch")
+    torch = requires("torch")
     p = torch.tensor(list(INIT.values()), dtype=torch.float64, requires_grad=True)
     tx, ty = torch.tensor(XS), torch.tensor(YS)
     wd = hp.get("weight_decay", 0.0)
