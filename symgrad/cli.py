@@ -22,7 +22,7 @@ from pathlib import Path
 import sympy as sp
 
 from . import __version__
-from .compile import CompiledFunction, cache_dir, clear_cache
+from .compile import CompiledFunction, cache_dir, cache_info, clear_cache
 from .compile import compile as compile_function
 from .errors import SymgradError
 from .train import Model
@@ -92,10 +92,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="draw at most this many nodes, those nearest the output (0: all)")
     p.add_argument("--digits", type=int, default=2, help="decimals on the wires (default 2)")
 
-    p = commands.add_parser("cache", help="show or clear the cache of generated modules",
-                            description="Show where generated modules are cached, or clear it.")
-    p.add_argument("action", nargs="?", choices=["info", "clear"], default="info",
-                   help="info (default): location and size; clear: delete the cached modules")
+    p = commands.add_parser("cache", help="show, clear or warm the caches",
+                            description="Show where generated modules are cached and how much "
+                            "room they take, clear them, or compile symgrad's kernel library "
+                            "once for this machine.")
+    p.add_argument("action", nargs="?", choices=["info", "clear", "warm"], default="info",
+                   help="info (default): location, size and cap; clear: delete the cached "
+                   "modules; warm: compile the kernel library now (once per machine)")
     p.set_defaults(run=_cache)
     return parser
 
@@ -164,8 +167,14 @@ def _cache(args) -> int:
     if args.action == "clear":
         print(f"removed {clear_cache(where)} files from {where}")
         return 0
-    count = len(list(where.glob("sg_*.py"))) if where.is_dir() else 0
-    print(f"{where}: {count} generated modules")
+    if args.action == "warm":
+        from .kernels import warm
+
+        print(f"symgrad's kernel library is compiled and cached ({warm():.1f} s)")
+        return 0
+    info = cache_info(where)
+    print(f"{where}: {info['modules']} generated modules, {info['bytes'] / 1e6:.1f} MB "
+          f"(cap {info['max_bytes'] / 1e6:.0f} MB: least recently used modules go first)")
     return 0
 
 

@@ -1,11 +1,10 @@
-"""templates/vecmath.py: accuracy against NumPy and against the exact result (x87 long
+"""symgrad/kernels/vecmath.py: accuracy against NumPy and against the exact result (x87 long
 double, or mpmath where long double is just double), the IEEE special cases, hard trig
 reductions, and that loops calling the functions vectorize without calls; for vsin_fast
 and vcos_fast also the doubles nearest to multiples of pi/2 in every binade up to
 SIN_FAST_LIMIT, and nan beyond it."""
 
 import ast
-import importlib.util
 import math
 import re
 from fractions import Fraction
@@ -16,21 +15,16 @@ import numba
 import numpy as np
 import pytest
 
-VECMATH = Path(__file__).resolve().parents[1] / "templates" / "vecmath.py"
+from symgrad.kernels import vecmath
+
+VECMATH = Path(__file__).resolve().parents[1] / "symgrad" / "kernels" / "vecmath.py"
 NAMES = ["exp", "expm1", "log", "log1p", "tanh", "sin", "cos"]
 FAST = ["sin_fast", "cos_fast"]
 N = 1_000_000
 MAX_ULP = 2
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("symgrad_templates_vecmath", VECMATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-vm = _load()
+vm = vecmath
 
 
 def _make_loop(f):

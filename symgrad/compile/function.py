@@ -9,6 +9,7 @@ explained before or after the call, and a module Numba rejects is reported with 
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -74,11 +75,13 @@ def compile(
     codegen = time.perf_counter() - start
 
     path, existed = write_module(module.source, _cache_dir(cache_dir))
-    start = time.perf_counter()
-    pymod = _import(path)
-    loaded = time.perf_counter() - start
-    timings = {"codegen_s": codegen, "compile_s": loaded, "cache_hit": existed}
-    return CompiledFunction(expr, params, wrt_syms, module, pymod, path, timings)
+    timings = {"codegen_s": codegen, "cache_hit": existed}
+    standalone = None
+    if fast_math:  # the cached module imports symgrad's kernels; a saved one carries them
+        standalone = functools.partial(render, graph, program, [node_of[s] for s in params],
+                                       [node_of[s] for s in wrt_syms], fast_math=True,
+                                       standalone=True)
+    return CompiledFunction(expr, params, wrt_syms, module, path, timings, standalone)
 
 
 def _check_wrt(wrt, symbols: list[sp.Symbol]) -> list[sp.Symbol]:
@@ -128,11 +131,26 @@ def _import(path: Path) -> ModuleType:
     try:
         return load_module(path)
     except NumbaError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CompileError(
-            f"Numba could not compile the generated module {path}: {first}. This is a symgrad "
-            "bug; please report it together with that file."
-        ) from None
+        raise _numba_failed(exc, path) from None
+
+
+def _compiled(function, *args, path: Path):
+    """``function(*args)``, a Numba dispatcher that may compile now: a module that Numba
+    rejects is reported as a symgrad bug with its path, never as Numba's traceback."""
+    from numba.core.errors import NumbaError
+
+    try:
+        return function(*args)
+    except NumbaError as exc:
+        raise _numba_failed(exc, path) from None
+
+
+def _numba_failed(exc: Exception, path: Path) -> CompileError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return CompileError(
+        f"Numba could not compile the generated module {path}: {first}. This is a symgrad "
+        "bug; please report it together with that file."
+    )
 
 
 class CompiledFunction(ShowMixin):
@@ -148,25 +166,59 @@ class CompiledFunction(ShowMixin):
         inputs: Sequence[sp.Symbol],
         wrt: Sequence[sp.Symbol],
         generated: GeneratedModule,
-        module: ModuleType,
         path: Path,
         timings: dict,
+        standalone=None,
     ) -> None:
         self.expr = expr
         self.inputs: tuple[sp.Symbol, ...] = tuple(inputs)
         self.wrt: tuple[sp.Symbol, ...] = tuple(wrt)
         self.generated = generated
-        self.module = module
         self.path = path
         self.timings = timings
-        self.kernel = module.value_and_grad
-        self.value_kernel = module.value
+        self._standalone = standalone
+        self._module: ModuleType | None = None
+        self._kernel = None
         self._n = len(self.inputs)
         self._index = _keyword_index(self.inputs, generated.params)
 
     @property
+    def module(self) -> ModuleType:
+        """The imported generated module. Imported on first use: nothing compiles until a
+        kernel is first called, and then only that kernel (Numba's disk cache keeps it)."""
+        if self._module is None:
+            start = time.perf_counter()
+            self._module = _import(self.path)
+            self.timings["load_s"] = time.perf_counter() - start
+        return self._module
+
+    @property
+    def kernel(self):
+        """The raw Numba ``value_and_grad`` (float64 arguments), compiled on first use."""
+        if self._kernel is None:
+            from numba import float64, types
+
+            start = time.perf_counter()
+            kernel = self.module.value_and_grad
+            signature = types.Tuple((float64, types.UniTuple(float64, len(self.wrt))))(
+                *[float64] * self._n)
+            if tuple(signature.args) not in kernel.overloads:  # else another object did it
+                _compiled(kernel.compile, signature, path=self.path)
+                kernel.disable_compile()  # numbers convert to float64; the rest is refused
+            self.timings["compile_s"] = time.perf_counter() - start
+            self._kernel = kernel
+        return self._kernel
+
+    @property
+    def value_kernel(self):
+        """The raw Numba ``value`` function."""
+        return self.module.value
+
+    @property
     def source(self) -> str:
-        """The whole generated module."""
+        """The whole generated module (standalone: it needs only NumPy and Numba)."""
+        if self._standalone is not None:
+            return self._standalone().source
         return self.generated.source
 
     def listing(self, columns: bool = False) -> str:
@@ -188,7 +240,7 @@ class CompiledFunction(ShowMixin):
     def __call__(self, *args, **kwargs) -> float:
         """The value of the expression."""
         values = self._bind(args, kwargs)
-        result = self.value_kernel(*values)
+        result = _compiled(self.value_kernel, *values, path=self.path)
         if result != result:
             self._explain_nan(values)
         return result
@@ -197,10 +249,11 @@ class CompiledFunction(ShowMixin):
         """``(value, gradient)``, the gradient a tuple in the order of :attr:`wrt`."""
         if kwargs or len(args) != self._n:
             args = self._bind(args, kwargs)
+        kernel = self._kernel or self.kernel
         try:
-            result = self.kernel(*args)
+            result = kernel(*args)
         except (TypeError, ValueError):
-            result = self.kernel(*self._bind(args, {}))
+            result = kernel(*self._bind(args, {}))
         if result[0] != result[0]:
             self._explain_nan(args)
         return result
@@ -222,7 +275,7 @@ class CompiledFunction(ShowMixin):
             out = np.empty(len(self.wrt))
         elif out.shape != (len(self.wrt),) or out.dtype != np.float64:
             raise InputError(f"out must be a float64 array of shape ({len(self.wrt)},).")
-        value = self.module.value_and_grad_array(x, out)
+        value = _compiled(self.module.value_and_grad_array, x, out, path=self.path)
         if value != value:
             self._explain_nan(x.tolist())
         return value, out
@@ -251,7 +304,7 @@ class CompiledFunction(ShowMixin):
         """The value at many points: each input a 1-D array (scalars broadcast); shape (N,)."""
         columns = self._bind_columns(args, kwargs)
         out = np.empty(columns[0].shape[0])
-        self.module.value_batch(columns, out)
+        _compiled(self.module.value_batch, columns, out, path=self.path)
         self._check_batch(columns, out)
         return out
 
@@ -274,7 +327,7 @@ class CompiledFunction(ShowMixin):
             ):
                 raise InputError(f"out must be float64 arrays of shapes ({n},) and "
                                  f"({len(self.wrt)}, {n}).")
-        self.module.value_and_grad_batch(columns, value, grad)
+        _compiled(self.module.value_and_grad_batch, columns, value, grad, path=self.path)
         self._check_batch(columns, value)
         return value, grad
 

@@ -462,12 +462,17 @@ def render_arrays(
     data: Sequence[Node],
     batch: sp.Symbol | None,
     *,
-    optimizer: str = "sgd",
+    optimizer_kind: int = 0,
     optimizer_doc: str = "",
     dtype: str = "float64",
     fast_math: bool = True,
+    standalone: bool = False,
 ) -> ArrayModule:
-    """Print the listing of a matrix program and render its compiled module."""
+    """Print the listing of a matrix program and render its compiled module.
+
+    ``optimizer_kind`` numbers the optimizer as ``symgrad.kernels.optim.KINDS`` does;
+    ``standalone`` copies the kernels the module uses into it (see ``math_context``).
+    """
     names = NameAllocator(n.name for n in graph.nodes)
     batch_node = next((n for n in graph.inputs if n.symbol == batch), None)
     batch_name = batch_node.name if batch_node is not None else names.take(
@@ -529,7 +534,8 @@ def render_arrays(
         offsets.append((k, k + math.prod(v.shape)))
         k += math.prod(v.shape)
     context = dict(
-        math_context(printer, graph, fast_math, extra=extra),
+        math_context(printer, graph, fast_math, extra=extra, standalone=standalone,
+                     kernels={"loops": ["finite", "permute"], "optim": ["update"]}),
         version=__version__,
         output=program.output.name,
         forward_listing=forward_lines,
@@ -556,8 +562,7 @@ def render_arrays(
         renamed=[(n.name, ascii(n.symbol.name)) for n in [*params, *data]
                  if n.name != n.symbol.name],
         uses_numpy=True,
-        uses_prange=False,
-        optimizer=optimizer,
+        optimizer_kind=optimizer_kind,
         optimizer_doc=" ".join(optimizer_doc.split()).replace('"', "'").replace("\\", "/"),
         n_params=k,
         dims=", ".join(f"{d}" for v in param_vars for d in v.shape),

@@ -18,7 +18,7 @@ from .. import __version__
 from ..graph import Graph, NameAllocator, Node
 from ..rules import Program, lookup
 from .printer import FlatCodePrinter
-from .templates import environment, fast_math_source
+from .templates import environment, kernel_source
 
 __all__ = ["FAST_MATH_NAMES", "GeneratedModule", "math_context", "render", "render_trainer"]
 
@@ -51,18 +51,20 @@ class _UserFunction:
 
 
 def _printed(
-    graph: Graph, program: Program, inputs: Sequence[Node], fast_math: bool, ranged: bool = False
+    graph: Graph, program: Program, inputs: Sequence[Node], fast_math: bool, ranged: bool = False,
+    kernels: dict[str, list[str]] | None = None, standalone: bool = False,
 ) -> dict:
     """Print the program and collect what every template needs around the lines.
 
     With ``ranged``, sin/cos become range-limited fast versions too, and the lines are also
     printed with ``math.``-qualified names (``exact_forward``/``exact_backward``) for the
-    libm fallback.
+    libm fallback. ``kernels`` and ``standalone``: see :func:`math_context`.
     """
     printer = FlatCodePrinter()
     forward = [printer.doprint(a) for a in program.forward]
     backward = [printer.doprint(a) for a in program.backward]
-    context = math_context(printer, graph, fast_math, ranged)
+    context = math_context(printer, graph, fast_math, ranged, kernels=kernels,
+                           standalone=standalone)
     exact = (FlatCodePrinter({"fully_qualified_modules": True})
              if context["fast_range_names"] else None)
     return dict(
@@ -79,17 +81,26 @@ def _printed(
 
 
 def math_context(printer: FlatCodePrinter, graph: Graph, fast_math: bool, ranged: bool = False,
-                 extra: set[str] = frozenset()) -> dict:
+                 extra: set[str] = frozenset(), kernels: dict[str, list[str]] | None = None,
+                 standalone: bool = False, numba_names: Sequence[str] = ("njit",)) -> dict:
     """What the prelude needs after ``printer`` printed a module's code: math imports,
-    helpers, user functions and which math names become vectorizable versions.
+    helpers, user functions, which math names become vectorizable versions, and the names
+    the module takes from symgrad's kernel library.
 
-    ``extra`` adds math names used by template code the printer did not print.
+    ``extra`` adds math names used by template code the printer did not print; ``kernels``
+    maps kernel modules to the names the template uses from them. The module imports them
+    from ``symgrad.kernels``, or with ``standalone`` carries a copy of their source, so that
+    it runs with NumPy and Numba alone.
     """
     math_names = set(printer.math_names) | set(extra)
     for helper in printer.helpers:
         math_names |= _HELPER_MATH.get(helper, set())
     fast = sorted(math_names & set(FAST_MATH_NAMES)) if fast_math else []
     fast_range = sorted(set(fast) & set(FAST_RANGE_NAMES)) if ranged else []
+    imports = dict(kernels or {})
+    vectorized = [f"v{n}" for n in fast if n not in fast_range] + [f"v{n}_fast" for n in fast_range]
+    if vectorized:
+        imports = {"vecmath": vectorized, **imports}
     return dict(
         math_names=sorted(math_names - set(fast)),
         helpers=printer.helpers,
@@ -97,7 +108,9 @@ def math_context(printer: FlatCodePrinter, graph: Graph, fast_math: bool, ranged
         fast_math=bool(fast),
         fast_math_names=[n for n in fast if n not in fast_range],
         fast_range_names=fast_range,
-        fast_math_source=fast_math_source() if fast else "",
+        numba_names=list(numba_names),
+        kernel_imports=list(imports.items()),
+        kernel_source=kernel_source(tuple(imports)) if standalone and imports else "",
     )
 
 
@@ -107,17 +120,15 @@ def render(
     params: Sequence[Node],
     wrt: Sequence[Node],
     fast_math: bool = False,
+    standalone: bool = False,
 ) -> GeneratedModule:
     """Print ``program`` and render the compiled-function module around it."""
-    context = _printed(graph, program, params, fast_math)
-    f64s = ", ".join("float64" for _ in params)
+    context = _printed(graph, program, params, fast_math, standalone=standalone)
     source = environment().get_template("module.py.j2").render(
         context,
         params=[n.name for n in params],
         wrt=[n.name for n in wrt],
         uses_numpy=False,
-        uses_prange=False,
-        value_and_grad_signature=f"Tuple((float64, UniTuple(float64, {len(wrt)})))({f64s})",
     )
     return GeneratedModule(source, context["forward"], context["backward"],
                            [n.name for n in params], [n.name for n in wrt],
@@ -129,22 +140,20 @@ def render_trainer(
     program: Program,
     params: Sequence[Node],
     data: Sequence[Node],
-    optimizer: str,
-    optimizer_doc: str,
-    parallel: bool,
     fast_math: bool = False,
+    standalone: bool = False,
 ) -> GeneratedModule:
-    """Render the training-loop module: per-sample flat code inlined in loops over samples."""
-    context = _printed(graph, program, [*params, *data], fast_math, ranged=True)
+    """Render the training module: the per-sample flat code as the block kernel of
+    ``symgrad.kernels.trainer``'s loop (which is the same for every model)."""
+    kernels = {"trainer": ["BLOCK"] + (["train", "loss_sum"] if standalone else [])}
+    context = _printed(graph, program, [*params, *data], fast_math, ranged=True,
+                       kernels=kernels, standalone=standalone)
     source = environment().get_template("trainer.py.j2").render(
         context,
         params=[n.name for n in params],
         data=[n.name for n in data],
-        optimizer=optimizer,
-        optimizer_doc=" ".join(optimizer_doc.split()).replace('"', "'").replace("\\", "/"),
-        parallel=parallel,
-        uses_numpy=True,
-        uses_prange=parallel,
+        uses_numpy=False,
+        numba_names=["cfunc", "njit"],
     )
     return GeneratedModule(source, context["forward"], context["backward"],
                            [n.name for n in params], [n.name for n in params],

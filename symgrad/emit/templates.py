@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-__all__ = ["environment", "fast_math_source", "template_dir"]
+__all__ = ["environment", "kernel_source", "template_dir"]
 
 
 def template_dir() -> Path:
@@ -39,6 +39,10 @@ def environment() -> jinja2.Environment:
 
 
 @functools.cache
-def fast_math_source() -> str:
-    """The vectorizable elementary functions inlined into modules that loop over samples."""
-    return (template_dir() / "vecmath.py").read_text(encoding="utf-8")
+def kernel_source(modules: tuple[str, ...]) -> str:
+    """The source of symgrad's kernel modules ``modules`` (and what they use) as one block,
+    for a saved module that must run without symgrad. Read from the package's files, not
+    imported: rendering never imports Numba."""
+    from ..kernels import standalone
+
+    return standalone(modules)

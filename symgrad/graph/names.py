@@ -18,13 +18,18 @@ from collections.abc import Iterable
 
 __all__ = ["GENERATED_CODE_NAMES", "NameAllocator", "identifier"]
 
-#: Names the generated module binds or calls: math functions, helpers, module-level names.
+#: Names the generated module binds or calls: math functions, helpers, module-level names,
+#: and the public names of symgrad.kernels (a saved module carries a copy of them).
 GENERATED_CODE_NAMES = frozenset(
     """
     acos acosh asin asinh atan atan2 atanh ceil copysign cos cosh erf erfc exp expm1 fabs
     floor gamma inf isinf isnan lgamma log log10 log1p log2 nan pi sin sinh sqrt tan tanh
     sigmoid relu leaky_relu elu softplus sign heaviside
-    math np numpy numba njit prange value value_and_grad gradient INPUTS WRT OUTPUT
+    math np numpy numba njit cfunc prange value value_and_grad gradient INPUTS WRT OUTPUT
+    KIND block exact HAS_EXACT
+    vexp vexpm1 vtanh vlog vlog1p vsin vcos vsin_fast vcos_fast SIN_FAST_LIMIT
+    finite permute add_rows SUMS KINDS update
+    BLOCK BLOCK_SIZE CHUNKS block_sums loss_and_grad_sum loss_sum train float64 int64 types
     """.split()
 )
 

@@ -218,7 +218,7 @@ def _check_function(source: Source, args, kwargs, tol: Tolerance):
 
 
 def _check_model(source: Source, args, kwargs, samples: int, seed: int, tol: Tolerance):
-    model, trainer = source.obj, source.module
+    model = source.obj
     data = [s for s in source.inputs if s not in set(source.wrt)]
     columns = _data(source, data, args, kwargs)
     n = columns.shape[1]
@@ -228,10 +228,10 @@ def _check_model(source: Source, args, kwargs, samples: int, seed: int, tol: Tol
     rows = []
     for i in pick.tolist():
         one = np.ascontiguousarray(columns[:, i:i + 1])
-        trainer.loss_and_grad_sum(params, one, 0, 1, grad)
+        model.loss_and_grad_sum(params, one, grad)
 
         def loss_at(p: Sequence[float], one=one) -> float:
-            return trainer.loss_and_grad_sum(np.array(p), one, 0, 1, np.empty(len(p)))
+            return model.loss_and_grad_sum(np.array(p), one, np.empty(len(p)))
 
         for k, s in enumerate(source.wrt):
             rows.append(_row(s.name, float(grad[k]), loss_at, params.tolist(), k, tol, i))

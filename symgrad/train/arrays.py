@@ -160,8 +160,9 @@ class ArrayModel(Model):
 
     @property
     def source(self) -> str:
-        """The whole generated module: listing, kernels, training loop."""
-        return self._generated(self.optimizer).source
+        """The whole generated module: listing, kernels, training loop (standalone: it
+        carries a copy of the symgrad kernels it uses)."""
+        return self._render(self.optimizer, parallel=False, standalone=True).source
 
     def listing(self, columns: bool = False) -> str:
         """The flat whole-array forward/backward code (what the compiled loops implement)."""
@@ -292,11 +293,11 @@ class ArrayModel(Model):
     def _module_key(self, optimizer: Optimizer, parallel: bool) -> tuple:
         return (optimizer.template,)
 
-    def _render(self, optimizer: Optimizer, parallel: bool):
+    def _render(self, optimizer: Optimizer, parallel: bool, standalone: bool = False):
         return render_arrays(
             self._graph, self._program, self._param_nodes, self._data_nodes, self._batch,
-            optimizer=optimizer.template, optimizer_doc=type(optimizer).__doc__ or "",
-            dtype=self.dtype, fast_math=self.fast_math)
+            optimizer_kind=optimizer.kind, optimizer_doc=type(optimizer).__doc__ or "",
+            dtype=self.dtype, fast_math=self.fast_math, standalone=standalone)
 
     # -- checks -------------------------------------------------------------------------------
 

@@ -126,8 +126,9 @@ class Model(ShowMixin):
 
     @property
     def source(self) -> str:
-        """The whole generated trainer (for the current optimizer)."""
-        return self._generated(self.optimizer, parallel=False).source
+        """The whole generated training module (standalone: it carries a copy of the symgrad
+        kernels it uses, the training loop among them)."""
+        return self._render(self.optimizer, parallel=False, standalone=True).source
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the generated training module (standalone: needs only NumPy and Numba)."""
@@ -246,9 +247,22 @@ class Model(ShowMixin):
 
     def evaluate(self, data: Mapping) -> float:
         """Mean loss over ``data`` at the current parameters."""
+        from ..kernels.trainer import loss_sum
+
         X = columns(data, self._data_syms, "data")
-        trainer = self._trainer(self.optimizer, parallel=X.shape[1] >= PARALLEL_FROM)
-        return trainer.loss_sum(self._values, X) / X.shape[1]
+        m = self._trainer(self.optimizer)
+        parallel = X.shape[1] >= PARALLEL_FROM
+        return loss_sum(m.block, m.exact, m.HAS_EXACT, parallel, self._values, X) / X.shape[1]
+
+    def loss_and_grad_sum(self, values: np.ndarray, data: np.ndarray, grad: np.ndarray) -> float:
+        """The compiled trainer code itself: the sum of the per-sample loss (returned) and of
+        its gradient (into ``grad``) over the samples of ``data`` (one row per data column, a
+        C-contiguous float64 array), at the parameter values ``values``."""
+        from ..kernels.trainer import loss_and_grad_sum
+
+        m = self._trainer(self.optimizer)
+        return loss_and_grad_sum(m.block, m.exact, m.HAS_EXACT, False, values, data, 0,
+                                 data.shape[1], grad)
 
     def predict(self, expr: sp.Expr | None = None, data: Mapping | None = None) -> np.ndarray:
         """Evaluate ``expr`` (default: ``prediction``) at the current parameters on ``data``."""
@@ -278,10 +292,14 @@ class Model(ShowMixin):
 
     def _train_function(self, optimizer: Optimizer, size: int, X, V) -> Callable:
         """``train(values, state, step, hyper, first, count, size, ...)`` on this data."""
-        trainer = self._trainer(optimizer, parallel=size >= PARALLEL_FROM)
+        from ..kernels.trainer import train as loop
+
+        module = self._trainer(optimizer)
+        self.timings["parallel"] = size >= PARALLEL_FROM
+        block = (module.block, module.exact, module.HAS_EXACT, self.timings["parallel"])
 
         def train(values, state, step, hyper, *rest):
-            return trainer.train(values, state, step, hyper, X, V, *rest)
+            return loop(*block, optimizer.kind, values, state, step, hyper, X, V, *rest)
 
         return train
 
@@ -289,12 +307,11 @@ class Model(ShowMixin):
         return dict(zip(self._param_syms, values.tolist()))
 
     def _module_key(self, optimizer: Optimizer, parallel: bool) -> tuple:
-        return (optimizer.template, parallel)
+        return ()  # one block kernel serves every optimizer, serial and parallel loops
 
-    def _render(self, optimizer: Optimizer, parallel: bool):
-        return render_trainer(
-            self._graph, self._program, self._param_nodes, self._data_nodes,
-            optimizer.template, type(optimizer).__doc__ or "", parallel, self.fast_math)
+    def _render(self, optimizer: Optimizer, parallel: bool, standalone: bool = False):
+        return render_trainer(self._graph, self._program, self._param_nodes,
+                              self._data_nodes, self.fast_math, standalone)
 
     def _generated(self, optimizer: Optimizer, parallel: bool = False):
         key = self._module_key(optimizer, parallel)

@@ -1,8 +1,9 @@
 """The lectures' optimizers. Each is a small class: its hyperparameters and its update rule.
 
-The update itself is rendered from ``templates/optimizers.py.j2`` into the compiled training
-loop; the class only names its template, its hyperparameters (passed at run time, so
-changing ``lr`` does not recompile) and how many per-parameter state vectors it keeps.
+The update itself is ``symgrad.kernels.optim.update``, compiled once for every model; the
+class only names its rule (``template``, numbered by :data:`KINDS`), its hyperparameters
+(passed at run time, so changing ``lr`` does not recompile) and how many per-parameter
+state vectors it keeps.
 Every update follows PyTorch's ``torch.optim`` formulation, so trajectories match it to
 rounding; ``weight_decay`` adds ``weight_decay * theta`` to the gradient (L2 penalty, as in
 torch) and ``l1`` adds ``l1 * sign(theta)`` (the lecture's L1 penalty).
@@ -15,8 +16,14 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 __all__ = [
-    "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Momentum", "Nesterov", "Optimizer", "RMSprop",
+    "KINDS", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Momentum", "Nesterov", "Optimizer",
+    "RMSprop",
 ]
+
+
+#: The update rules in the numbering of ``symgrad.kernels.optim.KINDS`` (kept equal by a test;
+#: not imported from there because that module imports Numba).
+KINDS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "amsgrad")
 
 
 @dataclass
@@ -40,6 +47,11 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}.lr must be > 0, got {self.lr}")
         self.state: np.ndarray | None = None
         self.step = np.zeros(1, dtype=np.int64)
+
+    @property
+    def kind(self) -> int:
+        """The number of this optimizer's update rule in the compiled kernel."""
+        return KINDS.index(self.template)
 
     def hyper(self) -> np.ndarray:
         return np.array([float(getattr(self, f.name)) for f in fields(self)])

@@ -6,10 +6,13 @@ vectorizing the loop. These versions are plain arithmetic (range reduction, poly
 integer bit tricks, selects instead of branches) that LLVM inlines and vectorizes.
 
 Contract: float64 -> float64 over the full domain (NaN, +-inf, +-0, subnormals, overflow,
-|x| up to 1.8e308 for sin/cos), under 1 ulp from the exact result. Every function
-inlines into its caller (inline="always"); callers must not use fastmath, which would
-break the error-free transformations. The fused multiply-add comes from llvm.fma: one
-instruction on x86-64-v3 and AArch64, a slow (but correct) libm call on CPUs without FMA.
+|x| up to 1.8e308 for sin/cos), under 1 ulp from the exact result. Every function is
+compiled once per machine (Numba's disk cache) and marked forceinline, so LLVM inlines it
+into the caller's loop when the caller is linked (without it, the larger ones stay calls
+and the loop does not vectorize); its instructions keep their own (no fast-math) flags, so
+a fastmath caller cannot break the error-free transformations. The fused multiply-add comes
+from llvm.fma: one instruction on x86-64-v3 and AArch64, a slow (but correct) libm call on
+CPUs without FMA.
 sin and cos reduce every argument with Payne-Hanek: a branch to math.sin for huge |x|
 does not stay rare, LLVM speculates the call for every lane of the vector.
 
@@ -21,7 +24,8 @@ purpose: nan means "cannot", not sin(x). A caller that may see larger arguments 
 vsin/vcos (full range), or checks its results (or a block's sums) for nan and recomputes
 with math.sin/math.cos. sin(-0.0) = -0.0 and sin(x) = x for tiny x as usual. sin and cos
 of the same x in one loop share the reduction and both polynomials.
-This file imports only math, numpy and numba: its source is inlined into generated modules.
+This module imports only math, numpy and numba: generated modules import it, and saved
+standalone modules carry a copy of its source.
 """
 import math
 
@@ -40,7 +44,7 @@ def _fma(typingctx, a, b, c):
     return sig, codegen
 
 
-_jit = numba.njit(inline="always", error_model="numpy", cache=False)
+_jit = numba.njit(error_model="numpy", cache=True, forceinline=True)
 
 _INF = math.inf
 _SHIFT = 6755399441055744.0  # 1.5 * 2**52: x + _SHIFT - _SHIFT rounds x to an integer

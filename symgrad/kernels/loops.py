@@ -1,0 +1,41 @@
+"""Small loop kernels shared by every training loop: finiteness, the seeded shuffle, sums."""
+
+import numpy as np
+from numba import njit
+
+#: Fast-math flags for plain sums only: reassociation lets them vectorize.
+SUMS = {"reassoc", "contract", "arcp", "nsz"}
+
+
+@njit(cache=True, error_model="numpy")
+def finite(x):
+    """True unless x is NaN or infinite (x - x is NaN exactly then)."""
+    return x - x == 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def permute(order, key):
+    """Fisher-Yates shuffle of arange(n) into ``order``, driven by splitmix64 seeded with key."""
+    state = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(1)
+    for k in range(order.shape[0]):
+        order[k] = k
+    for k in range(order.shape[0] - 1, 0, -1):
+        state += np.uint64(0x9E3779B97F4A7C15)
+        z = state
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+        j = np.int64(z % np.uint64(k + 1))
+        tmp = order[k]
+        order[k] = order[j]
+        order[j] = tmp
+
+
+@njit(cache=True, error_model="numpy", fastmath=SUMS)
+def add_rows(buf, rows, m, acc):
+    """acc[k] += the sum of the first m entries of row k of buf, for k < rows."""
+    for k in range(rows):
+        t = 0.0
+        for j in range(m):
+            t += buf[k, j]
+        acc[k] += t

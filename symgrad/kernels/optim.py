@@ -1,0 +1,95 @@
+"""The optimizers' update rules, compiled once for every model.
+
+``update(kind, p, g, state, t, hyper)`` applies one step of optimizer ``KINDS[kind]`` to
+the parameters ``p`` in place, given the batch's mean gradient ``g``, the per-parameter
+``state`` rows, the step number ``t`` (from 1) and the hyperparameters ``hyper`` (float64,
+in the order of the optimizer class's fields: lr, weight_decay, l1, then its own). The
+formulas are ``torch.optim``'s; scalars are computed in float64 (``1 - beta`` too, as torch
+does) and converted to the parameters' dtype, so float32 models update in float32.
+"""
+
+import math
+
+from numba import njit
+
+#: Optimizer names (``Optimizer.template``) in the order of their ``kind`` numbers.
+KINDS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "amsgrad")
+
+
+@njit(cache=True, error_model="numpy")
+def _penalized(x, g, weight_decay, l1, one):
+    """The gradient plus the L2 (weight_decay * x) and L1 (l1 * sign(x)) penalties' terms."""
+    return g + weight_decay * x + l1 * ((x > 0) * one - (x < 0) * one)
+
+
+@njit(cache=True, error_model="numpy")
+def update(kind, p, g, state, t, hyper):
+    """One step of optimizer ``KINDS[kind]`` (see the module docstring)."""
+    T = p.dtype.type
+    lr, weight_decay, l1 = T(hyper[0]), T(hyper[1]), T(hyper[2])
+    one = T(1.0)
+    if kind == 0:  # SGD: theta <- theta - lr g
+        for k in range(p.shape[0]):
+            x = p[k]
+            p[k] = x - lr * _penalized(x, g[k], weight_decay, l1, one)
+    elif kind == 1 or kind == 2:  # Momentum, Nesterov: v <- mu v + g
+        mu = T(hyper[3])
+        v = state[0]
+        for k in range(p.shape[0]):
+            x = p[k]
+            gk = _penalized(x, g[k], weight_decay, l1, one)
+            v[k] = gk if t == 1 else mu * v[k] + gk
+            if kind == 1:  # theta <- theta - lr v
+                p[k] = x - lr * v[k]
+            else:  # theta <- theta - lr (g + mu v)
+                p[k] = x - lr * (gk + mu * v[k])
+    elif kind == 3:  # Adagrad: s <- s + g^2; theta <- theta - lr g / (sqrt(s) + eps)
+        eps = T(hyper[3])
+        s = state[0]
+        for k in range(p.shape[0]):
+            x = p[k]
+            gk = _penalized(x, g[k], weight_decay, l1, one)
+            s[k] += gk * gk
+            p[k] = x - lr * gk / (math.sqrt(s[k]) + eps)
+    elif kind == 4:  # RMSprop: s <- alpha s + (1 - alpha) g^2
+        alpha, eps = T(hyper[3]), T(hyper[4])
+        rest = T(1.0 - hyper[3])
+        s = state[0]
+        for k in range(p.shape[0]):
+            x = p[k]
+            gk = _penalized(x, g[k], weight_decay, l1, one)
+            s[k] = alpha * s[k] + rest * gk * gk
+            p[k] = x - lr * gk / (math.sqrt(s[k]) + eps)
+    elif kind == 5:  # Adadelta
+        rho, eps = T(hyper[3]), T(hyper[4])
+        rest = T(1.0 - hyper[3])
+        s = state[0]
+        u = state[1]
+        for k in range(p.shape[0]):
+            x = p[k]
+            gk = _penalized(x, g[k], weight_decay, l1, one)
+            s[k] = rho * s[k] + rest * gk * gk
+            d = math.sqrt(u[k] + eps) / math.sqrt(s[k] + eps) * gk
+            u[k] = rho * u[k] + rest * d * d
+            p[k] = x - lr * d
+    else:  # Adam (kind 6) and AMSGrad (kind 7), with bias correction
+        beta1, beta2, eps = T(hyper[3]), T(hyper[4]), T(hyper[5])
+        m = state[0]
+        v = state[1]
+        bias1 = 1.0 - hyper[3] ** t
+        bias2 = 1.0 - hyper[4] ** t
+        step = T(hyper[0] / bias1)
+        root2 = T(math.sqrt(bias2))
+        rest1 = T(1.0 - hyper[3])
+        rest2 = T(1.0 - hyper[4])
+        for k in range(p.shape[0]):
+            x = p[k]
+            gk = _penalized(x, g[k], weight_decay, l1, one)
+            m[k] = beta1 * m[k] + rest1 * gk
+            v[k] = beta2 * v[k] + rest2 * gk * gk
+            if kind == 7:
+                v_max = state[2]
+                v_max[k] = max(v_max[k], v[k])
+                p[k] = x - step * m[k] / (math.sqrt(v_max[k]) / root2 + eps)
+            else:
+                p[k] = x - step * m[k] / (math.sqrt(v[k]) / root2 + eps)

@@ -1,0 +1,163 @@
+"""The training loop of per-sample models, compiled once for every model.
+
+A model contributes only its *block kernel*: ``block(params, data, start, stop, buf)``
+writes the per-sample loss (row 0 of ``buf``) and gradient (rows 1..) of samples
+``start..stop-1`` (columns of ``data``) into ``buf``. It is a ``numba.cfunc`` of signature
+:data:`BLOCK`, passed to these functions as a first-class function, so this module is
+compiled (and cached) once per machine and only the model's flat code compiles per model.
+A model whose fast sin/cos may return NaN (huge arguments) also passes an *exact* block
+with libm's; a block whose sums come out non-finite is recomputed with it.
+"""
+
+import numpy as np
+from numba import float64, int64, njit, prange, types
+
+from .loops import add_rows, finite, permute
+from .optim import update
+
+#: The block kernel's signature: (params, data, start, stop, buf) -> None.
+BLOCK = types.void(float64[::1], float64[:, ::1], int64, int64, float64[:, ::1])
+#: Samples per block; whole runs of blocks are the parallel work items.
+BLOCK_SIZE = 512
+CHUNKS = 64
+
+
+@njit(cache=True, error_model="numpy")
+def block_sums(block, exact, has_exact, params, data, lo, hi, buf, part):
+    """Loss and gradient sums of samples lo..hi-1 into ``part`` (zeroed here)."""
+    for k in range(part.shape[0]):
+        part[k] = 0.0
+    block(params, data, lo, hi, buf)
+    add_rows(buf, part.shape[0], hi - lo, part)
+    if has_exact:
+        ok = True
+        for k in range(part.shape[0]):
+            ok = ok and finite(part[k])
+        if not ok:
+            for k in range(part.shape[0]):
+                part[k] = 0.0
+            exact(params, data, lo, hi, buf)
+            add_rows(buf, part.shape[0], hi - lo, part)
+
+
+@njit(cache=True, error_model="numpy")
+def _serial_sum(block, exact, has_exact, params, data, start, stop, acc):
+    rows = acc.shape[0]
+    blocks = (stop - start + BLOCK_SIZE - 1) // BLOCK_SIZE
+    buf = np.empty((rows, BLOCK_SIZE))
+    part = np.empty(rows)
+    for b in range(blocks):
+        lo = start + b * BLOCK_SIZE
+        block_sums(block, exact, has_exact, params, data, lo, min(lo + BLOCK_SIZE, stop),
+                   buf, part)
+        for k in range(rows):
+            acc[k] += part[k]
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _parallel_sum(block, exact, has_exact, params, data, start, stop, acc):
+    rows = acc.shape[0]
+    blocks = (stop - start + BLOCK_SIZE - 1) // BLOCK_SIZE
+    chunks = min(blocks, CHUNKS)
+    partial = np.zeros((chunks, rows))
+    for c in prange(chunks):
+        buf = np.empty((rows, BLOCK_SIZE))
+        part = np.empty(rows)
+        for b in range(c * blocks // chunks, (c + 1) * blocks // chunks):
+            lo = start + b * BLOCK_SIZE
+            block_sums(block, exact, has_exact, params, data, lo,
+                       min(lo + BLOCK_SIZE, stop), buf, part)
+            for k in range(rows):
+                partial[c, k] += part[k]
+    for c in range(chunks):
+        for k in range(rows):
+            acc[k] += partial[c, k]
+
+
+@njit(cache=True, error_model="numpy")
+def loss_and_grad_sum(block, exact, has_exact, parallel, params, data, start, stop, grad):
+    """Sum of the per-sample loss (returned) and of its gradient (into ``grad``) over
+    samples start..stop-1; ``parallel`` runs blocks on all cores."""
+    acc = np.zeros(params.shape[0] + 1)
+    if parallel:
+        _parallel_sum(block, exact, has_exact, params, data, start, stop, acc)
+    else:
+        _serial_sum(block, exact, has_exact, params, data, start, stop, acc)
+    for k in range(params.shape[0]):
+        grad[k] = acc[k + 1]
+    return acc[0]
+
+
+@njit(cache=True, error_model="numpy")
+def loss_sum(block, exact, has_exact, parallel, params, data):
+    """Sum of the per-sample loss over all samples of ``data``."""
+    return loss_and_grad_sum(block, exact, has_exact, parallel, params, data, 0,
+                             data.shape[1], np.empty(params.shape[0]))
+
+
+@njit(cache=True, error_model="numpy")
+def train(block, exact, has_exact, parallel, kind, params, state, step, hyper, data, val,
+          first, epochs, batch, drop_last, shuffle, seed, patience, losses, val_losses, best,
+          best_params):
+    """Run epochs first..first+epochs-1: shuffle, minibatches, one update per batch.
+
+    Writes each epoch's mean training loss (over the batches, at the parameters each batch
+    saw) and validation loss (after the epoch) into losses/val_losses. Tracks the best
+    monitored loss (validation if given, else training) in best = [loss, epoch, wait] and
+    its parameters in best_params. Returns (epochs run, status): 0 done, 1 non-finite
+    loss or parameters, 2 early stopping.
+    """
+    n = data.shape[1]
+    size = n if batch <= 0 or batch > n else batch
+    batches = n // size if drop_last else (n + size - 1) // size
+    grad = np.empty(params.shape[0])
+    buffer = np.empty((data.shape[0], size))
+    order = np.empty(n, dtype=np.int64)
+    for e in range(epochs):
+        epoch = first + e
+        if shuffle:
+            permute(order, seed * 1000003 + epoch)
+        total = 0.0
+        seen = 0
+        for b in range(batches):
+            start = b * size
+            stop = min(start + size, n)
+            m = stop - start
+            if shuffle:
+                for c in range(data.shape[0]):
+                    for j in range(m):
+                        buffer[c, j] = data[c, order[start + j]]
+                total += loss_and_grad_sum(block, exact, has_exact, parallel, params, buffer,
+                                           0, m, grad)
+            else:
+                total += loss_and_grad_sum(block, exact, has_exact, parallel, params, data,
+                                           start, stop, grad)
+            seen += m
+            for k in range(grad.shape[0]):
+                grad[k] /= m
+            step[0] += 1
+            update(kind, params, grad, state, step[0], hyper)
+        loss = total / seen
+        losses[epoch] = loss
+        ok = finite(loss)
+        for k in range(params.shape[0]):
+            ok = ok and finite(params[k])
+        if not ok:
+            return e + 1, 1
+        monitor = loss
+        if val.shape[1] > 0:
+            monitor = loss_sum(block, exact, has_exact, parallel, params, val) / val.shape[1]
+            val_losses[epoch] = monitor
+            if not finite(monitor):
+                return e + 1, 1
+        if monitor < best[0]:
+            best[0] = monitor
+            best[1] = epoch
+            best[2] = 0
+            for k in range(params.shape[0]):
+                best_params[k] = params[k]
+        else:
+            best[2] += 1
+            if patience > 0 and best[2] >= patience:
+                return e + 1, 2
+    return epochs, 0

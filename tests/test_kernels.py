@@ -1,0 +1,136 @@
+"""symgrad's kernel library: compiled once per machine, imported by generated modules,
+copied into saved ones; and the cache around generated modules (lazy, capped)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symgrad as sg
+from symgrad.compile import cache_info, prune_cache
+from symgrad.graph.names import GENERATED_CODE_NAMES
+from symgrad.kernels import MODULES, loops, optim, standalone, trainer, vecmath
+
+ROOT = Path(__file__).resolve().parents[1]
+a, b, x, y = sp.symbols("a b x y")
+
+
+def test_optimizer_numbering_is_the_same_in_train_and_kernels():
+    assert sg.optim.KINDS == optim.KINDS
+    for cls in (sg.optim.SGD, sg.optim.Momentum, sg.optim.Nesterov, sg.optim.Adagrad,
+                sg.optim.RMSprop, sg.optim.Adadelta, sg.optim.Adam, sg.optim.AMSGrad):
+        assert optim.KINDS[cls().kind] == cls.template
+
+
+@pytest.mark.parametrize("module", [vecmath, loops, optim, trainer])
+def test_public_kernel_names_are_reserved_from_user_symbols(module):
+    """A saved module carries the kernels' source: no user symbol may take their names."""
+    public = {n for n in vars(module) if not n.startswith("_")
+              and getattr(vars(module)[n], "__module__", module.__name__) == module.__name__
+              and not isinstance(vars(module)[n], type(sys))}
+    assert public - GENERATED_CODE_NAMES == set()
+    s = sp.Symbol(sorted(public)[0])
+    f = sg.compile(s * x, wrt=[s])
+    assert f.generated.params[0] != s.name  # renamed
+
+
+def test_standalone_kernels_drop_their_package_imports():
+    text = standalone(("trainer",))
+    assert "from ." not in text and "symgrad" not in text.replace("symgrad.kernels.", "")
+    assert [m for m in MODULES if f"symgrad.kernels.{m} (copied)" in text] == [
+        "loops", "optim", "trainer"]
+
+
+def test_saved_trainer_module_trains_without_symgrad(tmp_path):
+    """Model.save writes the block kernel and a copy of the kernels: it trains on its own."""
+    model = sg.Model(loss=(a * sp.exp(-b * x) - y) ** 2, params={a: 1.0, b: 0.1}, data=[x, y])
+    xs = np.linspace(0, 3, 200)
+    ys = 2.0 * np.exp(-0.5 * xs)
+    hist = model.fit({x: xs, y: ys}, optimizer=sg.optim.Adam(lr=0.05), epochs=30, verbose=0)
+    path = model.save(tmp_path / "trainer.py")
+    assert "import symgrad" not in path.read_text() and "from symgrad" not in path.read_text()
+    code = f"""
+import sys; sys.modules['symgrad'] = None; sys.modules['sympy'] = None
+import json, runpy, numpy as np
+m = runpy.run_path({str(path)!r})
+p = np.array([1.0, 0.1]); state = np.zeros((2, 2)); step = np.zeros(1, dtype=np.int64)
+xs = np.linspace(0, 3, 200); data = np.ascontiguousarray(np.vstack([xs, 2.0*np.exp(-0.5*xs)]))
+losses = np.zeros(30); best = np.array([np.inf, -1.0, 0.0])
+hyper = np.array([0.05, 0.0, 0.0, 0.9, 0.999, 1e-8])
+m['train'](m['block'], m['exact'], m['HAS_EXACT'], False, m['KINDS'].index('adam'), p, state,
+           step, hyper, data, np.empty((2, 0)), 0, 30, 0, False, False, 0, 0, losses,
+           np.zeros(30), best, p.copy())
+print(json.dumps([p.tolist(), float(losses[-1])]))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    params, last = json.loads(run.stdout)
+    assert np.allclose(params, list(model.params.values()), rtol=0, atol=1e-13)
+    assert last == pytest.approx(hist.loss[-1], rel=1e-13)
+
+
+def test_listing_and_source_never_wait_for_numba(tmp_path):
+    """sg.compile renders and writes the module; Numba is imported at the first call only."""
+    code = f"""
+import sys, sympy as sp, symgrad as sg
+x, y = sp.symbols('x y')
+f = sg.compile(sp.sin(x) * y, wrt=[x], cache_dir={str(tmp_path)!r})
+f.listing(); f.source
+assert 'numba' not in sys.modules, 'numba imported before the first call'
+assert f.value_and_grad(0.0, 2.0) == (0.0, (2.0,))
+assert 'numba' in sys.modules and 'compile_s' in f.timings
+print('ok')
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok"
+
+
+def test_value_and_grad_converts_numbers_and_refuses_the_rest():
+    f = sg.compile(a * x**2, wrt=[a, x])
+    assert f.value_and_grad(2, 3) == (18.0, (9.0, 12.0))  # ints convert, no new compile
+    assert len(f.kernel.signatures) == 1
+    with pytest.raises(sg.InputError, match="must be a real number"):
+        f.value_and_grad("2", 3)
+
+
+def _fake_module(root: Path, name: str, size: int, age: float) -> Path:
+    py = root / f"sg_{name}.py"
+    py.write_text("x" * size)
+    (root / "__pycache__").mkdir(exist_ok=True)
+    nbi = root / "__pycache__" / f"sg_{name}.value-18.py311.nbi"
+    nbi.write_bytes(b"\0" * size)
+    t = time.time() - age
+    os.utime(py, (t, t))
+    return py
+
+
+def test_cache_is_capped_least_recently_used_first(tmp_path):
+    old = _fake_module(tmp_path, "old", 1000, 300)
+    mid = _fake_module(tmp_path, "mid", 1000, 200)
+    new = _fake_module(tmp_path, "new", 1000, 100)
+    info = cache_info(tmp_path)
+    assert (info["modules"], info["bytes"]) == (3, 6000)
+    assert prune_cache(tmp_path, max_bytes=4500) == 1
+    assert not old.exists() and mid.exists() and new.exists()
+    assert not list((tmp_path / "__pycache__").glob("sg_old*"))
+    assert prune_cache(tmp_path, max_bytes=0) == 1  # the newest module always stays
+    assert new.exists() and not mid.exists()
+
+
+def test_loading_a_module_marks_it_used(tmp_path):
+    f = sg.compile(a * x, wrt=[a], cache_dir=tmp_path)
+    t = time.time() - 1000
+    os.utime(f.path, (t, t))
+    sys.modules.pop(f.path.stem, None)  # as in a new process
+    g = sg.compile(a * x, wrt=[a], cache_dir=tmp_path)
+    g.value_and_grad(1.0, 2.0)
+    assert f.path.stat().st_mtime > t + 500
