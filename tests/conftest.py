@@ -13,6 +13,9 @@ REFERENCE = Path(__file__).resolve().parent / "data" / "lecture_examples.json"
 EXTRAS = {"torch": "torch", "matplotlib": "show", "pygments": "show", "sklearn": "examples"}
 
 os.environ.setdefault("SYMGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="symgrad-test-cache-"))
+# The tests of training check the compiled loops; tests/test_numpy_tier.py checks the NumPy
+# tier and the switch between them (engine="auto", the library's default) explicitly.
+os.environ.setdefault("SYMGRAD_ENGINE", "compiled")
 
 
 @pytest.fixture(scope="session")

@@ -462,15 +462,12 @@ def render_arrays(
     data: Sequence[Node],
     batch: sp.Symbol | None,
     *,
-    optimizer_kind: int = 0,
-    optimizer_doc: str = "",
     dtype: str = "float64",
     fast_math: bool = True,
     standalone: bool = False,
 ) -> ArrayModule:
     """Print the listing of a matrix program and render its compiled module.
 
-    ``optimizer_kind`` numbers the optimizer as ``symgrad.kernels.optim.KINDS`` does;
     ``standalone`` copies the kernels the module uses into it (see ``math_context``).
     """
     names = NameAllocator(n.name for n in graph.nodes)
@@ -562,8 +559,6 @@ def render_arrays(
         renamed=[(n.name, ascii(n.symbol.name)) for n in [*params, *data]
                  if n.name != n.symbol.name],
         uses_numpy=True,
-        optimizer_kind=optimizer_kind,
-        optimizer_doc=" ".join(optimizer_doc.split()).replace('"', "'").replace("\\", "/"),
         n_params=k,
         dims=", ".join(f"{d}" for v in param_vars for d in v.shape),
     )

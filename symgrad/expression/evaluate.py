@@ -7,6 +7,7 @@ second implementation beside the compiled loops.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 
@@ -17,7 +18,7 @@ from sympy.functions.elementary.piecewise import ExprCondPair
 from ..errors import ExpressionError, InputError
 from .arrays import Lowered, lower
 
-__all__ = ["evaluate_numpy", "evaluate_lowered", "lower_any"]
+__all__ = ["evaluate_numpy", "evaluate_lowered", "lower_any", "numpy_function"]
 
 
 def evaluate_numpy(expr: sp.Basic | Lowered, env: Mapping) -> np.ndarray:
@@ -55,6 +56,36 @@ def evaluate_lowered(expr: sp.Basic, values: Mapping) -> np.ndarray | float:
     return ev(expr)
 
 
+def numpy_function(expr: sp.Basic):
+    """``expr`` (lowered) as a Python function of a dict of values, to evaluate it many
+    times: the expression is walked once into nested closures, one NumPy call per node (a
+    program's assignments are flat, one primitive per line, so nothing is computed twice)."""
+    ops = _ops()
+
+    def build(e):
+        if isinstance(e, sp.Symbol):
+            return lambda env, e=e: env[e]
+        if e.is_Number or isinstance(e, sp.NumberSymbol):
+            value = float(e)
+            return lambda env: value
+        if e is sp.true or e is sp.false:
+            value = bool(e)
+            return lambda env: value
+        fn = ops.get(type(e))
+        if fn is None:
+            _unsupported(e)
+        args = [build(a) for a in e.args]
+        if len(args) == 1:
+            (a,) = args
+            return lambda env: fn(a(env))
+        if len(args) == 2:
+            a, b = args
+            return lambda env: fn(a(env), b(env))
+        return lambda env: fn(*[a(env) for a in args])
+
+    return build(expr)
+
+
 def lower_any(expr):
     """``lower`` for an expression that may be matrix-valued (a prediction)."""
     from sympy.matrices.expressions import MatrixExpr
@@ -84,9 +115,6 @@ def _sigmoid(x):
 
 
 def _eval_node(e, ev, values):
-    from . import arrays as A
-    from .functions import elu, leaky_relu, relu, sigmoid, softplus
-
     if isinstance(e, sp.Symbol):
         if e not in values:
             raise InputError(f"evaluating needs a value for {e.name}.")
@@ -96,7 +124,25 @@ def _eval_node(e, ev, values):
     if e is sp.true or e is sp.false:
         return bool(e)
     args = [ev(a) for a in e.args]
-    table = {
+    fn = _ops().get(type(e))
+    if fn is None:
+        _unsupported(e)
+    return fn(*args)
+
+
+def _unsupported(e):
+    raise ExpressionError(f"symgrad cannot evaluate {type(e).__name__} with NumPy yet "
+                          "(predictions and traces of matrix models); the compiled loss "
+                          "and gradient support it.")
+
+
+@functools.cache
+def _ops() -> dict:
+    """The NumPy function of every node type a lowered expression can hold."""
+    from . import arrays as A
+    from .functions import elu, leaky_relu, relu, sigmoid, softplus
+
+    return {
         sp.Add: lambda *a: sum(a[1:], a[0]),
         sp.Mul: lambda *a: math.prod(a[1:], start=a[0]),
         sp.Pow: lambda a, b: a ** b,
@@ -121,12 +167,6 @@ def _eval_node(e, ev, values):
         sp.Ne: np.not_equal, sp.And: np.logical_and, sp.Or: np.logical_or,
         sp.Not: np.logical_not, sp.Heaviside: lambda x, h=0.5: np.heaviside(x, h),
     }
-    fn = table.get(type(e))
-    if fn is None:
-        raise ExpressionError(f"symgrad cannot evaluate {type(e).__name__} with NumPy yet "
-                              "(predictions and traces of matrix models); the compiled loss "
-                              "and gradient support it.")
-    return fn(*args)
 
 
 def _piecewise(*pairs):

@@ -198,7 +198,7 @@ class ArrayModel(Model):
 
         def at(values: np.ndarray) -> tuple[float, np.ndarray]:
             t0 = time.perf_counter()
-            module.train(values, grad, state, np.zeros(1, dtype=np.int64), hyper, X, V,
+            module.train(values, grad, state, np.zeros(1, dtype=np.int64), hyper, 0, X, V,
                          buffers, module.DIMS, 0, -1, 0, False, False, 0, 0, loss, np.zeros(1),
                          np.array([np.inf, -1.0, 0.0]), np.empty_like(values))
             self.timings.setdefault("first_call_s", time.perf_counter() - t0)
@@ -247,27 +247,58 @@ class ArrayModel(Model):
         shape = (a.shape[0], m) if flip else (m, a.shape[1])
         return np.empty(shape, dtype=self._np_dtype)
 
-    def _train_function(self, optimizer: Optimizer, size: int, X, V):
-        module = self._trainer(optimizer)
+    def _train_function(self, optimizer: Optimizer, size: int, X, V, engine: str = "auto"):
         n, n_val = self._rows(X), self._rows(V)
         size = min(size, n)
-        tail = n - (n // size) * size or size
-        batched, flipped = self._batched(), self._flipped()
 
-        def gathered(m):
-            return tuple(self._batch_array(a, f, m) if b else a
-                         for a, b, f in zip(X, batched, flipped))
+        def compiled():
+            module = self._trainer(optimizer)
+            grad, buffers = loop_arguments(module, X, size, n_val, self._batched(),
+                                           self._flipped(), self._np_dtype, self._values.size)
 
-        buffers = (module.alloc(size), module.alloc(tail), module.alloc(max(n_val, 1)),
-                   gathered(size), gathered(tail))
+            def train(values, state, step, hyper, *rest):
+                return module.train(values, grad, state, step, hyper, optimizer.kind, X, V,
+                                    buffers, module.DIMS, *rest)
 
-        grad = np.empty_like(self._values)
+            return train
 
-        def train(values, state, step, hyper, *rest):
-            return module.train(values, grad, state, step, hyper, X, V, buffers, module.DIMS,
-                                *rest)
+        if engine == "compiled" or engine == "auto" and not self._numpy_first(optimizer):
+            return compiled()
+        background = None
+        if engine == "auto":
+            from .background import BackgroundCompile
 
-        return train
+            background = BackgroundCompile.request(self._module_file(optimizer), {
+                "dtype": self.dtype, "n_params": self._values.size,
+                "n_state": max(optimizer.n_state, 1), "X": [a.shape for a in X],
+                "V": [a.shape for a in V], "size": size, "n_val": n_val,
+                "batched": self._batched(), "flipped": list(self._flipped())})
+        return _Tiered(self._numpy_loop(), optimizer.kind, X, V, compiled, background)
+
+    def _numpy_first(self, optimizer: Optimizer) -> bool:
+        """Start on the NumPy tier: the compiled loop is not in the cache and the program
+        runs under NumPy the same way (not with dropout, whose masks come from Numba's
+        generator)."""
+        from ..expression.arrays import dropout_mask
+        from .background import compiled_in_cache
+
+        if any(node.op is dropout_mask for node in self._graph.nodes):
+            return False
+        return not compiled_in_cache(self._module_file(optimizer))
+
+    def _numpy_loop(self):
+        from .numpy_loop import NumpyLoop
+
+        loop = self.__dict__.get("_numpy_loop_cache")
+        if loop is None:
+            node_of = self._graph.input_nodes()
+            batch = self._lowered.batch
+            loop = self._numpy_loop_cache = NumpyLoop(
+                self._program, self._param_nodes, self._data_nodes, batch,
+                node_of[batch].var if batch in node_of else None,
+                [(where, shape) for where, shape in self._slices.values()],
+                self._flipped(), self._batched())
+        return loop
 
     def _unflatten(self, values: np.ndarray) -> dict:
         return {p: values[where].reshape(shape).copy()
@@ -290,13 +321,10 @@ class ArrayModel(Model):
             fns["accuracy"] = _accuracy
         return fns
 
-    def _module_key(self, optimizer: Optimizer, parallel: bool) -> tuple:
-        return (optimizer.template,)
 
     def _render(self, optimizer: Optimizer, parallel: bool, standalone: bool = False):
         return render_arrays(
             self._graph, self._program, self._param_nodes, self._data_nodes, self._batch,
-            optimizer_kind=optimizer.kind, optimizer_doc=type(optimizer).__doc__ or "",
             dtype=self.dtype, fast_math=self.fast_math, standalone=standalone)
 
     # -- checks -------------------------------------------------------------------------------
@@ -426,3 +454,41 @@ def _accuracy(y_true, y_pred) -> float:
     if np.issubdtype(y_pred.dtype, np.integer):
         return float(np.mean(y_true == y_pred))
     return METRICS["accuracy"](y_true, y_pred)
+
+
+def loop_arguments(module, X: tuple, size: int, n_val: int, batched, flipped, dtype,
+                   n_params: int):
+    """The compiled ``train``'s gradient vector and buffers for data ``X`` (as stored),
+    batches of ``size`` and ``n_val`` validation rows: (batch buffers, last-batch buffers,
+    validation buffers, gathered batch, gathered last batch). Used by ``fit`` and by the
+    background compile, which must call ``train`` with arguments of the same types."""
+    n = next((a.shape[1] if f else a.shape[0] for a, b, f in zip(X, batched, flipped) if b), 1)
+    tail = n - (n // size) * size or size
+
+    def gathered(m):
+        return tuple(np.empty((a.shape[0], m) if f else (m, a.shape[1]), dtype=dtype) if b
+                     else a for a, b, f in zip(X, batched, flipped))
+
+    buffers = (module.alloc(size), module.alloc(tail), module.alloc(max(n_val, 1)),
+               gathered(size), gathered(tail))
+    return np.empty(n_params, dtype=dtype), buffers
+
+
+class _Tiered:
+    """``fit``'s train function that runs the NumPy tier until the background compile is
+    done, then the compiled loop; ``engine`` says which one ran last."""
+
+    def __init__(self, loop, kind: int, X, V, compiled, background) -> None:
+        self._loop, self._kind, self._X, self._V = loop, kind, X, V
+        self._make_compiled, self._background = compiled, background
+        self._compiled = None
+        self.engine = "numpy"
+
+    def __call__(self, values, state, step, hyper, first, count, *rest):
+        if self._compiled is None and self._background is not None and self._background.ready:
+            self._compiled = self._make_compiled()
+            self.engine = "compiled"
+        if self._compiled is not None:
+            return self._compiled(values, state, step, hyper, first, count, *rest)
+        return self._loop.train(values, state, step, hyper, self._kind, self._X, self._V,
+                                first, count, *rest)

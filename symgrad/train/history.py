@@ -17,7 +17,8 @@ class History:
     batch saw); ``val_loss`` the validation loss after the epoch. ``best_params`` are the
     parameters after the epoch with the lowest monitored loss (validation if given, else
     training). ``stop_reason`` is ``"completed"``, ``"early_stopping"``, ``"diverged"``,
-    ``"interrupted"`` or ``"callback"``.
+    ``"interrupted"`` or ``"callback"``. ``engine`` says per epoch which loop ran it:
+    ``"compiled"`` or, for a matrix model while its loop was being compiled, ``"numpy"``.
     """
 
     epoch: list[int] = field(default_factory=list)
@@ -26,6 +27,7 @@ class History:
     metrics: dict[str, list[float]] = field(default_factory=dict)
     val_metrics: dict[str, list[float]] = field(default_factory=dict)
     time: list[float] = field(default_factory=list)
+    engine: list[str] = field(default_factory=list)
     best_epoch: int | None = None
     best_loss: float = float("inf")
     best_params: dict[sp.Symbol, float] = field(default_factory=dict)

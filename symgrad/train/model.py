@@ -163,6 +163,7 @@ class Model(ShowMixin):
         metrics: Iterable[str | Callable] = (),
         callbacks: Iterable[Callable[[int, dict], bool | None]] = (),
         verbose: int = 1,
+        engine: str | None = None,
     ) -> History:
         """Train for ``epochs`` epochs and return the History (also kept as ``self.history``).
 
@@ -173,7 +174,17 @@ class Model(ShowMixin):
         parameters. ``metrics`` are names from ``symgrad.metrics`` or ``f(y_true, y_pred)``
         and need ``prediction`` and ``target``; metrics and ``callbacks(epoch, logs)`` (which
         may return True to stop) run after every epoch. ``verbose=0`` hides the progress bar.
+
+        ``engine`` (default ``$SYMGRAD_ENGINE`` or ``"auto"``): ``"compiled"`` runs the
+        compiled loop (compiling it first if needed); ``"auto"`` does too, except that a
+        matrix model whose compiled loop is not in the cache yet starts on its NumPy tier
+        while another process compiles the loop, and switches to it between chunks of epochs
+        once it is ready (the progress bar and ``History.engine`` show which ran);
+        ``"numpy"`` runs the NumPy tier only.
         """
+        engine = engine or os.environ.get("SYMGRAD_ENGINE") or "auto"
+        if engine not in ("auto", "compiled", "numpy"):
+            raise ValueError(f"engine must be 'auto', 'compiled' or 'numpy', got {engine!r}")
         X, V, n, n_val = self._fit_data(data, validation)
         epochs = _count(epochs, "epochs", 0)
         size = n if batch_size is None else _count(batch_size, "batch_size", 1)
@@ -187,7 +198,8 @@ class Model(ShowMixin):
             raise TypeError(f"optimizer must be one of symgrad.optim's, got {optimizer!r}")
         self.optimizer = optimizer
 
-        train = self._train_function(optimizer, size, X, V)
+        drop_last, seed = bool(drop_last), int(seed)
+        train = self._train_function(optimizer, size, X, V, engine)
         state = optimizer.state_for(len(self._values), self._values.dtype)
         hyper = optimizer.hyper()
         losses = np.full(max(epochs, 1), np.nan)
@@ -200,7 +212,7 @@ class Model(ShowMixin):
                          drop_last, shuffle, seed, patience, losses, val_losses, best,
                          best_params)
 
-        if "compile_s" not in self.timings:
+        if "compile_s" not in self.timings and getattr(train, "engine", "compiled") == "compiled":
             t0 = time.perf_counter()
             run(0, 0)  # zero epochs: only makes Numba compile (or load) the loop
             self.timings["compile_s"] = time.perf_counter() - t0
@@ -212,12 +224,18 @@ class Model(ShowMixin):
         try:
             while done < epochs:
                 t0 = time.perf_counter()
+                was = getattr(train, "engine", "compiled")
                 ran, status = run(done, min(chunk, epochs - done))
                 dt = time.perf_counter() - t0
+                now = getattr(train, "engine", "compiled")
+                history.engine.extend([now] * ran)
+                if now != was:
+                    self.timings["switched_at_epoch"] = done
+                    self.timings["numpy_s"] = t0 - start
                 stop = self._record(history, done, ran, dt, losses, val_losses, V, X, n_val,
                                     metric_fns, callbacks)
                 done += ran
-                bar = self._progress(bar, verbose, done, epochs, start, history)
+                bar = self._progress(bar, verbose, done, epochs, start, history, now, was)
                 if status == 1:
                     history.stop_reason = "diverged"
                     self._warn_divergence(history, optimizer)
@@ -290,8 +308,12 @@ class Model(ShowMixin):
              else np.empty((len(self._data_syms), 0)))
         return X, V, X.shape[1], V.shape[1]
 
-    def _train_function(self, optimizer: Optimizer, size: int, X, V) -> Callable:
+    def _train_function(self, optimizer: Optimizer, size: int, X, V,
+                        engine: str = "auto") -> Callable:
         """``train(values, state, step, hyper, first, count, size, ...)`` on this data."""
+        if engine == "numpy":
+            raise ValueError("engine='numpy' is for matrix models; a per-sample model always "
+                             "runs its compiled loop (use engine='auto' or 'compiled').")
         from ..kernels.trainer import train as loop
 
         module = self._trainer(optimizer)
@@ -323,14 +345,24 @@ class Model(ShowMixin):
             self._modules[key] = [generated, None]
         return self._modules[key][0]
 
-    def _trainer(self, optimizer: Optimizer, parallel: bool = False):
+    def _module_file(self, optimizer: Optimizer, parallel: bool = False) -> Path:
+        """The generated module's file in the cache (written if it is not there)."""
         generated = self._generated(optimizer, parallel)
         entry = self._modules[self._module_key(optimizer, parallel)]
-        if entry[1] is None:
-            t0 = time.perf_counter()
+        if len(entry) == 2:
             path, existed = write_module(generated.source, _cache_dir(self.cache_dir))
+            self.timings.update(cache_hit=existed, path=path)
+            entry.append(path)
+        return entry[2]
+
+    def _trainer(self, optimizer: Optimizer, parallel: bool = False):
+        self._generated(optimizer, parallel)
+        entry = self._modules[self._module_key(optimizer, parallel)]
+        if entry[1] is None:
+            path = self._module_file(optimizer, parallel)
+            t0 = time.perf_counter()
             entry[1] = load_module(path)
-            self.timings.update(load_s=time.perf_counter() - t0, cache_hit=existed, path=path)
+            self.timings["load_s"] = time.perf_counter() - t0
         return entry[1]
 
     def _prediction_or(self, expr):
@@ -400,7 +432,8 @@ class Model(ShowMixin):
         data = dict(zip(self._data_syms, cols))
         return data[self.target], self._evaluate(self._predictor(self.prediction), data)
 
-    def _progress(self, bar, verbose, done, epochs, start, history):
+    def _progress(self, bar, verbose, done, epochs, start, history, engine="compiled",
+                  was="compiled"):
         if not verbose or done >= epochs and bar is None:
             return bar
         elapsed = time.perf_counter() - start
@@ -413,6 +446,10 @@ class Model(ShowMixin):
             post = {"loss": f"{history.loss[-1]:.4g}"}
             if history.val_loss:
                 post["val_loss"] = f"{history.val_loss[-1]:.4g}"
+            if history.engine and history.engine[0] == "numpy":
+                post["engine"] = engine
+            if engine != was:
+                bar.write(f"epoch {done}: the compiled loop is ready; switched from NumPy to it")
             bar.set_postfix(post)
         return bar
 

@@ -1,0 +1,159 @@
+"""The NumPy tier of matrix models: the same program, run by NumPy, while Numba compiles.
+
+A matrix model's listing is whole-array code, so NumPy can run it as it stands: each
+assignment of the program (forward and backward, as SymPy data) becomes a closure over
+NumPy calls once (``expression.evaluate.numpy_function``), and a step evaluates them in
+order. ``fit`` starts here when the compiled loop is not in the cache yet, so a short job
+never waits for a compile it does not need; a background process compiles the loop
+meanwhile and ``fit`` switches to it between chunks of epochs. This loop mirrors the
+compiled one (``templates/arrays.py.j2``: batches, the seeded shuffle, the loss weighted by
+batch size, early stopping, the divergence guard), and its optimizer mirrors
+``symgrad.kernels.optim.update``: results agree up to rounding (tested).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import sympy as sp
+from sympy.codegen.ast import AddAugmentedAssignment
+
+from ..expression.evaluate import numpy_function
+
+__all__ = ["NumpyLoop", "numpy_update", "permutation"]
+
+_M64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def permutation(n: int, key: int) -> np.ndarray:
+    """``symgrad.kernels.loops.permute``'s shuffle of arange(n) (splitmix64 Fisher-Yates)."""
+    state = ((key & _M64) * _GOLDEN + 1) & _M64
+    order = list(range(n))
+    for k in range(n - 1, 0, -1):
+        state = (state + _GOLDEN) & _M64
+        z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+        j = (z ^ (z >> 31)) % (k + 1)
+        order[k], order[j] = order[j], order[k]
+    return np.array(order, dtype=np.int64)
+
+
+def numpy_update(kind: int, p: np.ndarray, g: np.ndarray, state: np.ndarray, t: int,
+                 hyper: np.ndarray) -> None:
+    """``symgrad.kernels.optim.update`` with whole-array NumPy operations, in place."""
+    T = p.dtype.type
+    lr, weight_decay, l1, one = T(hyper[0]), T(hyper[1]), T(hyper[2]), T(1.0)
+    g = g + weight_decay * p + l1 * ((p > 0) * one - (p < 0) * one)
+    if kind == 0:
+        p -= lr * g
+    elif kind in (1, 2):
+        mu, v = T(hyper[3]), state[0]
+        v[:] = g if t == 1 else mu * v + g
+        p -= lr * v if kind == 1 else lr * (g + mu * v)
+    elif kind == 3:
+        s = state[0]
+        s += g * g
+        p -= lr * g / (np.sqrt(s) + T(hyper[3]))
+    elif kind == 4:
+        s = state[0]
+        s[:] = T(hyper[3]) * s + T(1.0 - hyper[3]) * g * g
+        p -= lr * g / (np.sqrt(s) + T(hyper[4]))
+    elif kind == 5:
+        rho, eps, rest, s, u = T(hyper[3]), T(hyper[4]), T(1.0 - hyper[3]), state[0], state[1]
+        s[:] = rho * s + rest * g * g
+        d = np.sqrt(u + eps) / np.sqrt(s + eps) * g
+        u[:] = rho * u + rest * d * d
+        p -= lr * d
+    else:
+        m, v = state[0], state[1]
+        m[:] = T(hyper[3]) * m + T(1.0 - hyper[3]) * g
+        v[:] = T(hyper[4]) * v + T(1.0 - hyper[4]) * g * g
+        if kind == 7:
+            state[2] = np.maximum(state[2], v)
+            v = state[2]
+        step = T(hyper[0] / (1.0 - hyper[3] ** t))
+        root2 = T(math.sqrt(1.0 - hyper[4] ** t))
+        p -= step * m / (np.sqrt(v) / root2 + T(hyper[5]))
+
+
+class NumpyLoop:
+    """A matrix model's program run by NumPy: ``train`` takes the compiled loop's arguments
+    (data as stored for it: matrices whose rows are the batch may be kept transposed)."""
+
+    def __init__(self, program, params: Sequence, data: Sequence, batch: sp.Symbol | None,
+                 batch_var: sp.Symbol | None, slices: Sequence, flipped: Sequence[bool],
+                 batched: Sequence[bool]) -> None:
+        def steps(assignments):
+            return [(a.lhs, numpy_function(a.rhs), isinstance(a, AddAugmentedAssignment))
+                    for a in assignments]
+
+        self._forward = steps(program.forward)
+        self._backward = steps(program.backward)
+        self._output = program.output
+        self._grads = list(program.grads)
+        self._params = [(n.var, where, shape) for n, (where, shape) in zip(params, slices)]
+        self._data = [n.var for n in data]
+        self._batch = [s for s in (batch, batch_var) if s is not None]
+        self._flipped, self._batched = list(flipped), list(batched)
+
+    def _run(self, values, data, rows, backward=True) -> tuple[float, np.ndarray | None]:
+        env = {var: values[where].reshape(shape) for var, where, shape in self._params}
+        env.update(zip(self._data, data))
+        env.update((s, float(rows)) for s in self._batch)
+        for lhs, fn, aug in (*self._forward, *(self._backward if backward else ())):
+            env[lhs] = env[lhs] + fn(env) if aug else fn(env)
+        loss = env[self._output]
+        if not backward:
+            return loss, None
+        grad = np.concatenate([np.ravel(env[g]) for g in self._grads]).astype(values.dtype)
+        return loss, grad
+
+    def _logical(self, stored: tuple) -> list:
+        return [a.T if flip else a for a, flip in zip(stored, self._flipped)]
+
+    def train(self, values, state, step, hyper, kind, X, V, first, epochs, batch, drop_last,
+              shuffle, seed, patience, losses, val_losses, best, best_params):
+        """The compiled ``train``'s loop (see templates/arrays.py.j2) in NumPy."""
+        data, val = self._logical(X), self._logical(V)
+        n = next((a.shape[0] for a, b in zip(data, self._batched) if b), 1)
+        n_val = next((a.shape[0] for a, b in zip(val, self._batched) if b), 0)
+        size = n if batch <= 0 or batch > n else batch
+        batches = n // size if drop_last else (n + size - 1) // size
+        whole = size == n and not shuffle
+        for e in range(epochs):
+            epoch = first + e
+            order = permutation(n, seed * 1000003 + epoch) if shuffle else None
+            total, seen = 0.0, 0
+            with np.errstate(all="ignore"):
+                for b in range(batches):
+                    start = b * size
+                    m = min(size, n - start)
+                    rows = order[start:start + m] if shuffle else slice(start, start + m)
+                    part = data if whole else [a[rows] if bt else a
+                                               for a, bt in zip(data, self._batched)]
+                    loss, grad = self._run(values, part, m)
+                    total += float(loss) * m
+                    seen += m
+                    step[0] += 1
+                    numpy_update(kind, values, grad, state, int(step[0]), hyper)
+                loss = total / seen
+                losses[epoch] = loss
+                if not (math.isfinite(loss) and np.all(np.isfinite(values))):
+                    return e + 1, 1
+                monitor = loss
+                if n_val > 0:
+                    monitor = float(self._run(values, val, n_val, backward=False)[0])
+                    val_losses[epoch] = monitor
+                    if not math.isfinite(monitor):
+                        return e + 1, 1
+            if monitor < best[0]:
+                best[:] = monitor, epoch, 0
+                best_params[:] = values
+            else:
+                best[2] += 1
+                if patience > 0 and best[2] >= patience:
+                    return e + 1, 2
+        return epochs, 0

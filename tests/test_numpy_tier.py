@@ -1,0 +1,126 @@
+"""The NumPy tier of matrix models (a cold fit starts there while Numba compiles in another
+process): same results as the compiled loop up to rounding, and the switch between them."""
+
+import copy
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symgrad as sg
+from symgrad.kernels.loops import permute
+from symgrad.kernels.optim import KINDS, update
+from symgrad.train.background import BackgroundCompile, compiled_in_cache
+from symgrad.train.numpy_loop import numpy_update, permutation
+
+n = sp.Symbol("n", integer=True, positive=True)
+X, Y = sp.MatrixSymbol("X", n, 2), sp.MatrixSymbol("Y", n, 2)
+W1, b1 = sp.MatrixSymbol("W1", 2, 8), sp.MatrixSymbol("b1", 1, 8)
+W2, b2 = sp.MatrixSymbol("W2", 8, 2), sp.MatrixSymbol("b2", 1, 2)
+
+
+def _data(rows=120, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 2))
+    return {X: x, Y: sg.one_hot((x[:, 0] * x[:, 1] > 0).astype(int), 2)}
+
+
+def _model(dtype="float64", cache_dir=None):
+    rng = np.random.default_rng(1)
+    S = sg.tanh(X * W1 + b1) * W2 + b2
+    loss = sg.softmax_cross_entropy(S, Y) + 0.5 * 0.01 * (sg.l2(W1) + sg.l2(W2))
+    return sg.Model(loss, params={W1: rng.normal(size=(2, 8)) / 2, b1: np.zeros((1, 8)),
+                                  W2: rng.normal(size=(8, 2)) / 3, b2: np.zeros((1, 2))},
+                    data=[X, Y], dtype=dtype, cache_dir=cache_dir)
+
+
+@pytest.mark.parametrize("n_items, key", [(1, 0), (2, 5), (64, 7 * 1000003 + 2), (1000, -3)])
+def test_permutation_is_the_kernels_shuffle(n_items, key):
+    order = np.empty(n_items, dtype=np.int64)
+    permute(order, key)
+    np.testing.assert_array_equal(permutation(n_items, key), order)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", range(len(KINDS)))
+def test_numpy_update_is_the_kernels_update(kind, dtype):
+    rng = np.random.default_rng(kind)
+    hyper = np.array([0.05, 0.01, 0.002, 0.9, 0.99, 1e-6])
+    p = rng.normal(size=50).astype(dtype)
+    a, b = p.copy(), p.copy()
+    sa, sb = np.zeros((3, 50), dtype=dtype), np.zeros((3, 50), dtype=dtype)
+    for t in range(1, 6):
+        g = rng.normal(size=50).astype(dtype)
+        update(kind, a, g, sa, t, hyper)
+        numpy_update(kind, b, g, sb, t, hyper)
+    tol = 1e-14 if dtype == np.float64 else 1e-6
+    np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
+    np.testing.assert_allclose(sb, sa, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("opts", [
+    dict(optimizer=sg.optim.SGD(lr=0.5), epochs=30),
+    dict(optimizer=sg.optim.Adam(lr=0.02), epochs=6, batch_size=32, seed=3),
+    dict(optimizer=sg.optim.Momentum(lr=0.1), epochs=5, batch_size=50, drop_last=True),
+    dict(optimizer=sg.optim.RMSprop(lr=0.01), epochs=8, batch_size=40,
+         validation=_data(60, seed=9), early_stopping=2),
+])
+def test_numpy_tier_trains_like_the_compiled_loop(opts):
+    data = _data()
+    runs = {}
+    for engine in ("compiled", "numpy"):
+        model = _model()
+        fresh = copy.deepcopy(opts)  # the optimizer keeps state: one per run
+        hist = model.fit(data, **fresh, verbose=0, engine=engine)
+        runs[engine] = (hist, model._values.copy())
+        assert set(hist.engine) == {engine}
+    (hc, pc), (hn, pn) = runs["compiled"], runs["numpy"]
+    assert len(hc) == len(hn) and hc.stop_reason == hn.stop_reason
+    np.testing.assert_allclose(hn.loss, hc.loss, rtol=1e-10)
+    np.testing.assert_allclose(hn.val_loss, hc.val_loss, rtol=1e-10)
+    np.testing.assert_allclose(pn, pc, rtol=1e-9, atol=1e-12)
+    assert hn.best_epoch == hc.best_epoch
+
+
+def test_numpy_tier_in_float32():
+    data = _data()
+    runs = {}
+    for engine in ("compiled", "numpy"):
+        model = _model(dtype="float32")
+        hist = model.fit(data, optimizer=sg.optim.Adam(lr=0.01), epochs=5, batch_size=30,
+                         verbose=0, engine=engine)
+        assert model._values.dtype == np.float32
+        runs[engine] = (np.array(hist.loss), model._values.copy())
+    np.testing.assert_allclose(runs["numpy"][0], runs["compiled"][0], rtol=1e-5)
+    np.testing.assert_allclose(runs["numpy"][1], runs["compiled"][1], rtol=1e-4, atol=1e-5)
+
+
+def test_a_cold_fit_starts_on_numpy_and_switches_when_the_compile_is_done(tmp_path):
+    """engine='auto' (the default): NumPy while another process compiles, then compiled."""
+    model = _model(cache_dir=tmp_path)
+    path = model._module_file(model.optimizer)
+    assert not compiled_in_cache(path)
+
+    def wait_for_the_compile(epoch, logs):
+        if epoch == 1:  # the background compile was requested when the fit started
+            assert BackgroundCompile.request(path, {}).wait(timeout=600)
+
+    hist = model.fit(_data(), optimizer=sg.optim.SGD(lr=0.5), epochs=6, verbose=0,
+                     engine="auto", callbacks=[wait_for_the_compile])
+    assert hist.engine[:2] == ["numpy", "numpy"] and hist.engine[-1] == "compiled"
+    assert compiled_in_cache(path) and model.timings["switched_at_epoch"] >= 2
+    reference = _model(cache_dir=tmp_path)
+    ref = reference.fit(_data(), optimizer=sg.optim.SGD(lr=0.5), epochs=6, verbose=0,
+                        engine="auto")
+    assert ref.engine == ["compiled"] * 6  # warm cache: compiled from the start
+    np.testing.assert_allclose(hist.loss, ref.loss, rtol=1e-10)
+    np.testing.assert_allclose(model._values, reference._values, rtol=1e-9, atol=1e-12)
+
+
+def test_engine_is_checked():
+    with pytest.raises(ValueError, match="engine must be"):
+        _model().fit(_data(), epochs=1, verbose=0, engine="fast")
+    a, x = sp.symbols("a x")
+    scalar = sg.Model(loss=(a * x) ** 2, params={a: 1.0}, data=[x])
+    with pytest.raises(ValueError, match="for matrix models"):
+        scalar.fit({x: np.ones(3)}, epochs=1, verbose=0, engine="numpy")
