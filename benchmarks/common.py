@@ -134,3 +134,9 @@ def step_stats(times: list[float]) -> dict:
     q = statistics.quantiles(times, n=4) if len(times) > 1 else times * 3
     return {"steady_s": statistics.median(times), "steady_min_s": min(times),
             "steady_q1_s": q[0], "steady_q3_s": q[2], "steps_timed": len(times)}
+
+
+def engines(hist) -> str:
+    """Which loop ran the epochs of a symgrad fit: 'numpy 2000', 'numpy 350, compiled 1650'."""
+    ran = list(getattr(hist, "engine", []) or [])
+    return ", ".join(f"{e} {ran.count(e)}" for e in dict.fromkeys(ran))

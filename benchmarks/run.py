@@ -124,6 +124,8 @@ def notes(r: dict) -> str:
                        ("load_s", "load"), ("total_s", "first run total")):
         if r.get(key) is not None:
             parts.append(f"{label} {fmt_time(r[key])}")
+    if r.get("engines"):
+        parts.append(f"epochs by {r['engines']}")
     if r.get("lines"):
         parts.append(f"{r['lines']} lines")
     if r.get("points_per_call"):

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["BackgroundCompile", "compiled_in_cache"]
+__all__ = ["BackgroundCompile", "compiled_in_cache", "wait_all"]
 
 
 def compiled_in_cache(path: Path, function: str = "train") -> bool:
@@ -81,6 +81,16 @@ class BackgroundCompile:
 #: Compiling children run at once, per process: one core compiles, the other trains.
 MAX_CHILDREN = 1
 _JOBS: dict[Path, BackgroundCompile] = {}
+
+
+def wait_all(timeout: float | None = None) -> int:
+    """Wait until every requested background compile has finished (waiting ones are
+    started in turn); return how many succeeded. Without it, a child still compiling when
+    the program ends finishes on its own and leaves the compiled loop in the cache."""
+    ok = 0
+    for job in list(_JOBS.values()):
+        ok += job.wait(timeout)
+    return ok
 
 
 def _main(argv: list[str]) -> int:
