@@ -7,8 +7,7 @@
 >>> value, grad = f.value_and_grad(2, -1, -3, -2, -3)
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .compile import CompiledFunction, clear_cache, compile
 from .errors import (
     CompileError,
