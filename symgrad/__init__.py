@@ -7,6 +7,7 @@
 >>> value, grad = f.value_and_grad(2, -1, -3, -2, -3)
 """
 
+from . import show
 from ._version import __version__
 from .compile import CompiledFunction, clear_cache, compile
 from .errors import (
@@ -47,6 +48,11 @@ from .train import (
     one_hot,
     optim,
 )
+
+# The package face sits above every layer: it gives the compiled artifacts their display
+# methods (f.trace(...), model.graph(...), notebook display), so compile and train never
+# import the show layer.
+show.attach(CompiledFunction, Model)
 
 __all__ = [
     "ArrayModel",

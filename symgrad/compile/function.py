@@ -27,7 +27,6 @@ from ..errors import CompileError, ExpressionError, InputError
 from ..expression import as_expression, free_symbols
 from ..graph import build
 from ..rules import differentiate
-from ..show.mixin import ShowMixin
 from .cache import cache_dir as _cache_dir
 from .cache import load_module, write_module
 
@@ -135,7 +134,7 @@ def _import(path: Path) -> ModuleType:
         ) from None
 
 
-class CompiledFunction(ShowMixin):
+class CompiledFunction:
     """A compiled expression: its value and gradient, its listing and its source.
 
     Call it like a Python function, positionally (in the order of :attr:`inputs`), by

@@ -29,7 +29,6 @@ from ..errors import ExpressionError, InputError
 from ..expression import as_expression, free_symbols
 from ..graph import build
 from ..rules import differentiate
-from ..show.mixin import ShowMixin
 from .data import columns
 from .history import History
 from .metrics import METRICS
@@ -45,7 +44,7 @@ class DivergenceWarning(RuntimeWarning):
     """The training loss or the parameters became NaN or infinite; training stopped."""
 
 
-class Model(ShowMixin):
+class Model:
     """A model to fit: ``loss`` per sample, ``params`` with initial values, ``data`` columns.
 
     The risk minimised is the mean of ``loss`` over the samples (of a batch). ``prediction``
