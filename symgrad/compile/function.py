@@ -25,8 +25,8 @@ import sympy as sp
 from ..emit import GeneratedModule, render
 from ..errors import CompileError, ExpressionError, InputError
 from ..expression import as_expression, free_symbols
-from ..graph import build
-from ..rules import differentiate
+from ..graph import Graph, build
+from ..rules import Program, differentiate
 from .cache import cache_dir as _cache_dir
 from .cache import load_module, write_module
 
@@ -77,7 +77,7 @@ def compile(
     pymod = _import(path)
     loaded = time.perf_counter() - start
     timings = {"codegen_s": codegen, "compile_s": loaded, "cache_hit": existed}
-    return CompiledFunction(expr, params, wrt_syms, module, pymod, path, timings)
+    return CompiledFunction(expr, params, wrt_syms, module, pymod, path, timings, graph, program)
 
 
 def _check_wrt(wrt, symbols: list[sp.Symbol]) -> list[sp.Symbol]:
@@ -150,6 +150,8 @@ class CompiledFunction:
         module: ModuleType,
         path: Path,
         timings: dict,
+        graph: Graph,
+        program: Program,
     ) -> None:
         self.expr = expr
         self.inputs: tuple[sp.Symbol, ...] = tuple(inputs)
@@ -162,6 +164,19 @@ class CompiledFunction:
         self.value_kernel = module.value
         self._n = len(self.inputs)
         self._index = _keyword_index(self.inputs, generated.params)
+        self._ir = graph
+        self._program = program
+
+    @property
+    def ir(self) -> Graph:
+        """The graph the code was generated from (nodes named as in the listing)."""
+        return self._ir
+
+    @property
+    def program(self) -> Program:
+        """The forward and backward assignments (SymPy data) that the listing prints, one per
+        line."""
+        return self._program
 
     @property
     def source(self) -> str:

@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import sympy as sp
@@ -24,11 +25,11 @@ from ..compile import CompiledFunction
 from ..compile import compile as compile_function
 from ..compile.cache import cache_dir as _cache_dir
 from ..compile.cache import load_module, write_module
-from ..emit import render_trainer
+from ..emit import GeneratedModule, render_trainer
 from ..errors import ExpressionError, InputError
 from ..expression import as_expression, free_symbols
-from ..graph import build
-from ..rules import differentiate
+from ..graph import Graph, Node, build
+from ..rules import Program, differentiate
 from .data import columns
 from .history import History
 from .metrics import METRICS
@@ -126,7 +127,37 @@ class Model:
     @property
     def source(self) -> str:
         """The whole generated trainer (for the current optimizer)."""
-        return self._generated(self.optimizer, parallel=False).source
+        return self.generated.source
+
+    @property
+    def ir(self) -> Graph:
+        """The graph of the loss (nodes named as in the listing)."""
+        return self._graph
+
+    @property
+    def program(self) -> Program:
+        """The loss's forward and backward assignments (SymPy data), one per listing line."""
+        return self._program
+
+    @property
+    def param_nodes(self) -> tuple[Node, ...]:
+        """The graph's input nodes of the parameters, in the order of :attr:`params`."""
+        return tuple(self._param_nodes)
+
+    @property
+    def data_nodes(self) -> tuple[Node, ...]:
+        """The graph's input nodes of the data columns, in the order they were given."""
+        return tuple(self._data_nodes)
+
+    @property
+    def generated(self) -> GeneratedModule:
+        """The generated trainer (source and listing) for the current optimizer."""
+        return self._generated(self.optimizer, parallel=False)
+
+    @property
+    def trainer(self) -> ModuleType:
+        """The imported trainer module for the current optimizer (compiled on first use)."""
+        return self._trainer(self.optimizer, parallel=False)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the generated training module (standalone: needs only NumPy and Numba)."""
@@ -136,7 +167,7 @@ class Model:
 
     def listing(self, columns: bool = False) -> str:
         """The per-sample flat forward/backward code that the training loop runs per sample."""
-        g = self._generated(self.optimizer, parallel=False)
+        g = self.generated
         return CompiledFunction.format_listing(g.forward, g.backward, columns)
 
     def __repr__(self) -> str:
