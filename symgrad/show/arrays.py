@@ -13,13 +13,12 @@ from collections.abc import Mapping
 
 import numpy as np
 import sympy as sp
-from sympy.codegen.ast import AddAugmentedAssignment
 
 from ..errors import InputError
 from ..expression.evaluate import evaluate_lowered
 from ..train import ArrayModel
 from .source import Source
-from .trace import Trace, TraceLine
+from .trace import Trace, execute
 
 __all__ = ["MatrixValue", "array_source", "check_arrays", "run_arrays"]
 
@@ -85,7 +84,7 @@ def array_source(model: ArrayModel) -> Source:
     current = dict(zip(params, (MatrixValue(v) for v in model.params.values())))
     return Source("model", model, model.loss, generated.forward, generated.backward,
                   generated.output, model.name, tuple(n.symbol for n in nodes),
-                  tuple(n.name for n in nodes), tuple(params), None, model.ir, model.program,
+                  tuple(n.name for n in nodes), tuple(params), model.ir, model.program,
                   defaults=current, matrix=True)
 
 
@@ -124,26 +123,15 @@ def _environment(source: Source, args, kwargs) -> tuple[dict, dict]:
 def run_arrays(source: Source, args, kwargs, digits: int = 4) -> Trace:
     """Run a matrix model's listing with NumPy on the given data and keep every value."""
     env, point = _environment(source, args, kwargs)
-    program = source.program
-    sections = []
-    with np.errstate(all="ignore"):
-        for assignments, codes, section in ((program.forward, source.forward, "forward"),
-                                            (program.backward, source.backward, "backward")):
-            done = []
-            for a, code in zip(assignments, codes, strict=True):
-                term = evaluate_lowered(a.rhs, env)
-                aug = isinstance(a, AddAugmentedAssignment)
-                value = env[a.lhs] + term if aug else term
-                env[a.lhs] = value
-                kind = GradientValue if section == "backward" else MatrixValue
-                done.append(TraceLine(section, code, a.lhs.name, _wrap(value, kind),
-                                      _wrap(term, kind) if aug else None))
-            sections.append(tuple(done))
-    values = {line.target: line.value for line in (*sections[0], *sections[1])}
+
+    def shown(value, section: str):
+        return _wrap(value, GradientValue if section == "backward" else MatrixValue)
+
+    forward, backward = execute(source, env, evaluate_lowered, shown)
+    values = {line.target: line.value for line in (*forward, *backward)}
     values.update({s.name: _wrap(v) for s, v in env.items() if s.name not in values})
     wrt = {s: n for s, n in zip(source.wrt, (source.safe[s] for s in source.wrt))}
-    return Trace(source.expr, point, source.output, wrt, sections[0], sections[1], values,
-                 digits)
+    return Trace(source.expr, point, source.output, wrt, forward, backward, values, digits)
 
 
 def check_arrays(source: Source, args, kwargs, entries: int, seed: int, tol, row):

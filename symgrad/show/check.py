@@ -219,7 +219,8 @@ def _check_function(source: Source, args, kwargs, tol: Tolerance):
 
 
 def _check_model(source: Source, args, kwargs, samples: int, seed: int, tol: Tolerance):
-    model, trainer = source.obj, source.module
+    model = source.obj
+    trainer = model.trainer
     data = [s for s in source.inputs if s not in set(source.wrt)]
     columns = _data(source, data, args, kwargs)
     n = columns.shape[1]

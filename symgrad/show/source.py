@@ -15,7 +15,6 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
 
 import numpy as np
 import sympy as sp
@@ -49,7 +48,6 @@ class Source:
     inputs: tuple[sp.Symbol, ...]
     names: tuple[str, ...]
     wrt: tuple[sp.Symbol, ...]
-    module: ModuleType
     graph: Graph
     program: Program
     defaults: dict[sp.Symbol, float] = field(default_factory=dict)
@@ -102,7 +100,7 @@ def source_of(obj: object) -> Source:
     if isinstance(obj, CompiledFunction):
         g = obj.generated
         return Source("function", obj, obj.expr, g.forward, g.backward, g.output, g.output,
-                      obj.inputs, tuple(g.params), obj.wrt, obj.module, obj.ir, obj.program)
+                      obj.inputs, tuple(g.params), obj.wrt, obj.ir, obj.program)
     if isinstance(obj, ArrayModel):
         from .arrays import array_source  # it builds on this module
 
@@ -120,7 +118,7 @@ def _model_source(model: Model) -> Source:
     return Source("model", model, model.loss, generated.forward, generated.backward,
                   generated.output, model.name, tuple(n.symbol for n in nodes),
                   tuple(n.name for n in nodes), tuple(n.symbol for n in model.param_nodes),
-                  model.trainer, model.ir, model.program, defaults=model.params)
+                  model.ir, model.program, defaults=model.params)
 
 
 def _keys(inputs: Sequence[sp.Symbol], names: Sequence[str]) -> dict:
