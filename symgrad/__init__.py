@@ -7,8 +7,8 @@
 >>> value, grad = f.value_and_grad(2, -1, -3, -2, -3)
 """
 
-__version__ = "0.1.0"
-
+from . import show
+from ._version import __version__
 from .compile import CompiledFunction, clear_cache, compile
 from .errors import (
     CompileError,
@@ -48,6 +48,11 @@ from .train import (
     one_hot,
     optim,
 )
+
+# The package face sits above every layer: it gives the compiled artifacts their display
+# methods (f.trace(...), model.graph(...), notebook display), so compile and train never
+# import the show layer.
+show.attach(CompiledFunction, Model)
 
 __all__ = [
     "ArrayModel",

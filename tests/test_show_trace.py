@@ -5,12 +5,14 @@ import math
 import numpy as np
 import pytest
 import sympy as sp
+from conftest import run_listing
 
 import symgrad as sg
 from symgrad.show import trace
 from symgrad.show.trace import format_number
 
 w0, x0, w1, x1, w2 = sp.symbols("w0 x0 w1 x1 w2")
+A, B, C, D = sp.symbols("a b c d")
 NEURON = sg.sigmoid(w0 * x0 + w1 * x1 + w2)
 
 
@@ -71,6 +73,22 @@ def test_fan_out_shows_each_term_and_the_sum(vectors):
     assert "(+= 3)" in str(t)
     assert t.contributions() == {("L", "s0"): 3.0, ("L", "s1"): 2.0, ("s1", "b"): 2.0,
                                  ("s1", "a"): 2.0, ("s0", "b"): 3.0}
+
+
+@pytest.mark.parametrize("expr, point", [
+    (A * B / (C * D) - sp.Rational(3, 2) * A * B / C, dict(a=0.3, b=0.7, c=1.3, d=-0.9)),
+    (A**2 * B**-3 * C ** sp.Rational(-1, 2) + sp.sqrt(D**2 + 1) / 3,
+     dict(a=0.3, b=0.7, c=1.1, d=2)),
+    ((A + B) / (A - B) + sp.Max(C, D) * sp.Min(A, B), dict(a=0.3, b=0.5, c=-1.7, d=-1.7)),
+    (sp.Piecewise((A / 3, A > B), (B**3, sp.And(B > 0, C < 1)), (C, True)) + sg.relu(D) * A,
+     dict(a=0.2, b=0.7, c=0.4, d=1.5)),
+])
+def test_every_value_is_the_one_its_printed_line_computes(expr, point):
+    """The trace runs the program as data; executing the printed lines gives the same bits."""
+    f = sg.compile(expr)
+    want = run_listing(f, **point)
+    t = trace(f, **point)
+    assert {name: t[name] for name in want} == want
 
 
 def test_columns_put_forward_and_backward_side_by_side(neuron):

@@ -26,9 +26,8 @@ import sympy as sp
 from ..emit import GeneratedModule, render
 from ..errors import CompileError, ExpressionError, InputError
 from ..expression import as_expression, free_symbols
-from ..graph import build
-from ..rules import differentiate
-from ..show.mixin import ShowMixin
+from ..graph import Graph, build
+from ..rules import Program, differentiate
 from .cache import cache_dir as _cache_dir
 from .cache import load_module, write_module
 
@@ -81,7 +80,8 @@ def compile(
         standalone = functools.partial(render, graph, program, [node_of[s] for s in params],
                                        [node_of[s] for s in wrt_syms], fast_math=True,
                                        standalone=True)
-    return CompiledFunction(expr, params, wrt_syms, module, path, timings, standalone)
+    return CompiledFunction(expr, params, wrt_syms, module, path, timings, graph, program,
+                            standalone)
 
 
 def _check_wrt(wrt, symbols: list[sp.Symbol]) -> list[sp.Symbol]:
@@ -153,7 +153,7 @@ def _numba_failed(exc: Exception, path: Path) -> CompileError:
     )
 
 
-class CompiledFunction(ShowMixin):
+class CompiledFunction:
     """A compiled expression: its value and gradient, its listing and its source.
 
     Call it like a Python function, positionally (in the order of :attr:`inputs`), by
@@ -168,6 +168,8 @@ class CompiledFunction(ShowMixin):
         generated: GeneratedModule,
         path: Path,
         timings: dict,
+        graph: Graph,
+        program: Program,
         standalone=None,
     ) -> None:
         self.expr = expr
@@ -181,6 +183,19 @@ class CompiledFunction(ShowMixin):
         self._kernel = None
         self._n = len(self.inputs)
         self._index = _keyword_index(self.inputs, generated.params)
+        self._ir = graph
+        self._program = program
+
+    @property
+    def ir(self) -> Graph:
+        """The graph the code was generated from (nodes named as in the listing)."""
+        return self._ir
+
+    @property
+    def program(self) -> Program:
+        """The forward and backward assignments (SymPy data) that the listing prints, one per
+        line."""
+        return self._program
 
     @property
     def module(self) -> ModuleType:

@@ -27,7 +27,7 @@ import sympy as sp
 from sympy.codegen.ast import AddAugmentedAssignment
 from sympy.core.numbers import Number
 
-from .. import __version__
+from .._version import __version__
 from ..expression.arrays import (
     ArrayOp,
     colsum,

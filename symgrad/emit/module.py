@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .. import __version__
+from .._version import __version__
 from ..graph import Graph, NameAllocator, Node
 from ..rules import Program, lookup
 from .printer import FlatCodePrinter

@@ -3,14 +3,15 @@
 ``trace`` prints the flat listing with the value of every line at a point, ``graph`` draws
 the computational graph with values and gradients on its wires (SVG, PNG, DOT),
 ``check_gradients`` compares the compiled gradient with central differences, and
-``display`` renders compiled functions and models in notebooks. It sits after ``compile``
-and ``train`` and reads both; it imports them lazily, so ``ShowMixin`` can be a base class
-of their classes.
+``display`` renders compiled functions and models in notebooks. It sits above ``compile``
+and ``train`` and reads their artifacts through public attributes only; ``attach`` gives
+their classes the display methods (``symgrad/__init__.py`` calls it), so neither imports
+this layer.
 """
 
 from .check import TOLERANCES, GradientCheck, GradientRow, check_gradients
 from .display import html, markdown, text
-from .mixin import ShowMixin
+from .mixin import ShowMixin, attach
 from .picture import Picture, graph
 from .trace import Trace, TraceLine, trace
 
@@ -22,6 +23,7 @@ __all__ = [
     "ShowMixin",
     "Trace",
     "TraceLine",
+    "attach",
     "check_gradients",
     "graph",
     "html",

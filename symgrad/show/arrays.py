@@ -13,12 +13,12 @@ from collections.abc import Mapping
 
 import numpy as np
 import sympy as sp
-from sympy.codegen.ast import AddAugmentedAssignment
 
 from ..errors import InputError
 from ..expression.evaluate import evaluate_lowered
+from ..train import ArrayModel
 from .source import Source
-from .trace import Trace, TraceLine
+from .trace import Trace, execute
 
 __all__ = ["MatrixValue", "array_source", "check_arrays", "run_arrays"]
 
@@ -76,18 +76,16 @@ def _wrap(value, kind=MatrixValue):
     return kind(a) if a.ndim == 2 else float(a)
 
 
-def array_source(model) -> Source:
+def array_source(model: ArrayModel) -> Source:
     """The :class:`Source` of a matrix model (its graph, listing and current parameters)."""
-    generated = model._generated(model.optimizer)
-    graph = model._graph
-    params = [n.symbol for n in model._param_nodes]
-    data = [n.symbol for n in model._data_nodes]
+    generated = model.generated
+    nodes = (*model.data_nodes, *model.param_nodes)
+    params = [n.symbol for n in model.param_nodes]
     current = dict(zip(params, (MatrixValue(v) for v in model.params.values())))
-    inputs = (*data, *params)
-    names = {n.symbol: n.name for n in graph.inputs}
     return Source("model", model, model.loss, generated.forward, generated.backward,
-                  generated.output, model.name, inputs, tuple(names[s] for s in inputs),
-                  tuple(params), None, defaults=current, _graph=graph, matrix=True)
+                  generated.output, model.name, tuple(n.symbol for n in nodes),
+                  tuple(n.name for n in nodes), tuple(params), model.ir, model.program,
+                  defaults=current, matrix=True)
 
 
 def _data(args, kwargs) -> dict:
@@ -103,19 +101,19 @@ def _data(args, kwargs) -> dict:
 def _environment(source: Source, args, kwargs) -> tuple[dict, dict]:
     """Values of the graph's input symbols (by node name) from data given as for ``fit``."""
     model = source.obj
-    checked = model._checked(_data(args, kwargs), "data")
+    checked = model.data_arrays(_data(args, kwargs))
     values = {**model.params, **checked}
     env: dict = {}
     point: dict = {}
-    matrices = model._lowered.matrices
-    node_of = model._graph.input_nodes()
+    matrices = model.lowered.matrices
+    node_of = source.graph.input_nodes()
     for m, v in values.items():
         env[node_of[matrices[m]].var] = np.asarray(v, dtype=float)
         point[m.name] = MatrixValue(v)
-    batch = model._lowered.batch
+    batch = model.lowered.batch
     if batch is not None:
-        rows = next(a.shape[0] for d, a in checked.items() if d in model._data_syms
-                    and not isinstance(d.shape[0], (int, sp.Integer)))
+        rows = next(a.shape[0] for d, a in checked.items()
+                    if not isinstance(d.shape[0], (int, sp.Integer)))
         env[batch] = float(rows)
         if batch in node_of:
             env[node_of[batch].var] = float(rows)
@@ -124,44 +122,36 @@ def _environment(source: Source, args, kwargs) -> tuple[dict, dict]:
 
 def run_arrays(source: Source, args, kwargs, digits: int = 4) -> Trace:
     """Run a matrix model's listing with NumPy on the given data and keep every value."""
-    model = source.obj
     env, point = _environment(source, args, kwargs)
-    program = model._program
-    sections = []
-    with np.errstate(all="ignore"):
-        for assignments, codes, section in ((program.forward, source.forward, "forward"),
-                                            (program.backward, source.backward, "backward")):
-            done = []
-            for a, code in zip(assignments, codes, strict=True):
-                term = evaluate_lowered(a.rhs, env)
-                aug = isinstance(a, AddAugmentedAssignment)
-                value = env[a.lhs] + term if aug else term
-                env[a.lhs] = value
-                kind = GradientValue if section == "backward" else MatrixValue
-                done.append(TraceLine(section, code, a.lhs.name, _wrap(value, kind),
-                                      _wrap(term, kind) if aug else None))
-            sections.append(tuple(done))
-    values = {line.target: line.value for line in (*sections[0], *sections[1])}
+
+    def shown(value, section: str):
+        return _wrap(value, GradientValue if section == "backward" else MatrixValue)
+
+    forward, backward = execute(source, env, evaluate_lowered, shown)
+    values = {line.target: line.value for line in (*forward, *backward)}
     values.update({s.name: _wrap(v) for s, v in env.items() if s.name not in values})
     wrt = {s: n for s, n in zip(source.wrt, (source.safe[s] for s in source.wrt))}
-    return Trace(source.expr, point, source.output, wrt, sections[0], sections[1], values,
-                 digits)
+    return Trace(source.expr, point, source.output, wrt, forward, backward, values, digits)
 
 
 def check_arrays(source: Source, args, kwargs, entries: int, seed: int, tol, row):
     """Gradient check rows: ``entries`` random entries of every parameter."""
     model = source.obj
-    at = model._evaluator(_data(args, kwargs))
-    grads = model._unflatten(at(model._values)[1])
-    x = model._values.astype(np.float64).tolist()
+    at = model.evaluator(_data(args, kwargs))
+    current = model.params
+    # the evaluator's layout: every parameter flattened, one after another, in order
+    flat = np.concatenate([v.ravel() for v in current.values()])
+    grad = at(flat)[1]
+    x = flat.astype(np.float64).tolist()
 
     def loss_at(p) -> float:
-        return at(np.asarray(p, dtype=model._values.dtype))[0]
+        return at(np.asarray(p, dtype=flat.dtype))[0]
 
     rng = np.random.default_rng(seed)
     rows, lo = [], 0
-    for p, g in grads.items():
-        size = g.size
+    for p, v in current.items():
+        size = v.size
+        g = grad[lo:lo + size].reshape(v.shape)
         for k in np.sort(rng.choice(size, size=min(entries, size), replace=False)).tolist():
             i, j = divmod(k, g.shape[1])
             rows.append(row(f"{p.name}[{i},{j}]", float(g.flat[k]), loss_at, x, lo + k, tol))

@@ -26,6 +26,7 @@ import numpy as np
 import sympy as sp
 
 from ..errors import InputError
+from ..train.data import columns as data_columns
 from .source import Source, source_of
 from .trace import align_decimals, format_number
 
@@ -252,10 +253,8 @@ def _data(source: Source, data: list[sp.Symbol], args, kwargs) -> np.ndarray:
                              f"{', '.join(names)}); parameters are checked at their current "
                              "values.")
         given[s] = value
-    from ..train.data import columns
-
     one = all(np.ndim(v) == 0 for v in given.values())
-    return columns({s: np.atleast_1d(v) if one else v for s, v in given.items()}, data, "data")
+    return data_columns({s: np.atleast_1d(v) if one else v for s, v in given.items()}, data, "data")
 
 
 def _row(name: str, analytic: float, f: Callable, x: list[float], k: int, tol: Tolerance,

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 import sympy as sp
 
+from ..compile import CompiledFunction
 from .source import Source, expression_text, source_of
 
 __all__ = ["html", "markdown", "text"]
 
 if TYPE_CHECKING:
-    from ..compile import CompiledFunction
     from ..train import Model
 
 #: Lines of each listing section shown in a notebook before it is cut.
@@ -63,8 +63,6 @@ def markdown(obj: CompiledFunction | Model) -> str:
 
 def text(obj: CompiledFunction | Model) -> str:
     """The plain-text view: the object's repr and its listing side by side (cut if long)."""
-    from ..compile import CompiledFunction
-
     source = source_of(obj)
     listing = CompiledFunction.format_listing(_lines(source.forward), _lines(source.backward),
                                               columns=True)

@@ -1,12 +1,12 @@
 """What the show layer reads of a compiled function or a model, kept in one place.
 
 Trace, picture, gradient check and notebook display need the same few things: the
-expression, the flat lines, the safe name of every input, the values at one point and the
-generated module whose namespace the lines run in. A :class:`~symgrad.CompiledFunction` and
-a :class:`~symgrad.Model` keep them in different places (a model's per-sample code lives in
-its trainer module); this module is the only one that knows where, so everything else in
-``symgrad.show`` treats both alike. ``symgrad.compile`` and ``symgrad.train`` are imported
-lazily, so this layer can be imported while those packages are still initialising.
+expression, its graph and program (the assignments the listing prints), the flat lines, the
+safe name of every input and the values at one point. A :class:`~symgrad.CompiledFunction`
+and a :class:`~symgrad.Model` keep them in different places (a model's per-sample code lives
+in its trainer module); this module is the only one that knows where, so everything else in
+``symgrad.show`` treats both alike. It reads only their public attributes, and uses the
+graph and program they hold (nothing is rebuilt).
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
 
 import numpy as np
 import sympy as sp
 
-from ..errors import InputError, SymgradError
-from ..graph import Graph, build
+from ..compile import CompiledFunction
+from ..errors import InputError
+from ..graph import Graph
+from ..rules import Program
+from ..train import ArrayModel, Model
 
 __all__ = ["Source", "expression_text", "source_of"]
 
@@ -46,17 +48,10 @@ class Source:
     inputs: tuple[sp.Symbol, ...]
     names: tuple[str, ...]
     wrt: tuple[sp.Symbol, ...]
-    module: ModuleType
+    graph: Graph
+    program: Program
     defaults: dict[sp.Symbol, float] = field(default_factory=dict)
-    _graph: Graph | None = None
     matrix: bool = False
-
-    @property
-    def graph(self) -> Graph:
-        """The DAG behind the listing, rebuilt (deterministically: the listing's names)."""
-        if self._graph is None:
-            self._graph = _graph(self.expr, self.output_name, self.forward)
-        return self._graph
 
     @property
     def safe(self) -> dict[sp.Symbol, str]:
@@ -102,46 +97,28 @@ class Source:
 
 def source_of(obj: object) -> Source:
     """The :class:`Source` of a CompiledFunction or a Model (else a TypeError)."""
-    from ..compile import CompiledFunction
-    from ..train import Model
-
     if isinstance(obj, CompiledFunction):
         g = obj.generated
         return Source("function", obj, obj.expr, g.forward, g.backward, g.output, g.output,
-                      obj.inputs, tuple(g.params), obj.wrt, obj.module)
+                      obj.inputs, tuple(g.params), obj.wrt, obj.ir, obj.program)
+    if isinstance(obj, ArrayModel):
+        from .arrays import array_source  # it builds on this module
+
+        return array_source(obj)
     if isinstance(obj, Model):
-        from ..train import ArrayModel
-
-        if isinstance(obj, ArrayModel):
-            from .arrays import array_source
-
-            return array_source(obj)
         return _model_source(obj)
     raise TypeError(f"expected a symgrad CompiledFunction or Model, got {type(obj).__name__}; "
                     "compile an expression first with symgrad.compile(expr, wrt=[...]).")
 
 
-def _model_source(model) -> Source:
-    # The model's private parts: its data symbols and the trainer module of its optimizer.
-    params = list(model.params)
-    data = list(model._data_syms)
-    generated = model._generated(model.optimizer, parallel=False)
-    module = model._trainer(model.optimizer, parallel=False)
-    graph = _graph(model.loss, model.name, generated.forward)
-    names = {n.symbol: n.name for n in graph.inputs}
-    inputs = (*data, *params)
+def _model_source(model: Model) -> Source:
+    # A model's per-sample lines are those of its trainer for the current optimizer.
+    generated = model.generated
+    nodes = (*model.data_nodes, *model.param_nodes)
     return Source("model", model, model.loss, generated.forward, generated.backward,
-                  generated.output, model.name, inputs, tuple(names[s] for s in inputs),
-                  tuple(params), module, defaults=model.params, _graph=graph)
-
-
-def _graph(expr: sp.Expr, output_name: str, forward: Sequence[str]) -> Graph:
-    graph = build(expr, output_name=output_name)
-    targets = [line.split(" ", 1)[0] for line in forward]
-    if [n.name for n in graph.nodes if not n.is_input] != targets:
-        raise SymgradError("the rebuilt graph does not match the listing's names; this is a "
-                           "symgrad bug, please report it with the expression.")
-    return graph
+                  generated.output, model.name, tuple(n.symbol for n in nodes),
+                  tuple(n.name for n in nodes), tuple(n.symbol for n in model.param_nodes),
+                  model.ir, model.program, defaults=model.params)
 
 
 def _keys(inputs: Sequence[sp.Symbol], names: Sequence[str]) -> dict:

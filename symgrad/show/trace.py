@@ -1,9 +1,9 @@
 """The annotated listing: every line of the flat code with its value at one point.
 
-The generated lines are run one by one in the generated module's namespace (they are
-symgrad's own code, never user text), which gives every intermediate and every adjoint,
-including the partial sums of a fan-out's ``+=`` lines. Values are NumPy floats and math
-functions are their NumPy counterparts while the lines run, so a division by zero or the
+The program behind the listing (its SymPy assignments, one per line) is run as data, one
+assignment after the other (``symgrad.emit.interpret`` computes each right-hand side as its
+printed line does; no text is parsed or executed), which gives every intermediate and every
+adjoint, including the partial sums of a fan-out's ``+=`` lines. A division by zero or the
 log of a negative number gives inf or NaN as in the compiled code instead of a Python
 exception; the trace then points at the first line that stopped being finite.
 """
@@ -20,26 +20,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import sympy as sp
+from sympy.codegen.ast import AddAugmentedAssignment
 
+from ..emit import evaluate_line
 from .source import Source, expression_text, source_of
 
-__all__ = ["Trace", "TraceLine", "align_decimals", "format_number", "run", "trace"]
+__all__ = ["Trace", "TraceLine", "align_decimals", "execute", "format_number", "run", "trace"]
 
 if TYPE_CHECKING:
     from ..compile import CompiledFunction
     from ..train import Model
-
-_ASSIGN = re.compile(r"([A-Za-z_]\w*) (\+?=) (.+)")
-_ADJOINT = re.compile(r"\bgrad_(\w+)")
-#: math functions the generated code calls, replaced while tracing by NumPy's (inf/NaN, no raise)
-_NUMPY = {
-    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "sin": np.sin, "cos": np.cos,
-    "tan": np.tan, "tanh": np.tanh, "sinh": np.sinh, "cosh": np.cosh, "asin": np.arcsin,
-    "acos": np.arccos, "atan": np.arctan, "atan2": np.arctan2, "asinh": np.arcsinh,
-    "acosh": np.arccosh, "atanh": np.arctanh, "log1p": np.log1p, "expm1": np.expm1,
-    "log2": np.log2, "log10": np.log10, "floor": np.floor, "ceil": np.ceil, "fabs": np.fabs,
-    "copysign": np.copysign,
-}
 
 
 @dataclass(frozen=True)
@@ -47,6 +37,8 @@ class TraceLine:
     """One line of the listing and the value its target holds after it ran.
 
     ``term`` is the value added by a ``+=`` line (a fan-out's contribution), else None.
+    ``consumer`` is, for a backward line, the node whose adjoint it passes on (the line reads
+    ``grad_<consumer>``), else None.
     """
 
     section: str
@@ -54,6 +46,7 @@ class TraceLine:
     target: str
     value: float | bool
     term: float | None = None
+    consumer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,11 +100,9 @@ class Trace:
         """
         out: dict[tuple[str, str], float] = {}
         for line in self.backward:
-            rhs = _ASSIGN.fullmatch(line.code).group(3)
-            consumer = _ADJOINT.search(rhs)
-            if consumer is None:
+            if line.consumer is None:
                 continue
-            key = (consumer.group(1), line.target[len("grad_"):])
+            key = (line.consumer, line.target[len("grad_"):])
             out[key] = out.get(key, 0.0) + (line.value if line.term is None else line.term)
         return out
 
@@ -170,27 +161,43 @@ def trace(
 
 
 def run(source: Source, point: dict[sp.Symbol, float], digits: int = 4) -> Trace:
-    """Execute ``source``'s listing at ``point`` (a value for every input)."""
-    namespace = dict(vars(source.module))
-    namespace.update({k: v for k, v in _NUMPY.items() if k in namespace})
+    """Run ``source``'s program at ``point`` (a value for every input)."""
     safe = source.safe
-    namespace.update({safe[s]: np.float64(v) for s, v in point.items()})
-    sections = []
-    with np.errstate(all="ignore"):
-        for section, lines in (("forward", source.forward), ("backward", source.backward)):
-            done = []
-            for code in lines:
-                target, op, rhs = _ASSIGN.fullmatch(code).groups()
-                term = _number(eval(compile(rhs, "<symgrad listing>", "eval"), namespace))
-                value = namespace[target] + term if op == "+=" else term
-                namespace[target] = value
-                done.append(TraceLine(section, code, target, _plain(value),
-                                      _plain(term) if op == "+=" else None))
-            sections.append(tuple(done))
-    values = {line.target: line.value for line in (*sections[0], *sections[1])}
+    env = {sp.Symbol(safe[s]): np.float64(v) for s, v in point.items()}
+    forward, backward = execute(source, env, evaluate_line, lambda value, section: _plain(value))
+    values = {line.target: line.value for line in (*forward, *backward)}
     values.update({safe[s]: v for s, v in point.items()})
     return Trace(source.expr, {s.name: v for s, v in point.items()}, source.output,
-                 {s: safe[s] for s in source.wrt}, sections[0], sections[1], values, digits)
+                 {s: safe[s] for s in source.wrt}, forward, backward, values, digits)
+
+
+def execute(source: Source, env: dict, evaluate, shown) -> tuple[tuple[TraceLine, ...], ...]:
+    """Run the program's assignments in order on ``env`` (symbol -> value, updated).
+
+    ``evaluate(rhs, env)`` computes a right-hand side; ``shown(value, section)`` is what a
+    :class:`TraceLine` keeps of a value. Returns the forward and the backward lines.
+    """
+    program = source.program
+    sections = []
+    with np.errstate(all="ignore"):
+        for section, assignments, codes in (("forward", program.forward, source.forward),
+                                            ("backward", program.backward, source.backward)):
+            done = []
+            for a, code in zip(assignments, codes, strict=True):
+                term = evaluate(a.rhs, env)
+                added = isinstance(a, AddAugmentedAssignment)
+                value = env[a.lhs] + term if added else term
+                env[a.lhs] = value
+                done.append(TraceLine(section, code, a.lhs.name, shown(value, section),
+                                      shown(term, section) if added else None, _consumer(a)))
+            sections.append(tuple(done))
+    return sections[0], sections[1]
+
+
+def _consumer(assignment) -> str | None:
+    """The node whose adjoint a backward line reads (``grad_<node>``: no input is named so)."""
+    grads = sorted(s.name for s in assignment.rhs.free_symbols if s.name.startswith("grad_"))
+    return grads[0][len("grad_"):] if grads else None
 
 
 def format_number(value: float | bool, digits: int = 4) -> str:
@@ -201,12 +208,6 @@ def format_number(value: float | bool, digits: int = 4) -> str:
         return value.summary(digits)
     text = f"{value:.{digits}g}"
     return "0" if text == "-0" else text
-
-
-def _number(value):
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    return np.float64(value)
 
 
 def _plain(value) -> float | bool:

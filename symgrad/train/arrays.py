@@ -20,7 +20,7 @@ from sympy.matrices.expressions import MatrixSymbol
 
 from ..emit.arrays import render_arrays
 from ..errors import ExpressionError, InputError, ShapeError
-from ..expression.arrays import lower
+from ..expression.arrays import Lowered, lower
 from ..expression.evaluate import evaluate_numpy, lower_any
 from ..expression.validate import as_expression
 from ..graph import Node, build
@@ -164,6 +164,16 @@ class ArrayModel(Model):
         carries a copy of the symgrad kernels it uses)."""
         return self._render(self.optimizer, parallel=False, standalone=True).source
 
+    @property
+    def lowered(self) -> Lowered:
+        """The loss lowered to scalar-looking form: its expression, the symbol standing for
+        each matrix, their shapes and the batch-size symbol."""
+        return self._lowered
+
+    def data_arrays(self, data: Mapping) -> dict[MatrixSymbol, np.ndarray]:
+        """``data`` checked as ``fit`` checks it: one array per data matrix, model dtype."""
+        return self._checked(data, "data")
+
     def listing(self, columns: bool = False) -> str:
         """The flat whole-array forward/backward code (what the compiled loops implement)."""
         from ..compile import CompiledFunction
@@ -178,11 +188,14 @@ class ArrayModel(Model):
 
     def value_and_grad(self, data: Mapping) -> tuple[float, dict[MatrixSymbol, np.ndarray]]:
         """The loss on ``data`` at the current parameters and its gradient per parameter."""
-        loss, grad = self._evaluator(data)(self._values)
+        loss, grad = self.evaluator(data)(self._values)
         return loss, self._unflatten(grad)
 
-    def _evaluator(self, data: Mapping):
+    def evaluator(self, data: Mapping):
         """``at(values) -> (loss, flat gradient)`` on ``data``, checked and laid out once.
+
+        ``values`` and the gradient are all parameters flattened one after another, in the
+        order of :attr:`params` (each row-major) and in the model's dtype.
 
         It runs ``train()`` with epochs = -1 (one evaluation pass), so the code ``fit()``
         runs is the code evaluated, compiled once.

@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import sympy as sp
@@ -24,12 +25,11 @@ from ..compile import CompiledFunction
 from ..compile import compile as compile_function
 from ..compile.cache import cache_dir as _cache_dir
 from ..compile.cache import load_module, write_module
-from ..emit import render_trainer
+from ..emit import GeneratedModule, render_trainer
 from ..errors import ExpressionError, InputError
 from ..expression import as_expression, free_symbols
-from ..graph import build
-from ..rules import differentiate
-from ..show.mixin import ShowMixin
+from ..graph import Graph, Node, build
+from ..rules import Program, differentiate
 from .data import columns
 from .history import History
 from .metrics import METRICS
@@ -45,7 +45,7 @@ class DivergenceWarning(RuntimeWarning):
     """The training loss or the parameters became NaN or infinite; training stopped."""
 
 
-class Model(ShowMixin):
+class Model:
     """A model to fit: ``loss`` per sample, ``params`` with initial values, ``data`` columns.
 
     The risk minimised is the mean of ``loss`` over the samples (of a batch). ``prediction``
@@ -130,6 +130,37 @@ class Model(ShowMixin):
         kernels it uses, the training loop among them)."""
         return self._render(self.optimizer, parallel=False, standalone=True).source
 
+    @property
+    def ir(self) -> Graph:
+        """The graph of the loss (nodes named as in the listing)."""
+        return self._graph
+
+    @property
+    def program(self) -> Program:
+        """The loss's forward and backward assignments (SymPy data), one per listing line."""
+        return self._program
+
+    @property
+    def param_nodes(self) -> tuple[Node, ...]:
+        """The graph's input nodes of the parameters, in the order of :attr:`params`."""
+        return tuple(self._param_nodes)
+
+    @property
+    def data_nodes(self) -> tuple[Node, ...]:
+        """The graph's input nodes of the data columns, in the order they were given."""
+        return tuple(self._data_nodes)
+
+    @property
+    def generated(self) -> GeneratedModule:
+        """The generated module (listing and the source of the block kernel symgrad's cache
+        holds; :attr:`source` is the standalone one)."""
+        return self._generated(self.optimizer, parallel=False)
+
+    @property
+    def trainer(self) -> ModuleType:
+        """The imported generated module (its kernels compile on first use)."""
+        return self._trainer(self.optimizer, parallel=False)
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the generated training module (standalone: needs only NumPy and Numba)."""
         path = Path(path)
@@ -138,7 +169,7 @@ class Model(ShowMixin):
 
     def listing(self, columns: bool = False) -> str:
         """The per-sample flat forward/backward code that the training loop runs per sample."""
-        g = self._generated(self.optimizer, parallel=False)
+        g = self.generated
         return CompiledFunction.format_listing(g.forward, g.backward, columns)
 
     def __repr__(self) -> str:
