@@ -56,15 +56,19 @@ def evaluate_lowered(expr: sp.Basic, values: Mapping) -> np.ndarray | float:
     return ev(expr)
 
 
-def numpy_function(expr: sp.Basic):
-    """``expr`` (lowered) as a Python function of a dict of values, to evaluate it many
-    times: the expression is walked once into nested closures, one NumPy call per node (a
-    program's assignments are flat, one primitive per line, so nothing is computed twice)."""
+def numpy_function(expr: sp.Basic, slots: Mapping[sp.Symbol, int]):
+    """``expr`` (lowered) as a Python function of a list of values (``slots`` maps each of
+    its symbols to a position), to evaluate it many times: the expression is walked once
+    into nested closures, one NumPy call per node (a program's assignments are flat, one
+    primitive per line, so nothing is computed twice)."""
     ops = _ops()
 
     def build(e):
         if isinstance(e, sp.Symbol):
-            return lambda env, e=e: env[e]
+            if e not in slots:
+                raise InputError(f"evaluating needs a value for {e.name}.")
+            k = slots[e]
+            return lambda env: env[k]
         if e.is_Number or isinstance(e, sp.NumberSymbol):
             value = float(e)
             return lambda env: value

@@ -86,23 +86,36 @@ class NumpyLoop:
     def __init__(self, program, params: Sequence, data: Sequence, batch: sp.Symbol | None,
                  batch_var: sp.Symbol | None, slices: Sequence, flipped: Sequence[bool],
                  batched: Sequence[bool]) -> None:
-        def steps(assignments):
-            return [(a.lhs, numpy_function(a.rhs), isinstance(a, AddAugmentedAssignment))
-                    for a in assignments]
+        assignments = [*program.forward, *program.backward]
+        names = [n.var for n in params] + [n.var for n in data]
+        sizes = [s for s in (batch, batch_var) if s is not None]  # the batch size's symbols
+        names += sizes
+        names += list(dict.fromkeys(a.lhs for a in assignments if a.lhs not in set(names)))
+        slots = {s: k for k, s in enumerate(names)}  # the values live in a list, by slot
+        self._size = len(names)
+
+        def steps(part):
+            return [(slots[a.lhs], numpy_function(a.rhs, slots),
+                     isinstance(a, AddAugmentedAssignment)) for a in part]
 
         self._forward = steps(program.forward)
         self._backward = steps(program.backward)
-        self._output = program.output
-        self._grads = list(program.grads)
-        self._params = [(n.var, where, shape) for n, (where, shape) in zip(params, slices)]
-        self._data = [n.var for n in data]
-        self._batch = [s for s in (batch, batch_var) if s is not None]
+        self._output = slots[program.output]
+        self._grads = [slots[g] for g in program.grads]
+        self._params = list(slices)
+        self._first_data = len(params)
+        self._n_batch_symbols = len(sizes)
         self._flipped, self._batched = list(flipped), list(batched)
 
     def _run(self, values, data, rows, backward=True) -> tuple[float, np.ndarray | None]:
-        env = {var: values[where].reshape(shape) for var, where, shape in self._params}
-        env.update(zip(self._data, data))
-        env.update((s, float(rows)) for s in self._batch)
+        env = [None] * self._size
+        for k, (where, shape) in enumerate(self._params):
+            env[k] = values[where].reshape(shape)
+        k = self._first_data
+        env[k:k + len(data)] = data
+        k += len(data)
+        for j in range(k, k + self._n_batch_symbols):
+            env[j] = float(rows)
         for lhs, fn, aug in (*self._forward, *(self._backward if backward else ())):
             env[lhs] = env[lhs] + fn(env) if aug else fn(env)
         loss = env[self._output]
