@@ -27,32 +27,30 @@ MODULES = ("vecmath", "loops", "optim", "trainer")
 
 
 @functools.cache
-def _body(name: str) -> str:
-    """The source of kernel module ``name`` without its imports of other kernel modules."""
+def _parts(name: str) -> tuple[str, tuple[str, ...]]:
+    """Kernel module ``name``'s source without its imports of other kernel modules, and the
+    kernel modules it imports."""
     source = (Path(__file__).parent / f"{name}.py").read_text(encoding="utf-8")
     lines = source.splitlines(keepends=True)
+    uses = []
     for node in reversed(ast.parse(source).body):
-        if isinstance(node, ast.ImportFrom) and (node.level or "kernels" in (node.module or "")):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module in MODULES:
+            uses.append(node.module)
             del lines[node.lineno - 1:node.end_lineno]
-    return "".join(lines)
+    return "".join(lines), tuple(uses)
 
 
 def standalone(names: tuple[str, ...] = MODULES) -> str:
-    """The kernel modules ``names`` (and what they import) as one block of source text, for a
-    saved module that must run without symgrad."""
-    needed = [m for m in MODULES if m in _closure(names)]
-    return "\n\n".join(f"# ---- symgrad.kernels.{m} (copied) ----\n{_body(m)}" for m in needed)
-
-
-def _closure(names) -> set[str]:
-    deps = {"vecmath": (), "loops": (), "optim": (), "trainer": ("loops", "optim")}
-    out, todo = set(), list(names)
+    """The kernel modules ``names`` (and those they import) as one block of source text,
+    for a saved module that must run without symgrad."""
+    needed, todo = set(), list(names)
     while todo:
-        n = todo.pop()
-        if n not in out:
-            out.add(n)
-            todo.extend(deps[n])
-    return out
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo.extend(_parts(name)[1])
+    return "\n\n".join(f"# ---- symgrad.kernels.{m} (copied) ----\n{_parts(m)[0]}"
+                       for m in MODULES if m in needed)
 
 
 def warm() -> float:
