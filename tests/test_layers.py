@@ -5,6 +5,8 @@ attributes."""
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "symgrad"
 ORDER = ["errors", "_version", "expression", "graph", "rules", "emit", "compile", "train", "show",
          "cli", "__main__"]
@@ -61,3 +63,14 @@ def test_show_reads_only_public_attributes():
                     and not (isinstance(node.value, ast.Name) and node.value.id == "self")):
                 private.append(f"{path.name}:{node.lineno} .{node.attr}")
     assert not private
+
+
+def test_every_package_is_listed_for_the_wheel():
+    """A package missing from pyproject.toml installs nowhere: a fresh install breaks."""
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11")
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"])
+    found = {".".join(p.parent.relative_to(root).parts)
+             for p in (root / "symgrad").rglob("__init__.py")}
+    assert found - listed == set()
