@@ -55,4 +55,5 @@ for epoch in (0, 10, 50, 100, 199):
 p = model.params
 print(f"\ntrained w0={p[w0]:.3f} w1={p[w1]:.3f} w2={p[w2]:.3f}")
 print(f"fit: {elapsed:.2f} s in all, of which Numba compile/load "
-      f"{model.timings['compile_s']:.2f} s (disk cache hit: {model.timings['cache_hit']})")
+      f"{model.timings['compile_s']:.2f} s (disk cache hit: {model.timings['cache_hit']}; the "
+      "first model on a machine also compiles symgrad's kernel library, once)")
