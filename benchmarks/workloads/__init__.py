@@ -12,5 +12,6 @@ WORKLOADS = {
     "W2": "benchmarks.workloads.w2",
     "W3": "benchmarks.workloads.w3",
     "W4": "benchmarks.workloads.w4",
+    "W4P": "benchmarks.workloads.w4p",
     "W5": "benchmarks.workloads.w5",
 }
