@@ -124,3 +124,27 @@ def test_engine_is_checked():
     scalar = sg.Model(loss=(a * x) ** 2, params={a: 1.0}, data=[x])
     with pytest.raises(ValueError, match="for matrix models"):
         scalar.fit({x: np.ones(3)}, epochs=1, verbose=0, engine="numpy")
+
+
+def test_status_numbers_and_end_of_epoch_agree_with_the_kernels():
+    from symgrad.kernels import loops
+    from symgrad.train import history
+    from symgrad.train.numpy_loop import end_epoch
+
+    assert (history.DONE, history.DIVERGED, history.EARLY_STOPPING) == (
+        loops.DONE, loops.DIVERGED, loops.EARLY_STOPPING)
+    cases = [(0.5, 0.7, True, [1.0, 2.0], [0.6, 3, 1], 0),  # better: new best
+             (0.5, 0.9, True, [1.0, 2.0], [0.6, 3, 1], 2),  # no better: wait 2 -> stop
+             (0.5, 0.0, False, [1.0, np.inf], [0.6, 3, 0], 0),  # non-finite parameter
+             (0.5, np.nan, True, [1.0, 2.0], [0.6, 3, 0], 0),  # non-finite validation loss
+             (0.4, 0.0, False, [1.0, 2.0], [0.6, 3, 0], 5)]  # training loss monitored
+    for loss, monitor, validating, params, best, patience in cases:
+        out = []
+        for fn in (loops.end_epoch, end_epoch):
+            p, b = np.array(params), np.array(best, dtype=float)
+            losses, val_losses, best_params = np.zeros(9), np.zeros(9), np.zeros(2)
+            status = fn(4, loss, monitor, validating, p, losses, val_losses, b, best_params,
+                        patience)
+            out.append((status, losses.tolist(), val_losses.tolist(), b.tolist(),
+                        best_params.tolist()))
+        np.testing.assert_equal(out[0], out[1])  # NaN equals NaN here

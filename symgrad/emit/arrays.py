@@ -532,7 +532,8 @@ def render_arrays(
         k += math.prod(v.shape)
     context = dict(
         math_context(printer, graph, fast_math, extra=extra, standalone=standalone,
-                     kernels={"loops": ["finite", "permute"], "optim": ["update"]}),
+                     kernels={"loops": ["DONE", "end_epoch", "permute"],
+                              "optim": ["update"]}),
         version=__version__,
         output=program.output.name,
         forward_listing=forward_lines,

@@ -5,6 +5,8 @@ from numba import njit
 
 #: Fast-math flags for plain sums only: reassociation lets them vectorize.
 SUMS = {"reassoc", "contract", "arcp", "nsz"}
+#: How a training loop's epochs ended (``symgrad.train.history`` names them the same way).
+DONE, DIVERGED, EARLY_STOPPING = 0, 1, 2
 
 
 @njit(cache=True, error_model="numpy")
@@ -39,3 +41,36 @@ def add_rows(buf, rows, m, acc):
         for j in range(m):
             t += buf[k, j]
         acc[k] += t
+
+
+@njit(cache=True, error_model="numpy")
+def end_epoch(epoch, loss, monitor, validating, params, losses, val_losses, best, best_params,
+              patience):
+    """The end of an epoch, the same in every training loop: record its loss (and the
+    validation loss ``monitor`` when ``validating``), stop on a non-finite loss or parameter
+    (DIVERGED), keep the best monitored loss in best = [loss, epoch, wait] with its
+    parameters, stop after ``patience`` epochs without improvement (EARLY_STOPPING, when
+    patience > 0); otherwise DONE (go on)."""
+    losses[epoch] = loss
+    ok = finite(loss)
+    for k in range(params.shape[0]):
+        ok = ok and finite(params[k])
+    if not ok:
+        return DIVERGED
+    if validating:
+        val_losses[epoch] = monitor
+        if not finite(monitor):
+            return DIVERGED
+    else:
+        monitor = loss
+    if monitor < best[0]:
+        best[0] = monitor
+        best[1] = epoch
+        best[2] = 0
+        for k in range(params.shape[0]):
+            best_params[k] = params[k]
+    else:
+        best[2] += 1
+        if patience > 0 and best[2] >= patience:
+            return EARLY_STOPPING
+    return DONE

@@ -12,7 +12,7 @@ with libm's; a block whose sums come out non-finite is recomputed with it.
 import numpy as np
 from numba import float64, int64, njit, prange, types
 
-from .loops import add_rows, finite, permute
+from .loops import DONE, add_rows, end_epoch, finite, permute
 from .optim import update
 
 #: The block kernel's signature: (params, data, start, stop, buf) -> None.
@@ -104,8 +104,8 @@ def train(block, exact, has_exact, parallel, kind, params, state, step, hyper, d
     Writes each epoch's mean training loss (over the batches, at the parameters each batch
     saw) and validation loss (after the epoch) into losses/val_losses. Tracks the best
     monitored loss (validation if given, else training) in best = [loss, epoch, wait] and
-    its parameters in best_params. Returns (epochs run, status): 0 done, 1 non-finite
-    loss or parameters, 2 early stopping.
+    its parameters in best_params (see loops.end_epoch). Returns (epochs run, status):
+    DONE, DIVERGED (non-finite loss or parameters) or EARLY_STOPPING.
     """
     n = data.shape[1]
     size = n if batch <= 0 or batch > n else batch
@@ -137,27 +137,11 @@ def train(block, exact, has_exact, parallel, kind, params, state, step, hyper, d
                 grad[k] /= m
             step[0] += 1
             update(kind, params, grad, state, step[0], hyper)
-        loss = total / seen
-        losses[epoch] = loss
-        ok = finite(loss)
-        for k in range(params.shape[0]):
-            ok = ok and finite(params[k])
-        if not ok:
-            return e + 1, 1
-        monitor = loss
-        if val.shape[1] > 0:
-            monitor = loss_sum(block, exact, has_exact, parallel, params, val) / val.shape[1]
-            val_losses[epoch] = monitor
-            if not finite(monitor):
-                return e + 1, 1
-        if monitor < best[0]:
-            best[0] = monitor
-            best[1] = epoch
-            best[2] = 0
-            for k in range(params.shape[0]):
-                best_params[k] = params[k]
-        else:
-            best[2] += 1
-            if patience > 0 and best[2] >= patience:
-                return e + 1, 2
-    return epochs, 0
+        validating = val.shape[1] > 0
+        monitor = (loss_sum(block, exact, has_exact, parallel, params, val) / val.shape[1]
+                   if validating else 0.0)
+        status = end_epoch(epoch, total / seen, monitor, validating, params, losses,
+                           val_losses, best, best_params, patience)
+        if status != DONE:
+            return e + 1, status
+    return epochs, DONE

@@ -6,7 +6,11 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-__all__ = ["History"]
+__all__ = ["DIVERGED", "DONE", "EARLY_STOPPING", "History"]
+
+#: How a training loop's epochs ended; the compiled loops return the same numbers
+#: (``symgrad.kernels.loops``; kept equal by a test, not imported: that module loads Numba).
+DONE, DIVERGED, EARLY_STOPPING = 0, 1, 2
 
 
 @dataclass

@@ -31,7 +31,7 @@ from ..expression import as_expression, free_symbols
 from ..graph import Graph, Node, build
 from ..rules import Program, differentiate
 from .data import columns
-from .history import History
+from .history import DIVERGED, EARLY_STOPPING, History
 from .metrics import METRICS
 from .optim import Adam, Optimizer
 
@@ -267,11 +267,11 @@ class Model:
                                     metric_fns, callbacks)
                 done += ran
                 bar = self._progress(bar, verbose, done, epochs, start, history, now, was)
-                if status == 1:
+                if status == DIVERGED:
                     history.stop_reason = "diverged"
                     self._warn_divergence(history, optimizer)
                     break
-                if status == 2:
+                if status == EARLY_STOPPING:
                     history.stop_reason = "early_stopping"
                     break
                 if stop:

@@ -21,8 +21,9 @@ import sympy as sp
 from sympy.codegen.ast import AddAugmentedAssignment
 
 from ..expression.evaluate import numpy_function
+from .history import DIVERGED, DONE, EARLY_STOPPING
 
-__all__ = ["NumpyLoop", "numpy_update", "permutation"]
+__all__ = ["NumpyLoop", "end_epoch", "numpy_update", "permutation"]
 
 _M64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -77,6 +78,28 @@ def numpy_update(kind: int, p: np.ndarray, g: np.ndarray, state: np.ndarray, t: 
         step = T(hyper[0] / (1.0 - hyper[3] ** t))
         root2 = T(math.sqrt(1.0 - hyper[4] ** t))
         p -= step * m / (np.sqrt(v) / root2 + T(hyper[5]))
+
+
+def end_epoch(epoch, loss, monitor, validating, params, losses, val_losses, best,
+              best_params, patience) -> int:
+    """``symgrad.kernels.loops.end_epoch`` in Python (see there)."""
+    losses[epoch] = loss
+    if not (math.isfinite(loss) and np.all(np.isfinite(params))):
+        return DIVERGED
+    if validating:
+        val_losses[epoch] = monitor
+        if not math.isfinite(monitor):
+            return DIVERGED
+    else:
+        monitor = loss
+    if monitor < best[0]:
+        best[:] = monitor, epoch, 0
+        best_params[:] = params
+    else:
+        best[2] += 1
+        if patience > 0 and best[2] >= patience:
+            return EARLY_STOPPING
+    return DONE
 
 
 class NumpyLoop:
@@ -152,21 +175,10 @@ class NumpyLoop:
                     seen += m
                     step[0] += 1
                     numpy_update(kind, values, grad, state, int(step[0]), hyper)
-                loss = total / seen
-                losses[epoch] = loss
-                if not (math.isfinite(loss) and np.all(np.isfinite(values))):
-                    return e + 1, 1
-                monitor = loss
-                if n_val > 0:
-                    monitor = float(self._run(values, val, n_val, backward=False)[0])
-                    val_losses[epoch] = monitor
-                    if not math.isfinite(monitor):
-                        return e + 1, 1
-            if monitor < best[0]:
-                best[:] = monitor, epoch, 0
-                best_params[:] = values
-            else:
-                best[2] += 1
-                if patience > 0 and best[2] >= patience:
-                    return e + 1, 2
-        return epochs, 0
+                monitor = (float(self._run(values, val, n_val, backward=False)[0])
+                           if n_val > 0 else 0.0)
+            status = end_epoch(epoch, total / seen, monitor, n_val > 0, values, losses,
+                               val_losses, best, best_params, patience)
+            if status != DONE:
+                return e + 1, status
+        return epochs, DONE
