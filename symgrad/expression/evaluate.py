@@ -174,7 +174,13 @@ def _ops() -> dict:
 
 
 def _piecewise(*pairs):
-    values = [np.asarray(v, dtype=float) for v, _ in pairs]
+    """np.select over the pairs, in the values' own dtype (a float32 model stays float32:
+    Python numbers among the values do not widen it)."""
+    dtype = np.result_type(*(v for v, _ in pairs))
+    if len(pairs) == 2 and pairs[1][1] is True:  # (a if c else b): the common case
+        (a, c), (b, _) = pairs
+        return np.where(c, a, b).astype(dtype, copy=False)
+    values = [np.asarray(v, dtype=dtype) for v, _ in pairs]
     conds = [np.asarray(c, dtype=bool) for _, c in pairs]
     shape = np.broadcast_shapes(*(v.shape for v in values), *(c.shape for c in conds))
     return np.select([np.broadcast_to(c, shape) for c in conds],

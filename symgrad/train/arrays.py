@@ -495,6 +495,7 @@ class _Tiered:
         self._loop, self._kind, self._X, self._V = loop, kind, X, V
         self._make_compiled, self._background = compiled, background
         self._compiled = None
+        self._blas = None  # threadpoolctl's view of the BLAS thread pools, made once
         self.engine = "numpy"
 
     def __call__(self, values, state, step, hyper, first, count, *rest):
@@ -503,5 +504,13 @@ class _Tiered:
             self.engine = "compiled"
         if self._compiled is not None:
             return self._compiled(values, state, step, hyper, first, count, *rest)
+        if self._background is not None and not self._background.done:
+            if self._blas is None:
+                from threadpoolctl import ThreadpoolController
+
+                self._blas = ThreadpoolController()
+            with self._blas.limit(limits=1, user_api="blas"):  # one core trains, one compiles
+                return self._loop.train(values, state, step, hyper, self._kind, self._X,
+                                        self._V, first, count, *rest)
         return self._loop.train(values, state, step, hyper, self._kind, self._X, self._V,
                                 first, count, *rest)

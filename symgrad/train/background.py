@@ -99,6 +99,8 @@ def _main(argv: list[str]) -> int:
     from ..compile.cache import load_module
     from .arrays import loop_arguments
 
+    if hasattr(os, "nice"):
+        os.nice(19)  # training comes first: compile on what the parent leaves idle
     spec = json.loads(argv[0])
     path = Path(spec["path"])
     if path.name != f"sg_{hashlib.sha256(path.read_bytes()).hexdigest()}.py":

@@ -44,15 +44,22 @@ def permutation(n: int, key: int) -> np.ndarray:
 
 def numpy_update(kind: int, p: np.ndarray, g: np.ndarray, state: np.ndarray, t: int,
                  hyper: np.ndarray) -> None:
-    """``symgrad.kernels.optim.update`` with whole-array NumPy operations, in place."""
+    """``symgrad.kernels.optim.update`` with whole-array NumPy operations, in place (the same
+    operations in the same order, so the same rounding; ``g`` is overwritten)."""
     T = p.dtype.type
     lr, weight_decay, l1, one = T(hyper[0]), T(hyper[1]), T(hyper[2]), T(1.0)
-    g = g + weight_decay * p + l1 * ((p > 0) * one - (p < 0) * one)
+    if weight_decay or l1:
+        g = g + weight_decay * p + l1 * ((p > 0) * one - (p < 0) * one)
     if kind == 0:
-        p -= lr * g
+        g *= lr
+        p -= g
     elif kind in (1, 2):
         mu, v = T(hyper[3]), state[0]
-        v[:] = g if t == 1 else mu * v + g
+        if t == 1:
+            v[:] = g
+        else:
+            v *= mu
+            v += g
         p -= lr * v if kind == 1 else lr * (g + mu * v)
     elif kind == 3:
         s = state[0]
@@ -60,7 +67,8 @@ def numpy_update(kind: int, p: np.ndarray, g: np.ndarray, state: np.ndarray, t: 
         p -= lr * g / (np.sqrt(s) + T(hyper[3]))
     elif kind == 4:
         s = state[0]
-        s[:] = T(hyper[3]) * s + T(1.0 - hyper[3]) * g * g
+        s *= T(hyper[3])
+        s += T(1.0 - hyper[3]) * g * g
         p -= lr * g / (np.sqrt(s) + T(hyper[4]))
     elif kind == 5:
         rho, eps, rest, s, u = T(hyper[3]), T(hyper[4]), T(1.0 - hyper[3]), state[0], state[1]
@@ -70,14 +78,21 @@ def numpy_update(kind: int, p: np.ndarray, g: np.ndarray, state: np.ndarray, t: 
         p -= lr * d
     else:
         m, v = state[0], state[1]
-        m[:] = T(hyper[3]) * m + T(1.0 - hyper[3]) * g
-        v[:] = T(hyper[4]) * v + T(1.0 - hyper[4]) * g * g
+        m *= T(hyper[3])
+        m += T(1.0 - hyper[3]) * g
+        g2 = T(1.0 - hyper[4]) * g
+        g2 *= g
+        v *= T(hyper[4])
+        v += g2
         if kind == 7:
-            state[2] = np.maximum(state[2], v)
+            np.maximum(state[2], v, out=state[2])
             v = state[2]
-        step = T(hyper[0] / (1.0 - hyper[3] ** t))
-        root2 = T(math.sqrt(1.0 - hyper[4] ** t))
-        p -= step * m / (np.sqrt(v) / root2 + T(hyper[5]))
+        denominator = np.sqrt(v)
+        denominator /= T(math.sqrt(1.0 - hyper[4] ** t))
+        denominator += T(hyper[5])
+        g2 = T(hyper[0] / (1.0 - hyper[3] ** t)) * m
+        g2 /= denominator
+        p -= g2
 
 
 def end_epoch(epoch, loss, monitor, validating, params, losses, val_losses, best,
