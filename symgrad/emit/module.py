@@ -85,6 +85,7 @@ def math_context(printer: FlatCodePrinter, graph: Graph, fast_math: bool, ranged
 
     ``extra`` adds math names used by template code the printer did not print.
     """
+    user_functions = _user_functions(printer, graph)  # first: their bodies use math names too
     math_names = set(printer.math_names) | set(extra)
     for helper in printer.helpers:
         math_names |= _HELPER_MATH.get(helper, set())
@@ -93,7 +94,7 @@ def math_context(printer: FlatCodePrinter, graph: Graph, fast_math: bool, ranged
     return dict(
         math_names=sorted(math_names - set(fast)),
         helpers=printer.helpers,
-        user_functions=_user_functions(printer, graph),
+        user_functions=user_functions,
         fast_math=bool(fast),
         fast_math_names=[n for n in fast if n not in fast_range],
         fast_range_names=fast_range,
