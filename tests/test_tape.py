@@ -387,4 +387,6 @@ def test_wrong_arguments_raise_like_the_module():
     with pytest.raises(ValueError):
         tape.value_and_grad("a", 1.0)
     with pytest.raises(TypeError):
+        tape.value(None, 1.0)
+    with pytest.raises((TypeError, ValueError)):
         tape.value(np.ones(2), np.ones(2))
