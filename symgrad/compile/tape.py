@@ -404,10 +404,11 @@ class Tape:
         return value, tuple(grad.tolist())
 
     def value_and_grad_array(self, x: np.ndarray, grad: np.ndarray) -> float:
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        if x.shape != (self._n,):
-            raise ValueError(f"x must have shape ({self._n},)")
-        out = _writable(grad, (self.grad_slots.shape[0],))
+        if not _fits(x, (self._n,)):
+            x = np.ascontiguousarray(x, dtype=np.float64)
+            if x.shape != (self._n,):
+                raise ValueError(f"x must have shape ({self._n},)")
+        out = grad if _fits(grad, self.grad_slots.shape) else _writable(grad, self.grad_slots.shape)
         value = vm.value_and_grad_point(self.code, self.consts, self.n_slots, x,
                                         self.out_slot, self.grad_slots, out)
         if out is not grad:
@@ -443,10 +444,20 @@ class Tape:
             grads[...] = g
 
 
+_F64 = np.dtype(np.float64)
+
+
+def _fits(array, shape: tuple) -> bool:
+    """True if the kernels take ``array`` as it is (its Numba type is the cached one)."""
+    if type(array) is not np.ndarray or array.dtype is not _F64 or array.shape != shape:
+        return False
+    flags = array.flags
+    return flags.c_contiguous and flags.writeable
+
+
 def _writable(array: np.ndarray, shape: tuple) -> np.ndarray:
     """``array`` itself if the kernel can write into it directly, else a scratch array."""
-    if (isinstance(array, np.ndarray) and array.dtype == np.float64 and array.shape == shape
-            and array.flags.c_contiguous and array.flags.writeable):
+    if _fits(array, shape):
         return array
     if tuple(np.shape(array)) != shape:
         raise ValueError(f"output must have shape {shape}")
