@@ -17,7 +17,7 @@ from sympy.codegen.cfunctions import expm1, log1p
 
 import symgrad as sg
 from symgrad.compile import CompiledFunction
-from symgrad.compile.tape import Tape, compile_tape
+from symgrad.compile.tape import Tape, compile_tape, lower
 from symgrad.kernels import tape_vm as vm
 
 x, y, z = sp.symbols("x y z")
@@ -394,3 +394,44 @@ def test_wrong_arguments_raise_like_the_module():
         tape.value(None, 1.0)
     with pytest.raises((TypeError, ValueError)):
         tape.value(np.ones(2), np.ones(2))
+
+
+def _printed_order_cases():
+    third, half = sp.Rational(1, 3), sp.S.Half
+    with sp.evaluate(False):
+        return [
+            sp.Mul(x, sp.Mul(y, z)),  # printed x*(y*z)
+            sp.Mul(x, sp.Rational(2, 3), y),  # x*(2/3)*y
+            sp.Mul(x, sp.Pow(sp.Mul(y, z), -1), sp.Pow(z, -2)),  # x/((y*z)*z**2)
+            sp.Mul(x, sp.Pow(sp.Mul(y, z), -1)),  # x/(y*z)
+            sp.Mul(-2, x, sp.Pow(y, -1), sp.Pow(z, -1)),  # -2*x/(y*z)
+            sp.Mul(sp.Float(0.1), sp.Add(x, y), sp.Pow(sp.Add(x, z), -1), sp.Rational(1, 7)),
+            sp.Add(x, sp.Mul(-1, y), sp.Mul(-3, z), -third, sp.Mul(sp.Float(-0.3), x, y)),
+            sp.Add(sp.Mul(-1, x), y, sp.Mul(-1, z)),
+            sp.Add(sp.Pow(x, -1), sp.Pow(y, -half), sp.Pow(z, half), sp.Pow(x, 3)),
+            sp.Add(sp.Pow(y, -3), sp.Pow(z, sp.Float(1.5)), sp.Pow(z, third), sp.Pow(x, y)),
+            sp.Mul(sp.Pow(z, -half), sp.Pow(y, -third), x),
+        ]
+
+
+def test_tape_follows_the_printed_evaluation_order():
+    """Unevaluated products and sums round exactly as their printed line does in Numba."""
+    from sympy.codegen.ast import Assignment
+
+    from symgrad.emit.printer import FlatCodePrinter
+    from symgrad.rules import Program
+
+    out = sp.Symbol("L")
+    rng = np.random.default_rng(3)
+    points = rng.uniform(0.1, 3.0, (200, 3))
+    for expr in _printed_order_cases():
+        line = FlatCodePrinter().doprint(Assignment(out, expr))
+        namespace = dict(vars(math))
+        exec(f"def line(x, y, z):\n    {line}\n    return L\n", namespace)  # printed by us
+        flat = njit(error_model="numpy")(namespace["line"])
+        program = Program([Assignment(out, expr)], [Assignment(sp.Symbol("grad_x"), sp.S.Zero)],
+                          out, [sp.Symbol("grad_x")])
+        tape = lower(program, [x, y, z])
+        got = np.array([tape.value(*p) for p in points])
+        want = np.array([flat(*p) for p in points])
+        assert np.array_equal(got, want), line

@@ -7,8 +7,9 @@ compile: the program becomes rows of opcodes and slot numbers (see
 Lowering walks the SymPy assignments themselves (no printing, no parsing, no ``eval``) and
 follows the printer's reading of each expression, so the tape computes what the flat code
 computes, rounding included: an n-ary sum or product is evaluated left to right in the
-order the printer writes it, factors with negative powers become one division (``a*b/c``,
-``a/(b*c)``), ``x**n`` with an integer ``n`` repeats Numba's exponentiation by squaring,
+order the printer writes it (it parenthesizes every operand that does not bind tighter),
+factors with negative powers become one division (``a*b/c``, ``a/(b*c)``), ``x**n`` with
+an integer ``n`` repeats Numba's exponentiation by squaring,
 ``x**0.5`` is ``sqrt``, ``Piecewise`` selects between its evaluated branches. Signs are
 carried along and applied where a value is needed (``a + (-b)`` is ``a - b`` exactly).
 
@@ -29,7 +30,6 @@ from sympy.codegen.ast import AddAugmentedAssignment
 from sympy.codegen.cfunctions import Sqrt, expm1, log1p, log2, log10
 from sympy.core.mul import _keep_coeff
 from sympy.logic.boolalg import BooleanAtom
-from sympy.printing.precedence import PRECEDENCE, precedence
 
 from ..expression.functions import elu, leaky_relu, relu, sigmoid, softplus
 from ..graph import Identity
@@ -54,7 +54,6 @@ _BINARY = {sp.atan2: _OP["ATAN2"], leaky_relu: _OP["LEAKY_RELU"], elu: _OP["ELU"
            sp.And: _OP["AND"], sp.Or: _OP["OR"]}
 _RELATIONAL = {"<": "LT", "<=": "LE", ">": "GT", ">=": "GE", "==": "EQ", "!=": "NE"}
 _RELATIONAL = {k: _OP[v] for k, v in _RELATIONAL.items()}
-_MUL_PREC = PRECEDENCE["Mul"]
 _ADD, _SUB, _MULOP, _DIV, _NEG = (_OP[k] for k in ("ADD", "SUB", "MUL", "DIV", "NEG"))
 
 
@@ -112,8 +111,7 @@ class _Lowering:
         if expr.is_Add:
             return self._add(expr)
         if expr.is_Mul:
-            neg, chain = self._mul_chain(expr)
-            return neg, self._product(chain)
+            return self._mul(expr)
         if expr.is_Pow:
             return False, self._pow(expr)
         cls = type(expr)
@@ -164,13 +162,13 @@ class _Lowering:
                 acc, neg = self.emit(_SUB, t, acc), False
         return neg, acc
 
-    def _mul_chain(self, expr: sp.Mul) -> tuple[bool, list[tuple[int, int]]]:
-        """The printer's ``a*b*c/d`` (``codeprinter._print_Mul``) as ``(negated, [(op, reg)])``.
+    def _mul(self, expr: sp.Mul) -> tuple[bool, int]:
+        """The printer's ``a*b*c/d`` (``codeprinter._print_Mul``), left to right.
 
-        Factors with a negative rational power are the denominator: one of them divides,
-        several are multiplied first (``a/(b*c)``). An unparenthesized factor that prints
-        as a product itself (a nested Mul, a Rational ``p/q``) continues the chain, as in
-        the printed text.
+        A negative coefficient becomes the pending sign; factors with a negative rational
+        power form the denominator: one of them divides, several are multiplied first
+        (``a/(b*c)``). Every factor prints parenthesized unless it binds tighter than ``*``,
+        so each is one value.
         """
         neg = False
         c, e = expr.as_coeff_Mul()
@@ -186,41 +184,20 @@ class _Lowering:
                     denominator.append(sp.Pow(item.base, -exp))
             else:
                 numerator.append(item)
-        chain: list[tuple[int, int]] = []
-        single = len(numerator) == 1 and neg  # printed -(...): one parenthesized factor
-        for item in numerator or [sp.S.One]:
-            neg ^= self._factor(item, _MULOP, chain, splice=not single)
-        if len(denominator) == 1:
-            item = denominator[0]
-            neg ^= self._factor(item, _DIV, chain, splice=not isinstance(item, sp.Mul))
-        elif denominator:
-            below: list[tuple[int, int]] = []
-            for item in denominator:
-                neg ^= self._factor(item, _MULOP, below, splice=True)
-            chain.append((_DIV, self._product(below)))
-        return neg, chain
+        neg, acc = self._product(numerator or [sp.S.One], neg)
+        if denominator:
+            neg, below = self._product(denominator, neg)
+            acc = self.emit(_DIV, acc, below)
+        return neg, acc
 
-    def _factor(self, item, op: int, chain: list, splice: bool) -> bool:
-        """Append ``item`` to ``chain`` joined by ``op``; return its pending negation."""
-        if splice and precedence(item) >= _MUL_PREC:
-            if item.is_Mul:
-                neg, sub = self._mul_chain(item)
-                chain.append((op, sub[0][1]))
-                chain.extend(sub[1:])
-                return neg
-            if item.is_Rational and not item.is_Integer:  # prints as p/q
-                chain.append((op, self.const(float(item.p))))
-                chain.append((_DIV, self.const(float(item.q))))
-                return False
-        neg, reg = self.lower(item)
-        chain.append((op, reg))
-        return neg
-
-    def _product(self, chain: list[tuple[int, int]]) -> int:
-        acc = chain[0][1]
-        for op, reg in chain[1:]:
-            acc = self.emit(op, acc, reg)
-        return acc
+    def _product(self, factors: list, neg: bool) -> tuple[bool, int]:
+        fneg, acc = self.lower(factors[0])
+        neg ^= fneg
+        for factor in factors[1:]:
+            fneg, reg = self.lower(factor)
+            neg ^= fneg
+            acc = self.emit(_MULOP, acc, reg)
+        return neg, acc
 
     def _pow(self, expr: sp.Pow) -> int:
         """``PythonCodePrinter._hprint_Pow``: sqrt, 1/sqrt, 1/x, x**n (integer n), x**y."""
