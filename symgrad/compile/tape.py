@@ -1,7 +1,7 @@
 """A :class:`~symgrad.rules.Program` lowered to a tape for the fixed interpreter kernel.
 
-The flat module costs Numba ~3-4 ms per generated line to compile; a tape costs nothing to
-compile: the program becomes rows of opcodes and slot numbers (see
+The flat module costs Numba milliseconds per generated line to compile; a tape costs
+nothing to compile: the program becomes rows of opcodes and slot numbers (see
 ``symgrad.kernels.tape_vm``), run by one interpreter that Numba compiled once per machine.
 
 Lowering walks the SymPy assignments themselves (no printing, no parsing, no ``eval``) and
@@ -9,9 +9,9 @@ follows the printer's reading of each expression, so the tape computes what the 
 computes, rounding included: an n-ary sum or product is evaluated left to right in the
 order the printer writes it (it parenthesizes every operand that does not bind tighter),
 factors with negative powers become one division (``a*b/c``, ``a/(b*c)``), ``x**n`` with
-an integer ``n`` repeats Numba's exponentiation by squaring,
-``x**0.5`` is ``sqrt``, ``Piecewise`` selects between its evaluated branches. Signs are
-carried along and applied where a value is needed (``a + (-b)`` is ``a - b`` exactly).
+an integer ``n`` repeats Numba's exponentiation by squaring, ``x**0.5`` is ``sqrt``,
+``Piecewise`` selects between its evaluated branches. Signs are carried along and applied
+where a value is needed (``a + (-b)`` is ``a - b`` exactly).
 
 Registers are first virtual and in SSA form (``grad_x += e`` makes a new one, so copies
 are free aliases); a linear scan then gives every register a slot and reuses the slot of
