@@ -110,12 +110,14 @@ def _check_wrt(wrt, symbols: list[sp.Symbol]) -> list[sp.Symbol]:
 
 def _check_inputs(inputs, symbols: list[sp.Symbol], wrt: list[sp.Symbol]) -> list[sp.Symbol]:
     if inputs is None:
-        rest = sorted((s for s in symbols if s not in set(wrt)), key=lambda s: s.name)
+        chosen = set(wrt)
+        rest = sorted((s for s in symbols if s not in chosen), key=lambda s: s.name)
         return [*wrt, *rest]
     inputs = list(inputs)
-    if len(set(inputs)) != len(inputs) or set(inputs) != set(symbols):
-        missing = [s.name for s in symbols if s not in set(inputs)]
-        extra = [getattr(s, "name", repr(s)) for s in inputs if s not in set(symbols)]
+    given, present = set(inputs), set(symbols)
+    if len(given) != len(inputs) or given != present:
+        missing = [s.name for s in symbols if s not in given]
+        extra = [getattr(s, "name", repr(s)) for s in inputs if s not in present]
         raise ExpressionError(
             "inputs must list every symbol of the expression exactly once"
             + (f"; missing: {', '.join(missing)}" if missing else "")

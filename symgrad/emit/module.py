@@ -92,6 +92,7 @@ def math_context(printer: FlatCodePrinter, graph: Graph, fast_math: bool, ranged
     from ``symgrad.kernels``, or with ``standalone`` carries a copy of their source, so that
     it runs with NumPy and Numba alone.
     """
+    user_functions = _user_functions(printer, graph)  # first: their bodies use math names too
     math_names = set(printer.math_names) | set(extra)
     for helper in printer.helpers:
         math_names |= _HELPER_MATH.get(helper, set())
@@ -104,7 +105,7 @@ def math_context(printer: FlatCodePrinter, graph: Graph, fast_math: bool, ranged
     return dict(
         math_names=sorted(math_names - set(fast)),
         helpers=printer.helpers,
-        user_functions=_user_functions(printer, graph),
+        user_functions=user_functions,
         fast_math=bool(fast),
         fast_math_names=[n for n in fast if n not in fast_range],
         fast_range_names=fast_range,

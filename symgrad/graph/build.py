@@ -12,6 +12,8 @@ earlier one only in its constant term reuses it too (``x - 2`` stays ``s + (-2)`
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import sympy as sp
 from sympy.logic.boolalg import Boolean, BooleanAtom
 
@@ -89,9 +91,20 @@ class _Builder:
 
     def nary(self, op: type, ops: list[Operand]) -> Operand:
         """Split an n-ary operation into binary nodes, reusing earlier partial results."""
-        consts = [o for o in ops if not isinstance(o, Node)]
-        ordered = consts + sorted((o for o in ops if isinstance(o, Node)), key=_order)
-        keys = [_key(o) for o in ordered]
+        consts, computed, inputs = [], [], []
+        for o in ops:
+            if not isinstance(o, Node):
+                consts.append(o)
+            elif o.symbol is None:
+                computed.append(o)
+            else:
+                inputs.append(o)
+        # computed values first, inputs last, each in the order they were built (sorting by
+        # an attrgetter: no Python call per operand, and W5's sums make this O(depth^2))
+        computed.sort(key=_ID)
+        inputs.sort(key=_ID)
+        ordered = consts + computed + inputs
+        keys = [("c", o) for o in consts] + [o.id for o in computed] + [o.id for o in inputs]
         const = ordered[0] if not isinstance(ordered[0], Node) else None
         terms = keys[1:] if const is not None else keys
         newest = ordered[-1]
@@ -134,13 +147,12 @@ class _Builder:
         return self.node(op, (delta, earlier))
 
 
-def _key(operand: Operand) -> tuple:
-    return ("n", operand.id) if isinstance(operand, Node) else ("c", operand)
+def _key(operand: Operand) -> int | tuple:
+    """Hash-consing key: a node's id (cheap to hash), a constant as ``("c", value)``."""
+    return operand.id if isinstance(operand, Node) else ("c", operand)
 
 
-def _order(node: Node) -> int:
-    """Computed values first, inputs last, each in the order they were built."""
-    return node.id if node.symbol is None else node.id + (1 << 40)
+_ID = attrgetter("id")
 
 
 def build(expr: sp.Basic, output_name: str = "L", shapes: dict | None = None) -> Graph:

@@ -8,7 +8,9 @@ afterwards; generated modules import them and compile only the model's own code:
 - ``loops``: the seeded shuffle, finiteness checks, row sums;
 - ``optim``: the optimizers' update rules, one function for all of them;
 - ``trainer``: the training loop (epochs, minibatches, block sums, early stopping) that
-  calls a model's per-sample block kernel through a first-class function argument.
+  calls a model's per-sample block kernel through a first-class function argument;
+- ``tape_vm``: an interpreter of tapes (opcode rows over a slot array), which runs the
+  programs of graphs too big to compile as flat code (``symgrad.compile.tape``).
 
 A saved standalone module carries a copy of the kernels it needs (:func:`standalone`), so
 it still runs with only NumPy and Numba.
