@@ -264,7 +264,8 @@ def test_compiled_function_runs_on_a_tape():
     """CompiledFunction takes a Tape where it takes the generated module."""
     expr = sp.exp(-x * y) + sg.softplus(z) * x
     f, tape = both(expr, [x, y])
-    cf = CompiledFunction(f.expr, f.inputs, f.wrt, f.generated, tape, f.path, {})
+    cf = sg.compile(expr, wrt=[x, y], backend="tape")
+    assert isinstance(cf, CompiledFunction) and type(cf.module) is type(tape)
     assert_close(cf(0.3, -0.2, 1.1), f(0.3, -0.2, 1.1))
     assert_close(cf(y=-0.2, x=0.3, z=1.1), f(0.3, -0.2, 1.1))
     value, grad = cf.value_and_grad(0.3, -0.2, 1)
@@ -435,3 +436,46 @@ def test_tape_follows_the_printed_evaluation_order():
         got = np.array([tape.value(*p) for p in points])
         want = np.array([flat(*p) for p in points])
         assert np.array_equal(got, want), line
+
+
+def test_sg_compile_runs_big_programs_as_a_tape_and_small_ones_flat():
+    """backend='auto': flat code up to TAPE_FROM lines, a tape above; same listing, same
+    numbers."""
+    from symgrad.compile.function import TAPE_FROM
+
+    depth = TAPE_FROM // 8 + 10  # 8 lines per level of the chain
+    w = sp.symbols(f"w0:{depth}")
+    x = sp.Float(0.5)
+    for k in range(depth):
+        x = x + w[k] * sp.sin(x)
+    loss = (x - 2) ** 2
+    big = sg.compile(loss, wrt=list(w))
+    assert big.backend == "tape" and "run as a tape" in repr(big)
+    assert big.path is None and big.generated is not None  # printed only when asked
+    flat = sg.compile(loss, wrt=list(w), backend="flat")
+    assert flat.backend == "flat" and flat.listing() == big.listing()
+    point = np.random.default_rng(0).uniform(0, 0.2, depth)
+    v1, g1 = big.value_and_grad(*point)
+    v2, g2 = flat.value_and_grad(*point)
+    assert v1 == pytest.approx(v2, rel=1e-12)
+    np.testing.assert_allclose(g1, g2, rtol=1e-12, atol=1e-15)
+    small = sg.compile(sp.sin(w[0]) * w[1], wrt=w[:2])
+    assert small.backend == "flat"
+
+
+def test_a_tape_function_has_the_whole_api():
+    x, y = sp.symbols("x y")
+    f = sg.compile(sg.sigmoid(x * y) + sp.log(1 + x**2), wrt=[x, y], backend="tape")
+    g = sg.compile(sg.sigmoid(x * y) + sp.log(1 + x**2), wrt=[x, y], backend="flat")
+    assert f(0.3, -2.0) == pytest.approx(g(0.3, -2.0), rel=1e-15)
+    assert f.gradient(x=0.3, y=-2.0) == pytest.approx(g.gradient(x=0.3, y=-2.0), rel=1e-15)
+    assert f.kernel(0.3, -2.0)[0] == pytest.approx(g.kernel(0.3, -2.0)[0], rel=1e-15)
+    xs, ys = np.linspace(-1, 1, 7), np.linspace(2, 3, 7)
+    np.testing.assert_allclose(f.value_and_grad_batch(xs, ys)[1],
+                               g.value_and_grad_batch(xs, ys)[1], rtol=1e-14)
+    assert sg.check_gradients(f, x=0.3, y=-2.0).passed
+    assert "sigmoid" in str(f.trace(x=0.3, y=-2.0))
+    with pytest.raises(sg.InputError):
+        f.value_and_grad(x=0.3)
+    with pytest.raises(ValueError, match="backend must be"):
+        sg.compile(x * y, backend="fast")

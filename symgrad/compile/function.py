@@ -10,6 +10,7 @@ explained before or after the call, and a module Numba rejects is reported with 
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import numbers
 import os
@@ -42,6 +43,7 @@ def compile(
     name: str = "L",
     cache_dir: str | os.PathLike | None = None,
     fast_math: bool = False,
+    backend: str = "auto",
 ) -> CompiledFunction:
     """Compile ``expr`` and its gradient with respect to ``wrt`` into Numba code.
 
@@ -53,7 +55,15 @@ def compile(
     ``fast_math=True`` swaps libm's exp/log/sin/cos/tanh/log1p/expm1 for symgrad's
     vectorizable versions (within 1 ulp, full domain) so that the batched kernels vectorize
     (~2x faster per point), at ~0.3 s more Numba compile time per function used.
+
+    ``backend``: ``"flat"`` compiles the flat code (Numba, milliseconds per line, then the
+    fastest calls); ``"tape"`` runs the same program as a tape of opcodes in symgrad's
+    interpreter, compiled once per machine (no per-model compile, ~6 ns per operation);
+    ``"auto"`` (default) takes the tape above :data:`TAPE_FROM` lines of flat code, where
+    a flat compile would take seconds. The listing is the same either way.
     """
+    if backend not in ("auto", "flat", "tape"):
+        raise ValueError(f"backend must be 'auto', 'flat' or 'tape', got {backend!r}")
     start = time.perf_counter()
     expr = as_expression(expr)
     if not isinstance(name, str):
@@ -66,22 +76,42 @@ def compile(
     wrt_syms = _check_wrt(wrt, symbols)
     params = _check_inputs(inputs, symbols, wrt_syms)
 
-    graph = build(expr, output_name=name)
-    node_of = graph.input_nodes()
-    program = differentiate(graph, [node_of[s] for s in wrt_syms])
-    module = render(graph, program, [node_of[s] for s in params],
-                    [node_of[s] for s in wrt_syms], fast_math=fast_math)
-    codegen = time.perf_counter() - start
+    collecting = gc.isenabled()
+    gc.disable()  # the graph and program are many small objects: no collections meanwhile
+    try:
+        graph = build(expr, output_name=name)
+        node_of = graph.input_nodes()
+        param_nodes = [node_of[s] for s in params]
+        wrt_nodes = [node_of[s] for s in wrt_syms]
+        program = differentiate(graph, wrt_nodes)
+        printed = functools.partial(render, graph, program, param_nodes, wrt_nodes,
+                                    fast_math=fast_math)
+        standalone = None
+        if fast_math:  # the cached module imports symgrad's kernels; a saved one carries them
+            standalone = functools.partial(printed, standalone=True)
+        safe = [n.name for n in param_nodes]
+        if backend == "tape" or backend == "auto" and (
+                len(program.forward) + len(program.backward) > TAPE_FROM):
+            from .tape import lower
 
+            tape = lower(program, param_nodes)
+            timings = {"codegen_s": time.perf_counter() - start, "backend": "tape"}
+            return CompiledFunction(expr, params, wrt_syms, printed, None, timings, graph,
+                                    program, standalone, safe, tape)
+        module = printed()
+    finally:
+        if collecting:
+            gc.enable()
+    codegen = time.perf_counter() - start
     path, existed = write_module(module.source, _cache_dir(cache_dir))
-    timings = {"codegen_s": codegen, "cache_hit": existed}
-    standalone = None
-    if fast_math:  # the cached module imports symgrad's kernels; a saved one carries them
-        standalone = functools.partial(render, graph, program, [node_of[s] for s in params],
-                                       [node_of[s] for s in wrt_syms], fast_math=True,
-                                       standalone=True)
+    timings = {"codegen_s": codegen, "cache_hit": existed, "backend": "flat"}
     return CompiledFunction(expr, params, wrt_syms, module, path, timings, graph, program,
-                            standalone)
+                            standalone, safe)
+
+
+#: Lines of flat code (forward + backward) above which ``backend="auto"`` runs a tape: there
+#: a flat Numba compile takes over ~2 s, and the tape's first call is faster at every size.
+TAPE_FROM = 1000
 
 
 def _check_wrt(wrt, symbols: list[sp.Symbol]) -> list[sp.Symbol]:
@@ -167,24 +197,27 @@ class CompiledFunction:
         expr: sp.Basic,
         inputs: Sequence[sp.Symbol],
         wrt: Sequence[sp.Symbol],
-        generated: GeneratedModule,
-        path: Path,
+        generated,
+        path: Path | None,
         timings: dict,
         graph: Graph,
         program: Program,
         standalone=None,
+        safe_names: Sequence[str] = (),
+        tape=None,
     ) -> None:
         self.expr = expr
         self.inputs: tuple[sp.Symbol, ...] = tuple(inputs)
         self.wrt: tuple[sp.Symbol, ...] = tuple(wrt)
-        self.generated = generated
+        self._generated = generated  # or a function that renders it, when first needed
         self.path = path
         self.timings = timings
         self._standalone = standalone
-        self._module: ModuleType | None = None
-        self._kernel = None
+        self._module = tape  # a Tape stands in for the module: same kernels
+        self._kernel = tape.value_and_grad if tape is not None else None
         self._n = len(self.inputs)
-        self._index = _keyword_index(self.inputs, generated.params)
+        self._safe = list(safe_names or generated.params)
+        self._index = _keyword_index(self.inputs, self._safe)
         self._ir = graph
         self._program = program
 
@@ -192,6 +225,19 @@ class CompiledFunction:
     def ir(self) -> Graph:
         """The graph the code was generated from (nodes named as in the listing)."""
         return self._ir
+
+    @property
+    def generated(self) -> GeneratedModule:
+        """The printed module: listing lines and source (printed when first asked for on the
+        tape path, where a very large program may take seconds to print)."""
+        if callable(self._generated):
+            self._generated = self._generated()
+        return self._generated
+
+    @property
+    def backend(self) -> str:
+        """``"flat"`` (compiled flat code) or ``"tape"`` (symgrad's tape interpreter)."""
+        return self.timings["backend"]
 
     @property
     def program(self) -> Program:
@@ -308,10 +354,12 @@ class CompiledFunction:
         return path
 
     def __repr__(self) -> str:
-        g = self.generated
+        p = self._program
+        wrt = [g.name[len("grad_"):] for g in p.grads]
+        tape = ", run as a tape" if self.backend == "tape" else ""
         return (
-            f"<CompiledFunction {g.output}({', '.join(g.params)}) wrt ({', '.join(g.wrt)}): "
-            f"{len(g.forward)} forward, {len(g.backward)} backward lines>"
+            f"<CompiledFunction {p.output.name}({', '.join(self._safe)}) wrt ({', '.join(wrt)}): "
+            f"{len(p.forward)} forward, {len(p.backward)} backward lines{tape}>"
         )
 
     def _signature(self) -> str:
