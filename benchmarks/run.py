@@ -147,6 +147,8 @@ def notes(r: dict) -> str:
                        ("load_s", "load"), ("total_s", "first run total")):
         if r.get(key) is not None:
             parts.append(f"{label} {fmt_time(r[key])}")
+    if r.get("backend") == "tape":
+        parts.append("run as a tape")
     if r.get("engines"):
         parts.append(f"epochs by {r['engines']}")
     if r.get("lines"):
