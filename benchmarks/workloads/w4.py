@@ -424,7 +424,7 @@ def peer_symgrad(spec, opts):
     x, y = data()
     ref, ref_note = reference(spec, x, y)
     fast = bool(spec["fast_math"])
-    default = inspect.signature(sg.Model).parameters.get("fast_math")
+    default = inspect.signature(sg.Model.__init__).parameters.get("fast_math")
     is_default = default is not None and default.default is fast
     a, b, c_, d, e, xs, ys = sp.symbols("a b c d e x y")
     pred = a * sp.exp(-b * xs) * sp.sin(c_ * xs + d) + e
