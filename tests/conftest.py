@@ -42,3 +42,18 @@ def run_listing(f, **values):
     names = {line.split("=")[0].split("+")[0].strip()
              for line in [*f.generated.forward, *f.generated.backward]}
     return {n: namespace[n] for n in names}
+
+
+def expression_trees(leaves, unary, binary, max_leaves=12):
+    """A hypothesis strategy of random expressions: ``unary`` and ``binary`` are lists of
+    functions building a node from one or two subtrees, over ``leaves``."""
+    from hypothesis import strategies as st
+
+    return st.recursive(
+        leaves,
+        lambda sub: st.one_of(
+            st.tuples(st.sampled_from(unary), sub).map(lambda t: t[0](t[1])),
+            st.tuples(st.sampled_from(binary), sub, sub).map(lambda t: t[0](t[1], t[2])),
+        ),
+        max_leaves=max_leaves,
+    )

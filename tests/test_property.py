@@ -4,6 +4,7 @@ import math
 
 import pytest
 import sympy as sp
+from conftest import expression_trees
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -29,14 +30,7 @@ BINARY = [
 ]
 
 leaves = st.sampled_from([X, Y, Z, sp.Integer(2), sp.Rational(1, 3), sp.Float(0.75)])
-trees = st.recursive(
-    leaves,
-    lambda sub: st.one_of(
-        st.tuples(st.sampled_from(UNARY), sub).map(lambda t: t[0](t[1])),
-        st.tuples(st.sampled_from(BINARY), sub, sub).map(lambda t: t[0](t[1], t[2])),
-    ),
-    max_leaves=12,
-)
+trees = expression_trees(leaves, UNARY, BINARY)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

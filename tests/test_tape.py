@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import sympy as sp
+from conftest import expression_trees
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from numba import njit
@@ -217,14 +218,7 @@ BINARY = [
     lambda a, b: sp.Piecewise((a, a > b), (a * b, b < 0.3), (a - b, True)),
 ]
 leaves = st.sampled_from([x, y, z, sp.Integer(2), sp.Rational(1, 3), sp.Float(0.75), -x])
-trees = st.recursive(
-    leaves,
-    lambda sub: st.one_of(
-        st.tuples(st.sampled_from(UNARY), sub).map(lambda t: t[0](t[1])),
-        st.tuples(st.sampled_from(BINARY), sub, sub).map(lambda t: t[0](t[1], t[2])),
-    ),
-    max_leaves=12,
-)
+trees = expression_trees(leaves, UNARY, BINARY)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
