@@ -148,3 +148,14 @@ def test_status_numbers_and_end_of_epoch_agree_with_the_kernels():
             out.append((status, losses.tolist(), val_losses.tolist(), b.tolist(),
                         best_params.tolist()))
         np.testing.assert_equal(out[0], out[1])  # NaN equals NaN here
+
+
+def test_dropout_models_train_compiled_only():
+    rng = np.random.default_rng(1)
+    S = sg.dropout(sg.tanh(X * W1 + b1), 0.2) * W2 + b2
+    model = sg.Model(sg.softmax_cross_entropy(S, Y),
+                     params={W1: rng.normal(size=(2, 8)), b1: np.zeros((1, 8)),
+                             W2: rng.normal(size=(8, 2)), b2: np.zeros((1, 2))}, data=[X, Y])
+    with pytest.raises(ValueError, match="dropout"):
+        model.fit(_data(), epochs=1, verbose=0, engine="numpy")
+    assert model._numpy_first(model.optimizer) is False  # auto: compiled from the start

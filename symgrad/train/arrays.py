@@ -117,6 +117,7 @@ class ArrayModel(Model):
         self.cache_dir = cache_dir
         self.history = None
         self.timings: dict = {}
+        self._numpy_loop_cache = None
         self._graph = build(self._lowered.expr, output_name=name, shapes=self._lowered.shapes)
         node_of = self._graph.input_nodes()
         for p in self._param_syms:
@@ -275,6 +276,9 @@ class ArrayModel(Model):
 
             return train
 
+        if engine == "numpy" and self._has_dropout():
+            raise ValueError("this model uses dropout, whose masks come from the compiled "
+                             "loop's generator: it trains with engine='auto' or 'compiled'.")
         if engine == "compiled" or engine == "auto" and not self._numpy_first(optimizer):
             return compiled()
         background = None
@@ -292,17 +296,19 @@ class ArrayModel(Model):
         """Start on the NumPy tier: the compiled loop is not in the cache and the program
         runs under NumPy the same way (not with dropout, whose masks come from Numba's
         generator)."""
-        from ..expression.arrays import dropout_mask
         from .background import compiled_in_cache
 
-        if any(node.op is dropout_mask for node in self._graph.nodes):
-            return False
-        return not compiled_in_cache(self._module_file(optimizer))
+        return not self._has_dropout() and not compiled_in_cache(self._module_file(optimizer))
+
+    def _has_dropout(self) -> bool:
+        from ..expression.arrays import dropout_mask
+
+        return any(node.op is dropout_mask for node in self._graph.nodes)
 
     def _numpy_loop(self):
         from .numpy_loop import NumpyLoop
 
-        loop = self.__dict__.get("_numpy_loop_cache")
+        loop = self._numpy_loop_cache
         if loop is None:
             node_of = self._graph.input_nodes()
             batch = self._lowered.batch
