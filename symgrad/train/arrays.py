@@ -27,7 +27,7 @@ from ..graph import Node, build
 from ..rules import differentiate
 from .metrics import METRICS
 from .model import Model
-from .optim import Adam, Optimizer
+from .optim import Optimizer
 
 __all__ = ["ArrayModel", "SymmetryWarning", "one_hot"]
 
@@ -109,14 +109,7 @@ class ArrayModel(Model):
             lo += shape[0] * shape[1]
         self._values = np.concatenate([
             self._initial(p, v).ravel() for p, v in params.items()]).astype(self._np_dtype)
-        self.prediction = prediction
-        self.target = target
-        self.optimizer = optimizer if optimizer is not None else Adam()
-        self.name = name
-        self.fast_math = fast_math
-        self.cache_dir = cache_dir
-        self.history = None
-        self.timings: dict = {}
+        self._settings(prediction, target, optimizer, name, fast_math, cache_dir)
         self._numpy_loop_cache = None
         self._graph = build(self._lowered.expr, output_name=name, shapes=self._lowered.shapes)
         node_of = self._graph.input_nodes()
@@ -139,8 +132,6 @@ class ArrayModel(Model):
                                   "size.")
         self._targets = self._cross_entropy_targets()
         self._program = differentiate(self._graph, self._param_nodes)
-        self._modules: dict = {}
-        self._predictors: dict = {}
         self._warn_symmetry()
 
     # -- what users read -------------------------------------------------------------

@@ -90,14 +90,8 @@ class Model:
             raise ExpressionError(f"the loss uses {', '.join(unknown)}, which is neither a "
                                   "parameter nor a data column; add it to params or data.")
         self._values = np.array([_initial(s, v) for s, v in params.items()])
-        self.prediction = as_expression(prediction) if prediction is not None else None
-        self.target = target
-        self.optimizer = optimizer if optimizer is not None else Adam()
-        self.name = name
-        self.fast_math = fast_math
-        self.cache_dir = cache_dir
-        self.history: History | None = None
-        self.timings: dict = {}
+        self._settings(as_expression(prediction) if prediction is not None else None, target,
+                       optimizer, name, fast_math, cache_dir)
         self._graph = build(self.loss, output_name=name)
         node_of = self._graph.input_nodes()
         for s in self._param_syms:
@@ -107,8 +101,19 @@ class Model:
         self._param_nodes = [node_of[s] for s in self._param_syms]
         self._data_nodes = [node_of.get(s) or _absent(s) for s in self._data_syms]
         self._program = differentiate(self._graph, self._param_nodes)
-        self._modules: dict = {}
-        self._predictors: dict = {}
+
+    def _settings(self, prediction, target, optimizer, name, fast_math, cache_dir) -> None:
+        """What every model keeps beside its loss and parameters (see ``__init__``)."""
+        self.prediction = prediction
+        self.target = target
+        self.optimizer = optimizer if optimizer is not None else Adam()
+        self.name = name
+        self.fast_math = fast_math
+        self.cache_dir = cache_dir
+        self.history: History | None = None
+        self.timings: dict = {}
+        self._modules: dict = {}  # generated modules by _module_key
+        self._predictors: dict = {}  # compiled (or lowered) predictions by expression
 
     # -- what users read -------------------------------------------------------------
 
