@@ -98,7 +98,7 @@ def test_numpy_tier_in_float32():
 def test_a_cold_fit_starts_on_numpy_and_switches_when_the_compile_is_done(tmp_path):
     """engine='auto' (the default): NumPy while another process compiles, then compiled."""
     model = _model(cache_dir=tmp_path)
-    path = model._module_file(model.optimizer)
+    path = model._module_file()
     assert not compiled_in_cache(path)
 
     def wait_for_the_compile(epoch, logs):
@@ -158,4 +158,4 @@ def test_dropout_models_train_compiled_only():
                              W2: rng.normal(size=(8, 2)), b2: np.zeros((1, 2))}, data=[X, Y])
     with pytest.raises(ValueError, match="dropout"):
         model.fit(_data(), epochs=1, verbose=0, engine="numpy")
-    assert model._numpy_first(model.optimizer) is False  # auto: compiled from the start
+    assert model._numpy_first() is False  # auto: compiled from the start

@@ -97,7 +97,7 @@ def compile(
             tape = lower(program, param_nodes)
             timings = {"codegen_s": time.perf_counter() - start, "backend": "tape"}
             return CompiledFunction(expr, params, wrt_syms, printed, None, timings, graph,
-                                    program, standalone, safe, tape)
+                                    program, safe, standalone, tape)
         module = printed()
     finally:
         if collecting:
@@ -106,7 +106,7 @@ def compile(
     path, existed = write_module(module.source, _cache_dir(cache_dir))
     timings = {"codegen_s": codegen, "cache_hit": existed, "backend": "flat"}
     return CompiledFunction(expr, params, wrt_syms, module, path, timings, graph, program,
-                            standalone, safe)
+                            safe, standalone)
 
 
 #: Lines of flat code (forward + backward) above which ``backend="auto"`` runs a tape: there
@@ -202,8 +202,8 @@ class CompiledFunction:
         timings: dict,
         graph: Graph,
         program: Program,
+        safe_names: Sequence[str],
         standalone=None,
-        safe_names: Sequence[str] = (),
         tape=None,
     ) -> None:
         self.expr = expr
@@ -216,7 +216,7 @@ class CompiledFunction:
         self._module = tape  # a Tape stands in for the module: same kernels
         self._kernel = tape.value_and_grad if tape is not None else None
         self._n = len(self.inputs)
-        self._safe = list(safe_names or generated.params)
+        self._safe = list(safe_names)  # the inputs' names in the generated code
         self._index = _keyword_index(self.inputs, self._safe)
         self._ir = graph
         self._program = program

@@ -16,9 +16,10 @@ import sympy as sp
 
 from .._version import __version__
 from ..graph import Graph, NameAllocator, Node
+from ..kernels import standalone as kernel_source
 from ..rules import Program, lookup
 from .printer import FlatCodePrinter
-from .templates import environment, kernel_source
+from .templates import environment
 
 __all__ = ["FAST_MATH_NAMES", "GeneratedModule", "math_context", "render", "render_trainer"]
 
@@ -82,7 +83,7 @@ def _printed(
 
 def math_context(printer: FlatCodePrinter, graph: Graph, fast_math: bool, ranged: bool = False,
                  extra: set[str] = frozenset(), kernels: dict[str, list[str]] | None = None,
-                 standalone: bool = False, numba_names: Sequence[str] = ("njit",)) -> dict:
+                 standalone: bool = False) -> dict:
     """What the prelude needs after ``printer`` printed a module's code: math imports,
     helpers, user functions, which math names become vectorizable versions, and the names
     the module takes from symgrad's kernel library.
@@ -109,7 +110,7 @@ def math_context(printer: FlatCodePrinter, graph: Graph, fast_math: bool, ranged
         fast_math=bool(fast),
         fast_math_names=[n for n in fast if n not in fast_range],
         fast_range_names=fast_range,
-        numba_names=list(numba_names),
+        numba_names=["njit"],  # what the prelude imports from numba; a template may add
         kernel_imports=list(imports.items()),
         kernel_source=kernel_source(tuple(imports)) if standalone and imports else "",
     )
@@ -146,9 +147,8 @@ def render_trainer(
 ) -> GeneratedModule:
     """Render the training module: the per-sample flat code as the block kernel of
     ``symgrad.kernels.trainer``'s loop (which is the same for every model)."""
-    kernels = {"trainer": ["BLOCK"] + (["train", "loss_sum"] if standalone else [])}
     context = _printed(graph, program, [*params, *data], fast_math, ranged=True,
-                       kernels=kernels, standalone=standalone)
+                       kernels={"trainer": ["BLOCK"]}, standalone=standalone)
     source = environment().get_template("trainer.py.j2").render(
         context,
         params=[n.name for n in params],

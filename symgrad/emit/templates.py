@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-__all__ = ["environment", "kernel_source", "template_dir"]
+__all__ = ["environment", "template_dir"]
 
 
 def template_dir() -> Path:
@@ -36,13 +36,3 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-
-
-@functools.cache
-def kernel_source(modules: tuple[str, ...]) -> str:
-    """The source of symgrad's kernel modules ``modules`` (and what they use) as one block,
-    for a saved module that must run without symgrad. Read from the package's files, not
-    imported: rendering never imports Numba."""
-    from ..kernels import standalone
-
-    return standalone(modules)

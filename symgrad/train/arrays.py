@@ -154,7 +154,7 @@ class ArrayModel(Model):
     def source(self) -> str:
         """The whole generated module: listing, kernels, training loop (standalone: it
         carries a copy of the symgrad kernels it uses)."""
-        return self._render(self.optimizer, parallel=False, standalone=True).source
+        return self._render(standalone=True).source
 
     @property
     def lowered(self) -> Lowered:
@@ -170,7 +170,7 @@ class ArrayModel(Model):
         """The flat whole-array forward/backward code (what the compiled loops implement)."""
         from ..compile import CompiledFunction
 
-        g = self._generated(self.optimizer)
+        g = self._generated()
         return CompiledFunction.format_listing(g.forward, g.backward, columns)
 
     def __repr__(self) -> str:
@@ -193,7 +193,7 @@ class ArrayModel(Model):
         runs is the code evaluated, compiled once.
         """
         X, V, n, _ = self._fit_data(data, None)
-        module = self._trainer(self.optimizer)
+        module = self._trainer()
         grad = np.empty_like(self._values)
         loss = np.zeros(1)
         gathered = tuple(self._batch_array(a, f, 1) for a, f in zip(X, self._flipped()))
@@ -245,19 +245,17 @@ class ArrayModel(Model):
 
     def _flipped(self) -> tuple[bool, ...]:
         """Which data matrices the generated code stores transposed (features x samples)."""
-        return self._generated(self.optimizer).flipped
+        return self._generated().flipped
 
     def _batch_array(self, a: np.ndarray, flip: bool, m: int) -> np.ndarray:
-        """An empty buffer for ``m`` samples of the data matrix stored as ``a``."""
-        shape = (a.shape[0], m) if flip else (m, a.shape[1])
-        return np.empty(shape, dtype=self._np_dtype)
+        return batch_array(a, flip, m, self._np_dtype)
 
     def _train_function(self, optimizer: Optimizer, size: int, X, V, engine: str = "auto"):
         n, n_val = self._rows(X), self._rows(V)
         size = min(size, n)
 
         def compiled():
-            module = self._trainer(optimizer)
+            module = self._trainer()
             grad, buffers = loop_arguments(module, X, size, n_val, self._batched(),
                                            self._flipped(), self._np_dtype, self._values.size)
 
@@ -270,26 +268,26 @@ class ArrayModel(Model):
         if engine == "numpy" and self._has_dropout():
             raise ValueError("this model uses dropout, whose masks come from the compiled "
                              "loop's generator: it trains with engine='auto' or 'compiled'.")
-        if engine == "compiled" or engine == "auto" and not self._numpy_first(optimizer):
+        if engine == "compiled" or engine == "auto" and not self._numpy_first():
             return compiled()
         background = None
         if engine == "auto":
             from .background import BackgroundCompile
 
-            background = BackgroundCompile.request(self._module_file(optimizer), {
+            background = BackgroundCompile.request(self._module_file(), {
                 "dtype": self.dtype, "n_params": self._values.size,
                 "n_state": max(optimizer.n_state, 1), "X": [a.shape for a in X],
                 "V": [a.shape for a in V], "size": size, "n_val": n_val,
                 "batched": self._batched(), "flipped": list(self._flipped())})
         return _Tiered(self._numpy_loop(), optimizer.kind, X, V, compiled, background)
 
-    def _numpy_first(self, optimizer: Optimizer) -> bool:
+    def _numpy_first(self) -> bool:
         """Start on the NumPy tier: the compiled loop is not in the cache and the program
         runs under NumPy the same way (not with dropout, whose masks come from Numba's
         generator)."""
         from .background import compiled_in_cache
 
-        return not self._has_dropout() and not compiled_in_cache(self._module_file(optimizer))
+        return not self._has_dropout() and not compiled_in_cache(self._module_file())
 
     def _has_dropout(self) -> bool:
         from ..expression.arrays import dropout_mask
@@ -332,7 +330,7 @@ class ArrayModel(Model):
         return fns
 
 
-    def _render(self, optimizer: Optimizer, parallel: bool, standalone: bool = False):
+    def _render(self, standalone: bool = False):
         return render_arrays(
             self._graph, self._program, self._param_nodes, self._data_nodes, self._batch,
             dtype=self.dtype, fast_math=self.fast_math, standalone=standalone)
@@ -466,6 +464,12 @@ def _accuracy(y_true, y_pred) -> float:
     return METRICS["accuracy"](y_true, y_pred)
 
 
+def batch_array(a: np.ndarray, flip: bool, m: int, dtype) -> np.ndarray:
+    """An empty buffer for ``m`` samples of the data matrix stored as ``a`` (transposed,
+    samples innermost, when ``flip``)."""
+    return np.empty((a.shape[0], m) if flip else (m, a.shape[1]), dtype=dtype)
+
+
 def loop_arguments(module, X: tuple, size: int, n_val: int, batched, flipped, dtype,
                    n_params: int):
     """The compiled ``train``'s gradient vector and buffers for data ``X`` (as stored),
@@ -476,8 +480,8 @@ def loop_arguments(module, X: tuple, size: int, n_val: int, batched, flipped, dt
     tail = n - (n // size) * size or size
 
     def gathered(m):
-        return tuple(np.empty((a.shape[0], m) if f else (m, a.shape[1]), dtype=dtype) if b
-                     else a for a, b, f in zip(X, batched, flipped))
+        return tuple(batch_array(a, f, m, dtype) if b else a
+                     for a, b, f in zip(X, batched, flipped))
 
     buffers = (module.alloc(size), module.alloc(tail), module.alloc(max(n_val, 1)),
                gathered(size), gathered(tail))

@@ -112,7 +112,7 @@ class Model:
         self.cache_dir = cache_dir
         self.history: History | None = None
         self.timings: dict = {}
-        self._modules: dict = {}  # generated modules by _module_key
+        self._modules: dict = {}  # the generated module: "generated", its "path", "module"
         self._predictors: dict = {}  # compiled (or lowered) predictions by expression
 
     # -- what users read -------------------------------------------------------------
@@ -133,7 +133,7 @@ class Model:
     def source(self) -> str:
         """The whole generated training module (standalone: it carries a copy of the symgrad
         kernels it uses, the training loop among them)."""
-        return self._render(self.optimizer, parallel=False, standalone=True).source
+        return self._render(standalone=True).source
 
     @property
     def ir(self) -> Graph:
@@ -159,12 +159,12 @@ class Model:
     def generated(self) -> GeneratedModule:
         """The generated module (listing and the source of the block kernel symgrad's cache
         holds; :attr:`source` is the standalone one)."""
-        return self._generated(self.optimizer, parallel=False)
+        return self._generated()
 
     @property
     def trainer(self) -> ModuleType:
         """The imported generated module (its kernels compile on first use)."""
-        return self._trainer(self.optimizer, parallel=False)
+        return self._trainer()
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the generated training module (standalone: needs only NumPy and Numba)."""
@@ -304,9 +304,8 @@ class Model:
         from ..kernels.trainer import loss_sum
 
         X = columns(data, self._data_syms, "data")
-        m = self._trainer(self.optimizer)
         parallel = X.shape[1] >= PARALLEL_FROM
-        return loss_sum(m.block, m.exact, m.HAS_EXACT, parallel, self._values, X) / X.shape[1]
+        return loss_sum(*self._blocks(), parallel, self._values, X) / X.shape[1]
 
     def loss_and_grad_sum(self, values: np.ndarray, data: np.ndarray, grad: np.ndarray) -> float:
         """The compiled trainer code itself: the sum of the per-sample loss (returned) and of
@@ -314,9 +313,7 @@ class Model:
         C-contiguous float64 array), at the parameter values ``values``."""
         from ..kernels.trainer import loss_and_grad_sum
 
-        m = self._trainer(self.optimizer)
-        return loss_and_grad_sum(m.block, m.exact, m.HAS_EXACT, False, values, data, 0,
-                                 data.shape[1], grad)
+        return loss_and_grad_sum(*self._blocks(), False, values, data, 0, data.shape[1], grad)
 
     def predict(self, expr: sp.Expr | None = None, data: Mapping | None = None) -> np.ndarray:
         """Evaluate ``expr`` (default: ``prediction``) at the current parameters on ``data``."""
@@ -352,9 +349,8 @@ class Model:
                              "runs its compiled loop (use engine='auto' or 'compiled').")
         from ..kernels.trainer import train as loop
 
-        module = self._trainer(optimizer)
         self.timings["parallel"] = size >= PARALLEL_FROM
-        block = (module.block, module.exact, module.HAS_EXACT, self.timings["parallel"])
+        block = (*self._blocks(), self.timings["parallel"])
 
         def train(values, state, step, hyper, *rest):
             return loop(*block, optimizer.kind, values, state, step, hyper, X, V, *rest)
@@ -364,42 +360,40 @@ class Model:
     def _unflatten(self, values: np.ndarray) -> dict:
         return dict(zip(self._param_syms, values.tolist()))
 
-    def _module_key(self, optimizer: Optimizer, parallel: bool) -> tuple:
-        return ()  # one block kernel serves every optimizer, serial and parallel loops
-
-    def _render(self, optimizer: Optimizer, parallel: bool, standalone: bool = False):
+    def _render(self, standalone: bool = False):
         return render_trainer(self._graph, self._program, self._param_nodes,
                               self._data_nodes, self.fast_math, standalone)
 
-    def _generated(self, optimizer: Optimizer, parallel: bool = False):
-        key = self._module_key(optimizer, parallel)
-        if key not in self._modules:
-            self.timings.pop("compile_s", None)
+    def _generated(self) -> GeneratedModule:
+        """The generated module, rendered once: it serves every optimizer and loop."""
+        if "generated" not in self._modules:
             t0 = time.perf_counter()
-            generated = self._render(optimizer, parallel)
+            self._modules["generated"] = self._render()
             self.timings["codegen_s"] = time.perf_counter() - t0
-            self._modules[key] = [generated, None]
-        return self._modules[key][0]
+        return self._modules["generated"]
 
-    def _module_file(self, optimizer: Optimizer, parallel: bool = False) -> Path:
+    def _module_file(self) -> Path:
         """The generated module's file in the cache (written if it is not there)."""
-        generated = self._generated(optimizer, parallel)
-        entry = self._modules[self._module_key(optimizer, parallel)]
-        if len(entry) == 2:
-            path, existed = write_module(generated.source, _cache_dir(self.cache_dir))
+        if "path" not in self._modules:
+            path, existed = write_module(self._generated().source, _cache_dir(self.cache_dir))
             self.timings.update(cache_hit=existed, path=path)
-            entry.append(path)
-        return entry[2]
+            self._modules["path"] = path
+        return self._modules["path"]
 
-    def _trainer(self, optimizer: Optimizer, parallel: bool = False):
-        self._generated(optimizer, parallel)
-        entry = self._modules[self._module_key(optimizer, parallel)]
-        if entry[1] is None:
-            path = self._module_file(optimizer, parallel)
+    def _trainer(self) -> ModuleType:
+        """The imported generated module."""
+        if "module" not in self._modules:
+            path = self._module_file()
             t0 = time.perf_counter()
-            entry[1] = load_module(path)
+            self._modules["module"] = load_module(path)
             self.timings["load_s"] = time.perf_counter() - t0
-        return entry[1]
+        return self._modules["module"]
+
+    def _blocks(self) -> tuple:
+        """The block kernel, its exact twin and whether that differs: the model's part of
+        every call into ``symgrad.kernels.trainer``."""
+        m = self._trainer()
+        return m.block, m.exact, m.HAS_EXACT
 
     def _prediction_or(self, expr):
         """``expr``, or the model's ``prediction`` when it is None."""
