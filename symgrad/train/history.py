@@ -23,6 +23,13 @@ class History:
     training). ``stop_reason`` is ``"completed"``, ``"early_stopping"``, ``"diverged"``,
     ``"interrupted"`` or ``"callback"``. ``engine`` says per epoch which loop ran it:
     ``"compiled"`` or, for a matrix model while its loop was being compiled, ``"numpy"``.
+
+    ``LBFGS`` and ``NewtonCG`` (one epoch = one iteration of the method) also record per
+    epoch how many loss values, gradients and Hessian-vector products the method asked for
+    (``n_fev``, ``n_gev``, ``n_hvp``; a value and a gradient at one point are one compiled
+    pass) and scipy's closing ``message``; their runs may also end ``"converged"`` (the
+    method's tolerance was met) or ``"stalled"`` (it could not make progress, e.g. its line
+    search failed).
     """
 
     epoch: list[int] = field(default_factory=list)
@@ -32,6 +39,10 @@ class History:
     val_metrics: dict[str, list[float]] = field(default_factory=dict)
     time: list[float] = field(default_factory=list)
     engine: list[str] = field(default_factory=list)
+    n_fev: list[int] = field(default_factory=list)
+    n_gev: list[int] = field(default_factory=list)
+    n_hvp: list[int] = field(default_factory=list)
+    message: str = ""
     best_epoch: int | None = None
     best_loss: float = float("inf")
     best_params: dict[sp.Symbol, float] = field(default_factory=dict)
@@ -45,6 +56,7 @@ class History:
             "epoch": self.epoch, "loss": self.loss, "val_loss": self.val_loss,
             **self.metrics, **{f"val_{k}": v for k, v in self.val_metrics.items()},
             "time": self.time,
+            **{k: getattr(self, k) for k in ("n_fev", "n_gev", "n_hvp") if getattr(self, k)},
         }
 
     def summary(self) -> str:

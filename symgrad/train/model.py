@@ -33,7 +33,7 @@ from ..rules import Program, differentiate
 from .data import columns
 from .history import DIVERGED, EARLY_STOPPING, History
 from .metrics import METRICS
-from .optim import Adam, Optimizer
+from .optim import Adam, Optimizer, ScipyOptimizer
 
 __all__ = ["DivergenceWarning", "Model"]
 
@@ -217,7 +217,16 @@ class Model:
         while another process compiles the loop, and switches to it between chunks of epochs
         once it is ready (the progress bar and ``History.engine`` show which ran);
         ``"numpy"`` runs the NumPy tier only.
+
+        ``optimizer=symgrad.optim.LBFGS()`` or ``NewtonCG()`` trains full batch through
+        ``scipy.optimize.minimize``, one iteration per epoch (``symgrad.train.scipy_loop``).
         """
+        if isinstance(optimizer if optimizer is not None else self.optimizer, ScipyOptimizer):
+            from .scipy_loop import fit_scipy
+
+            return fit_scipy(self, data, optimizer or self.optimizer, epochs, batch_size,
+                             validation=validation, early_stopping=early_stopping,
+                             metrics=metrics, callbacks=callbacks, verbose=verbose, engine=engine)
         engine = engine or os.environ.get("SYMGRAD_ENGINE") or "auto"
         if engine not in ("auto", "compiled", "numpy"):
             raise ValueError(f"engine must be 'auto', 'compiled' or 'numpy', got {engine!r}")

@@ -7,6 +7,10 @@ state vectors it keeps.
 Every update follows PyTorch's ``torch.optim`` formulation, so trajectories match it to
 rounding; ``weight_decay`` adds ``weight_decay * theta`` to the gradient (L2 penalty, as in
 torch) and ``l1`` adds ``l1 * sign(theta)`` (the lecture's L1 penalty).
+
+:class:`LBFGS` and :class:`NewtonCG` are full-batch methods of another kind: ``fit`` hands
+them to ``scipy.optimize.minimize`` with the model's compiled value, gradient and (Newton-CG)
+Hessian-vector product (``symgrad.train.scipy_loop``); one epoch is one iteration.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 __all__ = [
-    "KINDS", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Momentum", "Nesterov", "Optimizer",
-    "RMSprop",
+    "KINDS", "LBFGS", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Momentum", "Nesterov",
+    "NewtonCG", "Optimizer", "RMSprop", "ScipyOptimizer",
 ]
 
 
@@ -158,3 +162,66 @@ class AMSGrad(Adam):
 
     template = "amsgrad"
     n_state = 3
+
+
+@dataclass
+class ScipyOptimizer:
+    """Base class of the full-batch methods ``fit`` runs through ``scipy.optimize.minimize``:
+    the dataclass fields are the method's options (``method`` names it). They keep no state
+    between ``fit`` calls: every call starts the method afresh from the current parameters.
+    There is no ``weight_decay`` or ``l1``: write a penalty into the loss instead."""
+
+    method = ""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                    or not value > 0 or value == float("inf")):
+                raise ValueError(f"{type(self).__name__}.{f.name} must be a finite number > 0, "
+                                 f"got {value!r}")
+            if f.type in (int, "int") and value != int(value):
+                raise ValueError(f"{type(self).__name__}.{f.name} must be a whole number, got "
+                                 f"{value!r}")
+
+    def hyper(self) -> np.ndarray:
+        return np.array([float(getattr(self, f.name)) for f in fields(self)])
+
+    def options(self) -> dict:
+        """The ``options`` of ``scipy.optimize.minimize`` (the fields, by scipy's names)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class LBFGS(ScipyOptimizer):
+    """L-BFGS (scipy's "L-BFGS-B", no bounds): a quasi-Newton method that builds an inverse
+    Hessian estimate from the last ``maxcor`` pairs s = theta_k+1 - theta_k,
+    y = g_k+1 - g_k (the two-loop recursion), d = -H g, then a line search along d
+    satisfying the strong Wolfe conditions: theta <- theta + alpha d.
+
+    It stops before ``epochs`` when the largest gradient entry is <= ``gtol`` or the loss
+    decreased by at most ``ftol`` relative (max(|f_k|, |f_k+1|, 1)) in one iteration; a line
+    search tries at most ``maxls`` steps. Each iteration costs about 1-2 value+gradient passes.
+    """
+
+    method = "L-BFGS-B"
+    maxcor: int = 10
+    gtol: float = 1e-8
+    ftol: float = 1e-12
+    maxls: int = 20
+
+
+@dataclass
+class NewtonCG(ScipyOptimizer):
+    """Newton-CG (truncated Newton, scipy's "Newton-CG"): the Newton step d solving
+    H d = -g, by conjugate gradients that only need Hessian-vector products H v (the
+    model's compiled HVP, never the Hessian itself), stopped early at a residual of
+    min(0.5, sqrt(|g|)) |g| or at negative curvature; then a Wolfe line search:
+    theta <- theta + alpha d.
+
+    It stops before ``epochs`` when the step's mean absolute entry is <= ``xtol``. Each
+    iteration costs about one value+gradient pass plus one HVP per CG step.
+    """
+
+    method = "Newton-CG"
+    xtol: float = 1e-10

@@ -1,0 +1,275 @@
+"""``fit`` for :class:`~symgrad.train.optim.LBFGS` and :class:`~symgrad.train.optim.NewtonCG`:
+``scipy.optimize.minimize`` driven by the model's compiled code.
+
+The method sees the risk (the mean loss over the training data) as a function of the flat
+parameter vector: its value and gradient come from the same compiled pass ``fit`` trains
+with (one pass gives both; a value and a gradient asked at the same point cost one pass),
+the Hessian-vector products of Newton-CG from ``model.hvp``. SciPy keeps its line search
+and its stopping tests; symgrad keeps the rest of ``fit``'s contract:
+
+- one epoch is one iteration of the method (scipy's per-iteration ``callback``); the
+  History records the loss at the new iterate and, per epoch, how many values, gradients
+  and HVPs the method asked for (``n_fev``, ``n_gev``, ``n_hvp``; their sums are scipy's
+  ``nfev``, ``njev``, ``nhev``; work done after the last iteration counts in the last epoch);
+- validation loss, metrics, callbacks, early stopping and the best parameters as in the
+  compiled loops (``end_epoch`` decides, the same rule);
+- a NaN or infinite loss, gradient or HVP at any point the method evaluates stops the run
+  (``stop_reason="diverged"``, a ``DivergenceWarning``, the best parameters restored); Ctrl-C
+  keeps the History and the last iterate;
+- the method may stop before ``epochs``: ``"converged"`` when its tolerance is met,
+  ``"stalled"`` when it cannot make progress (e.g. the line search failed);
+  ``History.message`` gives scipy's words.
+
+Nothing of the method's state survives the call: a later ``fit`` (or a run resumed from a
+checkpoint) restarts the method from the parameters it is given, with an empty L-BFGS
+memory, so it does not repeat an uninterrupted run's iterates bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..errors import InputError
+from .history import DIVERGED, EARLY_STOPPING, History
+from .numpy_loop import end_epoch
+from .optim import ScipyOptimizer
+
+__all__ = ["fit_scipy"]
+
+
+class _NonFinite(Exception):
+    """A value, gradient or HVP of the method's objective was NaN or infinite."""
+
+    def __init__(self, loss: float) -> None:
+        super().__init__(loss)
+        self.loss = loss
+
+
+class _Objective:
+    """The risk on the training data as scipy wants it: ``fun(x)``, ``jac(x)``,
+    ``hessp(x, v)`` on float64 vectors, with a one-point cache (one compiled pass gives the
+    value and the gradient) and counts of what the method asked for."""
+
+    def __init__(self, model, data: Mapping, X, hessian: bool) -> None:
+        from .arrays import ArrayModel
+
+        self.model, self.data = model, data
+        self.dtype = model._values.dtype
+        if isinstance(model, ArrayModel):
+            self._at = model.evaluator(data)
+        else:
+            self._at = _mean_loss_and_grad(model, X)
+        self._hvp = _hvp_of(model) if hessian else None
+        self._x = None
+        self._value, self._grad = math.nan, None
+        self.counts = np.zeros(3, dtype=np.int64)  # values, gradients, HVPs asked for
+
+    def prime(self, x: np.ndarray) -> None:
+        """Evaluate at ``x`` (the start) before the clock runs: the first call compiles or
+        loads the code; the method's first request then finds the result cached."""
+        if self._x is None or not np.array_equal(x, self._x):
+            value, grad = self._at(np.asarray(x, dtype=self.dtype))
+            self._x, self._value = x.copy(), float(value)
+            self._grad = np.asarray(grad, dtype=np.float64)
+
+    def _point(self, x: np.ndarray) -> None:
+        self.prime(x)
+        if not (math.isfinite(self._value) and np.all(np.isfinite(self._grad))):
+            raise _NonFinite(self._value if not math.isfinite(self._value) else math.nan)
+
+    def fun(self, x: np.ndarray) -> float:
+        self.counts[0] += 1
+        self._point(x)
+        return self._value
+
+    def jac(self, x: np.ndarray) -> np.ndarray:
+        self.counts[1] += 1
+        self._point(x)
+        return self._grad.copy()
+
+    def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        self.counts[2] += 1
+        self.model._values[:] = x
+        out = np.asarray(self._hvp(np.asarray(v, dtype=self.dtype), self.data), dtype=np.float64)
+        if not np.all(np.isfinite(out)):
+            raise _NonFinite(math.nan)
+        return out.ravel()
+
+
+def _mean_loss_and_grad(model, X: np.ndarray):
+    """``at(values) -> (mean loss, mean gradient)`` of a per-sample model on columns ``X``."""
+    from ..kernels.trainer import loss_and_grad_sum
+    from .model import PARALLEL_FROM
+
+    blocks, n = model._blocks(), X.shape[1]
+    parallel = n >= PARALLEL_FROM
+    grad = np.empty_like(model._values)
+
+    def at(values: np.ndarray) -> tuple[float, np.ndarray]:
+        total = loss_and_grad_sum(*blocks, parallel, values, X, 0, n, grad)
+        return total / n, grad / n
+
+    return at
+
+
+def _hvp_of(model):
+    hvp = getattr(model, "hvp", None)
+    if hvp is None:
+        raise TypeError(f"NewtonCG needs Hessian-vector products, which {type(model).__name__} "
+                        "does not provide; use LBFGS.")
+    return hvp
+
+
+def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
+              batch_size: int | None, *, validation: Mapping | None, early_stopping: int | None,
+              metrics, callbacks, verbose: int, engine: str | None) -> History:
+    """``model.fit`` with a scipy method (see the module docstring); ``model.fit`` checks
+    the arguments this shares with the other optimizers and hands over here."""
+    from scipy.optimize import minimize
+
+    from .model import _count
+
+    if batch_size is not None:
+        raise InputError(f"{type(optimizer).__name__} trains on the full batch (one iteration "
+                         f"uses every sample); pass batch_size=None, not {batch_size!r}, or "
+                         "use a first-order optimizer such as symgrad.optim.Adam for "
+                         "minibatches.")
+    if engine not in (None, "auto", "compiled"):
+        raise ValueError(f"{type(optimizer).__name__} runs the compiled code: engine must be "
+                         f"'auto' or 'compiled', got {engine!r}")
+    X, V, _, n_val = model._fit_data(data, validation)
+    epochs = _count(epochs, "epochs", 0)
+    patience = 0 if early_stopping is None else _count(early_stopping, "early_stopping", 1)
+    metric_fns = model._metric_functions(metrics)
+    callbacks = list(callbacks)
+    model.optimizer = optimizer
+    objective = _Objective(model, data, X, hessian=optimizer.method == "Newton-CG")
+    val_loss = _validation_loss(model, validation, V) if n_val else None
+
+    values = model._values
+    accepted = values.copy()  # the last iterate, what the parameters hold after the run
+    if epochs and "compile_s" not in model.timings:
+        t0 = time.perf_counter()
+        objective.prime(accepted.astype(np.float64))
+        model.timings["compile_s"] = time.perf_counter() - t0
+    losses, val_losses = np.full(max(epochs, 1), np.nan), np.full(max(epochs, 1), np.nan)
+    best, best_params = np.array([np.inf, -1.0, 0.0]), values.copy()
+    history = model.history = History()
+    seen = np.zeros(3, dtype=np.int64)
+    clock = {"start": time.perf_counter(), "epoch": time.perf_counter(), "bar": None}
+    stop = {}
+
+    def end(loss: float, status: int | None = None) -> None:
+        """Record the epoch that just ended; raise StopIteration to end the method."""
+        e = len(history)
+        values[:] = accepted  # metrics and callbacks see the iterate
+        if status is None:
+            monitor = val_loss(accepted) if val_loss is not None else 0.0
+            status = end_epoch(e, loss, monitor, n_val > 0, accepted, losses, val_losses,
+                               best, best_params, patience)
+        else:
+            losses[e] = loss
+        new = objective.counts - seen
+        seen[:] = objective.counts
+        for name, count in zip(("n_fev", "n_gev", "n_hvp"), new.tolist()):
+            getattr(history, name).append(count)
+        now = time.perf_counter()
+        asked = model._record(history, e, 1, now - clock["epoch"], losses, val_losses, V, X,
+                              n_val, metric_fns, callbacks)
+        clock["epoch"] = now
+        clock["bar"] = model._progress(clock["bar"], verbose, e + 1, epochs, clock["start"],
+                                       history)
+        if status == DIVERGED:
+            stop["reason"] = "diverged"
+        elif status == EARLY_STOPPING:
+            stop["reason"] = "early_stopping"
+        elif asked:
+            stop["reason"] = "callback"
+        if stop:
+            raise StopIteration
+
+    def callback(intermediate_result) -> None:
+        accepted[:] = intermediate_result.x
+        end(float(intermediate_result.fun))
+
+    result = None
+    try:
+        if epochs:
+            extra = {"hessp": objective.hessp} if objective._hvp is not None else {}
+            result = minimize(objective.fun, accepted.astype(np.float64), jac=objective.jac,
+                              method=optimizer.method, callback=callback,
+                              options={**optimizer.options(), "maxiter": epochs,
+                                       **_unlimited(optimizer)}, **extra)
+    except _NonFinite as e:
+        try:
+            end(e.loss, DIVERGED)
+        except StopIteration:
+            pass
+    except KeyboardInterrupt:
+        stop["reason"] = "interrupted"
+        warnings.warn(f"training interrupted after {len(history)} epochs; the history and the "
+                      "best parameters so far are kept.", RuntimeWarning, stacklevel=3)
+    finally:
+        if clock["bar"] is not None:
+            clock["bar"].close()
+        values[:] = accepted
+        _finish(model, history, result, stop, best, best_params)
+    return history
+
+
+def _finish(model, history: History, result, stop: dict, best, best_params) -> None:
+    """Stop reason, leftover counts, best parameters (restored on divergence and early
+    stopping, as in the compiled loops)."""
+    from .model import DivergenceWarning
+
+    if result is not None:
+        history.message = str(result.message)
+        rest = np.array([result.nfev, result.njev, getattr(result, "nhev", 0)]) - np.array(
+            [sum(history.n_fev), sum(history.n_gev), sum(history.n_hvp)])
+        if history.epoch and rest.any():  # evaluations after the last iteration's callback
+            for name, count in zip(("n_fev", "n_gev", "n_hvp"), rest.tolist()):
+                getattr(history, name)[-1] += count
+    if stop:
+        history.stop_reason = stop["reason"]
+    elif result is not None and result.status == 0:
+        history.stop_reason = "converged"
+    elif result is not None and result.status != 1:  # 1: the iteration limit, i.e. epochs
+        history.stop_reason = "stalled"
+    if best[1] >= 0:
+        history.best_epoch = int(best[1])
+        history.best_loss = float(best[0])
+        history.best_params = model._unflatten(best_params)
+        if history.stop_reason in ("diverged", "early_stopping"):
+            model._values[:] = best_params
+    if history.stop_reason == "diverged":
+        finite = [v for v in history.loss if math.isfinite(v)]
+        last = f"; the last finite loss was {finite[-1]:.6g}" if finite else ""
+        warnings.warn(
+            f"training diverged at epoch {history.epoch[-1]}: the loss, its gradient or a "
+            f"Hessian-vector product became NaN or infinite{last}. Training stopped and the "
+            "best parameters so far were restored. Check the loss for overflow (symgrad's "
+            "stable forms: sg.softplus, sg.losses.bce_with_logits) or start closer.",
+            DivergenceWarning, stacklevel=4)
+
+
+def _unlimited(optimizer: ScipyOptimizer) -> dict:
+    """Let ``epochs`` bound the run, not scipy's cap on function evaluations."""
+    return {"maxfun": 10**9} if optimizer.method == "L-BFGS-B" else {}
+
+
+def _validation_loss(model, validation: Mapping, V):
+    """``loss(values)``: the mean loss on the validation data."""
+    from .arrays import ArrayModel
+
+    if isinstance(model, ArrayModel):
+        at = model.evaluator(validation)
+        return lambda values: at(values)[0]
+    from ..kernels.trainer import loss_sum
+
+    blocks = model._blocks()
+    return lambda values: loss_sum(*blocks, False, values, V) / V.shape[1]
