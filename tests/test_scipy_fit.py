@@ -1,0 +1,208 @@
+"""LBFGS and NewtonCG in ``fit``: scipy's methods on the compiled value, gradient and HVP.
+
+References are independent of symgrad: the same risk written in NumPy and minimised by
+``scipy.optimize.minimize(method="BFGS")``; Hessians from ``sympy.hessian``.
+"""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import scipy.optimize as so
+import sympy as sp
+
+import symgrad as sg
+from symgrad.train.optim import LBFGS, NewtonCG
+
+a, b, c, x, y = sp.symbols("a b c x y")
+PRED = a * sp.tanh(b * x) + c
+INIT = {a: 0.5, b: -0.3, c: 0.1}
+RNG = np.random.default_rng(0)
+XS = RNG.normal(size=64)
+YS = 1.5 * np.tanh(0.8 * XS) - 0.2 + RNG.normal(scale=0.05, size=64)
+DATA = {x: XS, y: YS}
+
+
+def _model(**kwargs):
+    return sg.Model(loss=(PRED - y) ** 2, params=dict(INIT), data=[x, y], prediction=PRED,
+                    target=y, **kwargs)
+
+
+def _risk(p, xs=XS, ys=YS):
+    return float(np.mean((p[0] * np.tanh(p[1] * xs) + p[2] - ys) ** 2))
+
+
+def _risk_grad(p, xs=XS, ys=YS):
+    t = np.tanh(p[1] * xs)
+    r = 2 * (p[0] * t + p[2] - ys)
+    return np.array([np.mean(r * t), np.mean(r * p[0] * (1 - t**2) * xs), np.mean(r)])
+
+
+_HESSIAN = sp.lambdify([*INIT, x, y], sp.hessian((PRED - y) ** 2, list(INIT)), "numpy")
+
+
+def _hessian_at(p, v):
+    """The risk's Hessian at p (sympy.hessian of the per-sample loss, averaged over the
+    samples: an independent reference) times v."""
+    H = np.mean([np.array(_HESSIAN(*p, xi, yi), dtype=float) for xi, yi in zip(XS, YS)],
+                axis=0)
+    return H @ np.asarray(v, dtype=float)
+
+
+def _sympy_hvp(model):
+    """``hvp(v, data)`` at the model's current parameters, by :func:`_hessian_at`."""
+    return lambda v, data: _hessian_at(list(model.params.values()), v)
+
+
+def _optimum():
+    res = so.minimize(_risk, list(INIT.values()), jac=_risk_grad, method="BFGS",
+                      options={"gtol": 1e-10})
+    return res.x, res.fun
+
+
+def test_lbfgs_reaches_the_bfgs_optimum():
+    model = _model()
+    hist = model.fit(DATA, optimizer=LBFGS(), epochs=200, verbose=0)
+    p_opt, f_opt = _optimum()
+    assert hist.stop_reason == "converged" and len(hist) < 200
+    assert np.allclose(list(model.params.values()), p_opt, atol=1e-6)
+    assert abs(hist.loss[-1] - f_opt) <= 1e-12 * f_opt
+    assert model.evaluate(DATA) == pytest.approx(hist.loss[-1], rel=1e-12)
+
+
+def test_newton_cg_drives_the_hvp_it_is_given():
+    model = _model()
+    model.hvp = _sympy_hvp(model)
+    hist = model.fit(DATA, optimizer=NewtonCG(), epochs=100, verbose=0)
+    p_opt, f_opt = _optimum()
+    assert np.allclose(list(model.params.values()), p_opt, atol=1e-6)
+    assert abs(hist.loss[-1] - f_opt) <= 1e-12 * f_opt
+    assert sum(hist.n_hvp) >= len(hist) >= 1 and all(k >= 1 for k in hist.n_hvp)
+
+
+@pytest.mark.parametrize("method", ["L-BFGS-B", "Newton-CG"])
+def test_history_counts_are_scipys(method):
+    """The same method run by scipy on the NumPy risk takes the same path: iterations and
+    nfev/njev/nhev equal the History's epochs and its summed counts."""
+    model = _model()
+    optimizer = LBFGS() if method == "L-BFGS-B" else NewtonCG()
+    extra = {}
+    if method == "Newton-CG":
+        model.hvp = _sympy_hvp(model)
+        extra["hessp"] = _hessian_at
+    hist = model.fit(DATA, optimizer=optimizer, epochs=6, verbose=0)
+    res = so.minimize(_risk, list(INIT.values()), jac=_risk_grad, method=method,
+                      options={**optimizer.options(), "maxiter": 6}, **extra)
+    assert len(hist) == res.nit == 6
+    assert (sum(hist.n_fev), sum(hist.n_gev)) == (res.nfev, res.njev)
+    assert sum(hist.n_hvp) == (res.nhev if method == "Newton-CG" else 0)
+    assert len(hist.n_fev) == len(hist.n_gev) == len(hist.n_hvp) == len(hist)
+    assert all(k >= 1 for k in hist.n_gev)
+    assert np.allclose(list(model.params.values()), res.x, rtol=1e-9, atol=1e-12)
+    assert hist.loss[-1] == pytest.approx(res.fun, rel=1e-12)
+    assert hist.stop_reason == "completed"
+    assert hist.as_dict()["n_gev"] == hist.n_gev
+
+
+def test_minibatches_are_refused():
+    model = _model()
+    for opt in (LBFGS(), NewtonCG()):
+        with pytest.raises(sg.InputError, match="full batch.*batch_size=None"):
+            model.fit(DATA, optimizer=opt, epochs=3, batch_size=16, verbose=0)
+    with pytest.raises(ValueError, match="engine must be 'auto' or 'compiled'"):
+        model.fit(DATA, optimizer=LBFGS(), epochs=3, engine="numpy", verbose=0)
+    assert model.params == INIT
+
+
+@pytest.mark.parametrize("bad", [{"gtol": -1.0}, {"maxcor": 2.5}, {"ftol": float("nan")},
+                                 {"maxls": True}])
+def test_bad_hyperparameters(bad):
+    with pytest.raises(ValueError, match="LBFGS"):
+        LBFGS(**bad)
+
+
+def test_the_models_optimizer_is_used_and_epochs_bound_the_run():
+    model = _model(optimizer=LBFGS())
+    hist = model.fit(DATA, epochs=3, verbose=0, metrics=["r2"])
+    assert len(hist) == 3 and hist.stop_reason == "completed"
+    assert len(hist.metrics["r2"]) == 3 and hist.metrics["r2"][-1] > hist.metrics["r2"][0]
+    assert hist.loss == sorted(hist.loss, reverse=True)  # a line search only goes down
+    assert model.fit(DATA, epochs=0, verbose=0).epoch == []
+
+
+def test_callback_stop_and_the_iterate_it_saw():
+    model = _model()
+    seen = []
+
+    def stop_at_2(epoch, logs):
+        seen.append((epoch, logs["loss"], _risk(list(model.params.values()))))
+        return epoch == 2
+
+    hist = model.fit(DATA, optimizer=LBFGS(), epochs=50, callbacks=[stop_at_2], verbose=0)
+    assert hist.stop_reason == "callback" and len(hist) == 3
+    for _, logged, at_params in seen:  # callbacks see the parameters of the epoch's loss
+        assert logged == pytest.approx(at_params, rel=1e-12)
+    assert _risk(list(model.params.values())) == pytest.approx(hist.loss[-1], rel=1e-12)
+
+
+def test_keyboard_interrupt_keeps_history_and_iterate():
+    model = _model()
+
+    def interrupt(epoch, logs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.warns(RuntimeWarning, match="interrupted after 2 epochs"):
+        hist = model.fit(DATA, optimizer=LBFGS(), epochs=50, callbacks=[interrupt], verbose=0)
+    assert hist.stop_reason == "interrupted" and len(hist) == 2
+    assert _risk(list(model.params.values())) == pytest.approx(hist.loss[-1], rel=1e-12)
+
+
+def test_early_stopping_on_validation_restores_the_best():
+    """The validation data follows another law, so fitting the training data makes the
+    validation loss rise after a while."""
+    xv = np.linspace(-2, 2, 40)
+    val = {x: xv, y: -1.0 * np.tanh(0.5 * xv) + 0.4}
+    model = _model()
+    hist = model.fit(DATA, optimizer=LBFGS(), epochs=100, validation=val, early_stopping=2,
+                     verbose=0)
+    assert hist.stop_reason == "early_stopping"
+    best = int(np.argmin(hist.val_loss))
+    assert hist.best_epoch == best and len(hist) == best + 1 + 2
+    assert hist.best_loss == min(hist.val_loss)
+    p = list(model.params.values())
+    assert p == list(hist.best_params.values())
+    assert _risk(p, xv, val[y]) == pytest.approx(hist.best_loss, rel=1e-12)
+
+
+def test_a_non_finite_loss_stops_as_divergence():
+    """-exp(a x) has no minimum: the line search's trial steps overflow to -inf."""
+    model = sg.Model(loss=-sp.exp(a * x), params={a: 0.0}, data=[x])
+    with pytest.warns(sg.DivergenceWarning, match="diverged at epoch"):
+        hist = model.fit({x: np.ones(4)}, optimizer=LBFGS(), epochs=50, verbose=0)
+    assert hist.stop_reason == "diverged"
+    assert not math.isfinite(hist.loss[-1]) and all(map(math.isfinite, hist.loss[:-1]))
+    assert math.isfinite(model.params[a])
+    if hist.best_epoch is not None:
+        assert model.params == hist.best_params
+
+
+def test_a_non_finite_hvp_stops_and_restores_the_best():
+    model = _model()
+    reference = _sympy_hvp(model)
+    calls = []
+
+    def hvp(v, data):
+        calls.append(1)
+        return reference(v, data) * (np.nan if len(calls) == 4 else 1.0)
+
+    model.hvp = hvp
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hist = model.fit(DATA, optimizer=NewtonCG(), epochs=50, verbose=0)
+    assert any(issubclass(w.category, sg.DivergenceWarning) for w in caught)
+    assert hist.stop_reason == "diverged" and len(calls) == 4
+    assert hist.best_epoch == int(np.nanargmin(hist.loss[:-1]))
+    assert model.params == hist.best_params
+    assert _risk(list(model.params.values())) == pytest.approx(hist.best_loss, rel=1e-12)
