@@ -132,7 +132,7 @@ except ImportError:
     print("matplotlib not installed: skipped the plot")
 else:
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, (history, losses, evals, tol) in runs.items():
+    for name, (_, losses, evals, _) in runs.items():
         gap = np.maximum((losses - best) / best, 1e-16)
         style = "-" if name in (adam_name, "L-BFGS", "Newton-CG") else ":"
         ax.plot(evals, gap, style, label=name)
