@@ -206,3 +206,29 @@ def test_a_non_finite_hvp_stops_and_restores_the_best():
     assert hist.best_epoch == int(np.nanargmin(hist.loss[:-1]))
     assert model.params == hist.best_params
     assert _risk(list(model.params.values())) == pytest.approx(hist.best_loss, rel=1e-12)
+
+
+@pytest.mark.slow  # compiling a matrix model's loop: ~20 s on a busy machine
+def test_lbfgs_trains_a_matrix_model():
+    n = sp.Symbol("n", integer=True, positive=True)
+    X, Y = sp.MatrixSymbol("X", n, 3), sp.MatrixSymbol("Y", n, 1)
+    w, b = sp.MatrixSymbol("w", 3, 1), sp.MatrixSymbol("b", 1, 1)
+    rng = np.random.default_rng(1)
+    xs = rng.normal(size=(240, 3))
+    ys = (xs @ [1.0, -2.0, 0.5] + 0.3 + rng.logistic(size=240) > 0).astype(float)[:, None]
+
+    def risk(p, xs, ys):
+        z = xs @ p[:3] + p[3]
+        return np.mean(np.logaddexp(0.0, z) - ys[:, 0] * z) + 0.005 * p[:3] @ p[:3]
+
+    model = sg.Model(sg.losses.bce_with_logits(X * w + b, Y) + 0.5 * 0.01 * sg.l2(w),
+                     params={w: np.zeros((3, 1)), b: np.zeros((1, 1))}, data=[X, Y])
+    hist = model.fit({X: xs[:200], Y: ys[:200]}, optimizer=LBFGS(), epochs=100, verbose=0,
+                     validation={X: xs[200:], Y: ys[200:]})
+    ref = so.minimize(risk, np.zeros(4), args=(xs[:200], ys[:200]), method="BFGS",
+                      options={"gtol": 1e-10})
+    p = np.concatenate([model.params[w].ravel(), model.params[b].ravel()])
+    assert hist.stop_reason == "converged"
+    assert np.allclose(p, ref.x, atol=1e-6)
+    assert abs(hist.loss[-1] - ref.fun) <= 1e-12 * ref.fun
+    assert hist.val_loss[-1] == pytest.approx(risk(p, xs[200:], ys[200:]), rel=1e-12)
