@@ -202,6 +202,7 @@ class LBFGS(ScipyOptimizer):
     It stops before ``epochs`` when the largest gradient entry is <= ``gtol`` or the loss
     decreased by at most ``ftol`` relative (max(|f_k|, |f_k+1|, 1)) in one iteration; a line
     search tries at most ``maxls`` steps. Each iteration costs about 1-2 value+gradient passes.
+    The tolerances are tighter than scipy's defaults (1e-5, 2.2e-9): ``epochs`` bounds a run.
     """
 
     method = "L-BFGS-B"
@@ -219,8 +220,9 @@ class NewtonCG(ScipyOptimizer):
     min(0.5, sqrt(|g|)) |g| or at negative curvature; then a Wolfe line search:
     theta <- theta + alpha d.
 
-    It stops before ``epochs`` when the step's mean absolute entry is <= ``xtol``. Each
-    iteration costs about one value+gradient pass plus one HVP per CG step.
+    It stops before ``epochs`` when the step's mean absolute entry is <= ``xtol`` (scipy's
+    default is 1e-5). Each iteration costs about one value+gradient pass plus one HVP per CG
+    step.
     """
 
     method = "Newton-CG"

@@ -16,6 +16,8 @@ and its stopping tests; symgrad keeps the rest of ``fit``'s contract:
 - a NaN or infinite loss, gradient or HVP at any point the method evaluates stops the run
   (``stop_reason="diverged"``, a ``DivergenceWarning``, the best parameters restored); Ctrl-C
   keeps the History and the last iterate;
+- ``batch_size`` must be None (one batch: ``shuffle``, ``seed`` and ``drop_last`` change
+  nothing); the compiled code runs (``engine`` "auto" or "compiled");
 - the method may stop before ``epochs``: ``"converged"`` when its tolerance is met,
   ``"stalled"`` when it cannot make progress (e.g. the line search failed);
   ``History.message`` gives scipy's words.
@@ -155,8 +157,8 @@ def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
     patience = 0 if early_stopping is None else _count(early_stopping, "early_stopping", 1)
     metric_fns = model._metric_functions(metrics)
     callbacks = list(callbacks)
-    model.optimizer = optimizer
     objective = _Objective(model, data, X, hessian=optimizer.method == "Newton-CG")
+    model.optimizer = optimizer
     val_loss = _validation_loss(model, validation, V) if n_val else None
 
     values = model._values
