@@ -76,10 +76,10 @@ class _Objective:
         """Evaluate at ``x`` (the start) before the clock runs: the first call compiles or
         loads the code (an HVP too, uncounted, which also fails early where there is none);
         the method's first request then finds the value and gradient cached."""
-        self._compute(x)
         if self._hvp is not None:
             self.model._values[:] = x
             self._hvp(np.zeros_like(self.model._values), self.data)
+        self._compute(x)
 
     def _compute(self, x: np.ndarray) -> None:
         if self._x is None or not np.array_equal(x, self._x):
