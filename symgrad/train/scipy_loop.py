@@ -45,7 +45,8 @@ __all__ = ["fit_scipy"]
 
 
 class _NonFinite(Exception):
-    """A value, gradient or HVP of the method's objective was NaN or infinite."""
+    """A value, gradient or HVP of the method's objective was NaN or infinite; ``loss`` is
+    the loss at that point (NaN when it is unknown)."""
 
     def __init__(self, loss: float) -> None:
         super().__init__(loss)
@@ -90,7 +91,7 @@ class _Objective:
     def _point(self, x: np.ndarray) -> None:
         self._compute(x)
         if not (math.isfinite(self._value) and np.all(np.isfinite(self._grad))):
-            raise _NonFinite(self._value if not math.isfinite(self._value) else math.nan)
+            raise _NonFinite(self._value)
 
     def fun(self, x: np.ndarray) -> float:
         self.counts[0] += 1
@@ -107,7 +108,8 @@ class _Objective:
         self.model._values[:] = x
         out = np.asarray(self._hvp(np.asarray(v, dtype=self.dtype), self.data), dtype=np.float64)
         if not np.all(np.isfinite(out)):
-            raise _NonFinite(math.nan)
+            known = self._x is not None and np.array_equal(x, self._x)
+            raise _NonFinite(self._value if known else math.nan)
         return out.ravel()
 
 
