@@ -166,3 +166,28 @@ def test_dropout_models_train_compiled_only():
     with pytest.raises(ValueError, match="dropout"):
         model.fit(_data(), epochs=1, verbose=0, engine="numpy")
     assert model._numpy_first() is False  # auto: compiled from the start
+
+
+def _diverging_line():
+    """A linear matrix model with far too large a step: it diverges (issue 14)."""
+    Z, T = sp.MatrixSymbol("Z", n, 2), sp.MatrixSymbol("T", n, 1)
+    W, c = sp.MatrixSymbol("W", 2, 1), sp.MatrixSymbol("c", 1, 1)
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(40, 2))
+    model = sg.Model(sg.losses.mse(Z * W + c, T), params={W: np.zeros((2, 1)), c: np.zeros((1, 1))},
+                     data=[Z, T], optimizer=sg.optim.SGD(lr=50.0))
+    return model, {Z: z, T: z @ np.array([[2.0], [-1.0]]) + 0.5}
+
+
+@pytest.mark.parametrize("engine", ["numpy", "compiled"])
+def test_divergence_keeps_the_parameters_best_loss_belongs_to(engine):
+    model, data = _diverging_line()
+    with pytest.warns(sg.DivergenceWarning):
+        hist = model.fit(data, epochs=500, verbose=0, engine=engine)
+    assert hist.stop_reason == "diverged" and hist.best_epoch == 0
+    for p, value in model.params.items():
+        np.testing.assert_array_equal(value, hist.best_params[p])
+    # full batch: the epoch's loss is the kept parameters' loss (the NumPy tier sums with
+    # NumPy's own rounding, evaluate runs the compiled code)
+    tol = 0.0 if engine == "compiled" else 1e-14
+    assert model.evaluate(data) == pytest.approx(hist.best_loss, rel=tol, abs=0.0)
