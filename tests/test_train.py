@@ -424,3 +424,36 @@ def test_huge_sin_arguments_fall_back_to_libm():
     assert abs(1e-14 * grad) > 1e-2
     assert model.params[w] == pytest.approx(0.5 - 1e-14 * grad, rel=1e-12)
     assert math.isfinite(model.history.loss[0])
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: optim.Adam(beta1=2.0), r"Adam.beta1 must be in \[0, 1\), got 2.0"),
+    (lambda: optim.AMSGrad(beta2=1.0), r"AMSGrad.beta2 must be in \[0, 1\)"),
+    (lambda: optim.SGD(lr=-0.1), r"SGD.lr must be > 0 and finite, got -0.1"),
+    (lambda: optim.SGD(lr=math.inf), r"SGD.lr must be > 0 and finite, got inf"),
+    (lambda: optim.Momentum(momentum=1.5), r"Momentum.momentum must be in \[0, 1\)"),
+    (lambda: optim.Nesterov(weight_decay=math.nan), r"Nesterov.weight_decay must be >= 0"),
+    (lambda: optim.Adagrad(eps=0.0), r"Adagrad.eps must be > 0"),
+    (lambda: optim.Adagrad(initial_accumulator_value=-1), r"initial_accumulator_value must"),
+    (lambda: optim.RMSprop(alpha=-0.5), r"RMSprop.alpha must be in \[0, 1\)"),
+    (lambda: optim.Adadelta(rho=1.01), r"Adadelta.rho must be in \[0, 1\]"),
+    (lambda: optim.SGD(l1="0.1"), r"SGD.l1 must be a number"),
+])
+def test_optimizer_hyperparameters_are_checked(make, message):
+    """Adam(beta1=2.0) was accepted (issue 14); each field has a range, named in the error."""
+    with pytest.raises(sg.InputError, match=message):
+        make()
+
+
+def test_hyperparameters_set_after_construction_are_checked_by_fit():
+    """A negative lr set after construction trained uphill and reported "completed"."""
+    opt = optim.SGD(lr=0.1)
+    opt.lr = -0.1
+    model = _model()
+    with pytest.raises(sg.InputError, match="SGD.lr must be > 0"):
+        model.fit(DATA, optimizer=opt, epochs=5, verbose=0)
+    assert model.params == INIT and model.history is None
+    model.optimizer.beta1 = 1.0  # the model's default Adam
+    with pytest.raises(sg.InputError, match="Adam.beta1 must be in"):
+        model.fit(DATA, epochs=5, verbose=0)
+    assert optim.Adadelta(rho=1.0).hyper().tolist() == [1.0, 0.0, 0.0, 1.0, 1e-6]  # bounds ok

@@ -238,10 +238,11 @@ class Model:
         optimizer = optimizer if optimizer is not None else self.optimizer
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be one of symgrad.optim's, got {optimizer!r}")
+        optimizer.check()  # again: its fields may have been set since it was made
         self.optimizer = optimizer
 
         drop_last, seed = bool(drop_last), int(seed)
-        hyper = optimizer.hyper()  # checked again: fields may have been set since
+        hyper = optimizer.hyper()
         losses = np.full(max(epochs, 1), np.nan)
         val_losses = np.full(max(epochs, 1), np.nan)
         best = np.array([np.inf, -1.0, 0.0])
