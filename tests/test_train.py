@@ -3,6 +3,7 @@
 import math
 import os
 import signal
+import threading
 import warnings
 
 import numpy as np
@@ -292,7 +293,39 @@ def test_divergence_within_an_epoch_keeps_its_best_loss():
     assert hist.best_loss == pytest.approx(math.exp(709.0), rel=1e-15)
 
 
-def test_sigint_stops_between_epochs_with_the_history_and_best_parameters():
+def test_interrupt_restores_the_best_parameters():
+    """Ctrl-C kept the last parameters, while the README promised the best ones."""
+    def ctrl_c(epoch, logs):
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    model = _line(lr=1.2)  # too large a step: the loss grows from epoch 0 on
+    with pytest.warns(RuntimeWarning, match="interrupted after 4 epochs"):
+        hist = model.fit(LINE, epochs=10, callbacks=[ctrl_c], verbose=0)
+    assert hist.stop_reason == "interrupted" and hist.best_epoch == 0
+    assert model.params == {w: 0.0, v: 0.0} == hist.best_params
+    assert model.evaluate(LINE) == hist.best_loss == hist.loss[0] < hist.loss[3]
+
+
+def test_sigint_during_the_compiled_loop_keeps_every_epoch_it_ran():
+    """A real Ctrl-C while the compiled loop runs: it is held until the chunk of epochs
+    returns, so every epoch run is in the History (the chunk in flight was lost)."""
+    model = _line(lr=1e-6)  # a loss that falls every epoch: the best epoch is the last run
+    model.fit(LINE, epochs=1, verbose=0)  # compiled before the Ctrl-C comes
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.warns(RuntimeWarning, match="interrupted"):
+            hist = model.fit(LINE, epochs=2_000_000, verbose=0)
+    finally:
+        timer.cancel()
+    assert hist.stop_reason == "interrupted" and 0 < len(hist) < 2_000_000
+    assert hist.best_epoch == len(hist) - 1 and hist.best_loss == hist.loss[-1]
+    assert model.params == hist.best_params
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigint_between_epochs_stops_there():
     def press_ctrl_c(epoch, logs):
         if epoch == 2:
             os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, held until the epoch ends
@@ -303,7 +336,6 @@ def test_sigint_stops_between_epochs_with_the_history_and_best_parameters():
                          callbacks=[press_ctrl_c], verbose=0)
     assert hist.stop_reason == "interrupted" and len(hist) == 3
     assert model.params == hist.best_params and hist.best_epoch == 2
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_sigint_during_the_first_compile_is_a_clean_keyboard_interrupt():
@@ -320,6 +352,7 @@ def test_sigint_during_the_first_compile_is_a_clean_keyboard_interrupt():
     with pytest.raises(KeyboardInterrupt):
         model.fit(DATA, optimizer=optim.SGD(lr=0.1), epochs=5, verbose=0)
     assert model.history is None and model.params == INIT
+    assert "compile_s" in model.timings  # the compile ran to its end: Numba's state is whole
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     model._blocks = blocks
     hist = model.fit(DATA, optimizer=optim.SGD(lr=0.1), epochs=5, verbose=0)
