@@ -116,10 +116,14 @@ def test_minibatches_are_refused():
 
 
 @pytest.mark.parametrize("bad", [{"gtol": -1.0}, {"maxcor": 2.5}, {"ftol": float("nan")},
-                                 {"maxls": True}])
+                                 {"maxls": True}, {"gtol": float("inf")}])
 def test_bad_hyperparameters(bad):
-    with pytest.raises(ValueError, match="LBFGS"):
+    with pytest.raises(sg.InputError, match=f"LBFGS.{next(iter(bad))} must be"):
         LBFGS(**bad)
+    opt = LBFGS()
+    setattr(opt, *next(iter(bad.items())))  # reassigned after it was made: fit checks again
+    with pytest.raises(sg.InputError, match=f"LBFGS.{next(iter(bad))} must be"):
+        _model().fit(DATA, optimizer=opt, epochs=2, verbose=0)
 
 
 def test_the_models_optimizer_is_used_and_epochs_bound_the_run():
@@ -156,7 +160,22 @@ def test_keyboard_interrupt_keeps_history_and_iterate():
     with pytest.warns(RuntimeWarning, match="interrupted after 2 epochs"):
         hist = model.fit(DATA, optimizer=LBFGS(), epochs=50, callbacks=[interrupt], verbose=0)
     assert hist.stop_reason == "interrupted" and len(hist) == 2
+    assert model.params == hist.best_params  # restored; a line search only goes down, so
     assert _risk(list(model.params.values())) == pytest.approx(hist.loss[-1], rel=1e-12)
+
+
+def test_an_exception_in_a_callback_is_recorded_and_raised():
+    model = _model()
+
+    def fail(epoch, logs):
+        if epoch == 2:
+            raise ZeroDivisionError("a bug in the callback")
+
+    with pytest.raises(ZeroDivisionError, match="a bug in the callback"):
+        model.fit(DATA, optimizer=LBFGS(), epochs=50, callbacks=[fail], verbose=0)
+    hist = model.history
+    assert hist.stop_reason == "error" and len(hist) == 3
+    assert model.params == hist.best_params and hist.best_epoch == 2
 
 
 def test_early_stopping_on_validation_restores_the_best():

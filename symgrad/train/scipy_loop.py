@@ -14,8 +14,10 @@ and its stopping tests; symgrad keeps the rest of ``fit``'s contract:
 - validation loss, metrics, callbacks, early stopping and the best parameters as in the
   compiled loops (``end_epoch`` decides, the same rule);
 - a NaN or infinite loss, gradient or HVP at any point the method evaluates stops the run
-  (``stop_reason="diverged"``, a ``DivergenceWarning``, the best parameters restored); Ctrl-C
-  keeps the History and the last iterate;
+  (``stop_reason="diverged"``, a ``DivergenceWarning``); Ctrl-C (held while code compiles,
+  then taking effect between iterations) and an exception from a callback or metric
+  (re-raised, ``"error"``) keep the History; after these, as after early stopping, the
+  model gets the best parameters back (``RESTORES_BEST``);
 - ``batch_size`` must be None (one batch: ``shuffle``, ``seed`` and ``drop_last`` change
   nothing); the compiled code runs (``engine`` "auto" or "compiled");
 - the method may stop before ``epochs``: ``"converged"`` when its tolerance is met,
@@ -37,7 +39,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..errors import InputError
-from .history import DIVERGED, EARLY_STOPPING, History
+from .history import DIVERGED, EARLY_STOPPING, RESTORES_BEST, History
+from .interrupt import COMPILING, TRAINING, Interrupts
 from .numpy_loop import end_epoch
 from .optim import ScipyOptimizer
 
@@ -165,11 +168,14 @@ def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
 
     values = model._values
     accepted = values.copy()  # the last iterate, what the parameters hold after the run
+    interrupts = Interrupts()
     if epochs:
-        t0 = time.perf_counter()
-        objective.prime(accepted.astype(np.float64))
-        values[:] = accepted
-        model.timings["scipy_prime_s"] = time.perf_counter() - t0
+        with interrupts.held(note=COMPILING):  # a Ctrl-C waits for the compile to finish
+            t0 = time.perf_counter()
+            objective.prime(accepted.astype(np.float64))
+            values[:] = accepted
+            model.timings["scipy_prime_s"] = time.perf_counter() - t0
+    interrupts.check()  # then stops here, before training: there is nothing to keep
     losses, val_losses = np.full(max(epochs, 1), np.nan), np.full(max(epochs, 1), np.nan)
     best, best_params = np.array([np.inf, -1.0, 0.0]), values.copy()
     history = model.history = History()
@@ -183,8 +189,9 @@ def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
         values[:] = accepted  # metrics and callbacks see the iterate
         if status is None:
             monitor = val_loss(accepted) if val_loss is not None else 0.0
-            status = end_epoch(e, loss, monitor, n_val > 0, accepted, losses, val_losses,
-                               best, best_params, patience)
+            # the loss is the iterate's own: it is the "before" whose loss it is, too
+            status = end_epoch(e, loss, monitor, n_val > 0, accepted, accepted, losses,
+                               val_losses, best, best_params, patience)
         else:
             losses[e] = loss
         new = objective.counts - seen
@@ -205,12 +212,14 @@ def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
             stop["reason"] = "callback"
         if stop:
             raise StopIteration
+        interrupts.check()  # a held Ctrl-C ends the method here, between iterations
 
     def callback(intermediate_result) -> None:
         accepted[:] = intermediate_result.x
         end(float(intermediate_result.fun))
 
     result = None
+    interrupts.start(forceable=True, note=TRAINING)
     try:
         if epochs:
             extra = {"hessp": objective.hessp} if objective._hvp is not None else {}
@@ -225,9 +234,14 @@ def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
             pass
     except KeyboardInterrupt:
         stop["reason"] = "interrupted"
-        warnings.warn(f"training interrupted after {len(history)} epochs; the history and the "
-                      "best parameters so far are kept.", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"training interrupted after {len(history)} epochs; the history is kept "
+                      "and the best parameters so far are restored.", RuntimeWarning,
+                      stacklevel=3)
+    except BaseException:
+        stop.setdefault("reason", "error")  # e.g. a callback or metric raised
+        raise
     finally:
+        interrupts.stop()
         if clock["bar"] is not None:
             clock["bar"].close()
         values[:] = accepted
@@ -236,8 +250,8 @@ def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
 
 
 def _finish(model, history: History, result, stop: dict, best, best_params) -> None:
-    """Stop reason, leftover counts, best parameters (restored on divergence and early
-    stopping, as in the compiled loops)."""
+    """Stop reason, leftover counts, best parameters (restored after the stops of
+    ``RESTORES_BEST``, as in the compiled loops)."""
     from .model import DivergenceWarning
 
     if result is not None:
@@ -257,7 +271,7 @@ def _finish(model, history: History, result, stop: dict, best, best_params) -> N
         history.best_epoch = int(best[1])
         history.best_loss = float(best[0])
         history.best_params = model._unflatten(best_params)
-        if history.stop_reason in ("diverged", "early_stopping"):
+        if history.stop_reason in RESTORES_BEST:
             model._values[:] = best_params
     if history.stop_reason == "diverged":
         finite = [v for v in history.loss if math.isfinite(v)]
