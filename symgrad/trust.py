@@ -78,7 +78,7 @@ def problem(paths: Iterable[Path], owners: Iterable[int] = ()) -> str | None:
             if key not in seen:
                 try:
                     seen[key] = os.stat(part)
-                except FileNotFoundError:
+                except OSError:  # missing, or not reachable: nothing is loaded from there
                     break
             st = seen[key]
             if st.st_uid not in trusted:

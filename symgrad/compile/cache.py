@@ -33,7 +33,8 @@ from .. import trust
 from ..errors import InputError, SymgradError
 from ..kernels import ready as kernels_ready
 
-__all__ = ["cache_dir", "cache_info", "clear_cache", "load_module", "prune_cache", "write_module"]
+__all__ = ["cache_dir", "cache_info", "clear_cache", "clear_kernels", "load_module", "prune_cache",
+           "write_module"]
 
 #: Default size cap of the cache directory, in MB (``$SYMGRAD_CACHE_MAX_MB`` overrides it).
 DEFAULT_MAX_MB = 500
@@ -48,7 +49,8 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
     directory)."""
     if override is not None:
         if os.fspath(override) == "":
-            raise InputError("cache_dir is empty; pass a directory, or None for the default "
+            raise InputError("cache_dir is empty, which would mean the current directory; give "
+                             "a directory, or leave it out for the default "
                              "($SYMGRAD_CACHE_DIR or ~/.cache/symgrad).")
         return Path(override)
     if os.environ.get("SYMGRAD_CACHE_DIR"):
@@ -188,23 +190,31 @@ def _import(path: Path, data: bytes) -> ModuleType:
 def clear_cache(directory: str | os.PathLike | None = None, kernels: bool = True) -> int:
     """Delete the generated modules and Numba's files for them (beside them, and any that
     ``$NUMBA_CACHE_DIR`` or Numba's user-wide cache hold for that directory), and with
-    ``kernels`` the kernel library's machine code wherever Numba keeps it; return how many
+    ``kernels`` the kernel library's machine code (:func:`clear_kernels`); return how many
     files went."""
     root = cache_dir(directory)
     files = [*root.glob("sg_*.py"), *root.glob(".tmp-*.py")]
     for place in trust.numba_locations(root):
         files += place.glob("sg_*")
-    if kernels:
-        from ..kernels import cache_files
+    return _unlink(files) + (clear_kernels() if kernels else 0)
 
-        files += cache_files()
+
+def clear_kernels() -> int:
+    """Delete the kernel library's machine code where Numba keeps it (``symgrad cache warm``
+    compiles it again); return how many files went."""
+    from ..kernels import cache_files
+
+    return _unlink(cache_files())
+
+
+def _unlink(files) -> int:
     count = 0
     for f in files:
         try:
             f.unlink()
             count += 1
         except FileNotFoundError:
-            continue
+            continue  # removed meanwhile
     return count
 
 
@@ -239,8 +249,17 @@ def cache_info(directory: str | os.PathLike | None = None) -> dict:
     kernel_files = cache_files()
     return {"path": root, "modules": len(entries), "bytes": sum(e[1] for e in entries),
             "max_bytes": _max_bytes(), "problem": problem, "kernels_path": cache_location(),
-            "kernels_files": len(kernel_files),
-            "kernels_bytes": sum(f.stat().st_size for f in kernel_files if f.exists())}
+            "kernels_files": len(kernel_files), "kernels_bytes": _bytes(kernel_files)}
+
+
+def _bytes(files) -> int:
+    total = 0
+    for f in files:
+        try:
+            total += f.stat().st_size
+        except OSError:
+            continue  # removed meanwhile
+    return total
 
 
 def prune_cache(directory: str | os.PathLike | None = None,

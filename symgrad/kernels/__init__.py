@@ -81,15 +81,15 @@ def _check(modules) -> Path:
 
 
 def cache_location() -> Path | None:
-    """Where Numba keeps the kernel library's machine code in this process (None before
-    :func:`ready`)."""
-    return _LOCATION[0] if _LOCATION else None
+    """Where Numba keeps the kernel library's machine code in this process (after
+    :func:`ready`; before it, where it would: None if Numba can write nowhere)."""
+    return _LOCATION[0] if _LOCATION else trust.numba_location(_HERE)
 
 
 def cache_files() -> list[Path]:
-    """Numba's files for the kernel library, in every place Numba may have kept them."""
-    places = {*trust.numba_locations(_HERE), *_LOCATION}
-    return sorted(f for place in places for name in ALL for f in place.glob(f"{name}.*.nb*"))
+    """Numba's files for the kernel library in :func:`cache_location`."""
+    place = cache_location()
+    return [] if place is None else sorted(f for name in ALL for f in place.glob(f"{name}.*.nb*"))
 
 
 @functools.cache
