@@ -29,9 +29,18 @@ import tempfile
 from pathlib import Path
 from types import ModuleType
 
-from .. import trust
 from ..errors import InputError, SymgradError
 from ..kernels import ready as kernels_ready
+from ..trust import (
+    LOCK,
+    discard_corrupt,
+    fallback,
+    numba_cache_at,
+    numba_locations,
+    private_dir,
+    problem,
+    warn_once,
+)
 
 __all__ = ["cache_dir", "cache_info", "clear_cache", "clear_kernels", "load_module", "prune_cache",
            "write_module"]
@@ -72,9 +81,9 @@ def write_module(source: str, directory: Path) -> tuple[Path, bool]:
     try:
         return _write(source, place)
     except OSError as exc:
-        if place == trust.private_dir():
+        if place == private_dir():
             raise
-        return _write(source, trust.fallback(place, f"writing to it failed ({exc})", _FIX))
+        return _write(source, fallback(place, f"writing to it failed ({exc})", _FIX))
 
 
 def _write(source: str, directory: Path) -> tuple[Path, bool]:
@@ -100,12 +109,20 @@ def _usable(directory: Path) -> Path:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         (directory / "__pycache__").mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
-        return trust.fallback(directory, f"it cannot be created ({exc})", _FIX)
-    reason = trust.problem([directory, directory / "__pycache__"])
-    if reason is None and not all(os.access(d, os.W_OK | os.X_OK)
-                                  for d in (directory, directory / "__pycache__")):
-        reason = "it is not writable"
-    return directory if reason is None else trust.fallback(directory, reason, _FIX)
+        return fallback(directory, f"it cannot be created ({exc})", _FIX)
+    reason = _unusable(directory)
+    return directory if reason is None else fallback(directory, reason, _FIX)
+
+
+def _unusable(directory: Path) -> str | None:
+    """Why the existing ``directory`` cannot hold the cache (not trusted, not a writable
+    directory), or None."""
+    places = [directory, directory / "__pycache__"]
+    reason = problem(places)
+    if reason is None and not (directory.is_dir() and all(
+            os.access(d, os.W_OK | os.X_OK) for d in places if d.exists())):
+        reason = "it is not a writable directory"
+    return reason
 
 
 def load_module(path: Path, source: str | None = None) -> ModuleType:
@@ -116,18 +133,18 @@ def load_module(path: Path, source: str | None = None) -> ModuleType:
     module must pass :func:`symgrad.trust.problem` (else the module moves to the private
     temporary directory, with one warning); Numba's files that are not whole pickles are
     removed first, so Numba compiles again instead of failing."""
-    with trust.LOCK:
+    with LOCK:
         loaded = sys.modules.get(path.stem)
         if loaded is not None:
             return loaded
         path, data = _verified(path, source)
         place = _usable(path.parent)
-        reason = trust.problem([path, *_numba_files(path)]) if place == path.parent else None
+        reason = problem([path, *_numba_files(path)]) if place == path.parent else None
         if reason is not None:
-            place = trust.fallback(path.parent, reason, _FIX)
+            place = fallback(path.parent, reason, _FIX)
         if place != path.parent:
             path, _ = _write(data.decode("utf-8"), place)
-        trust.discard_corrupt(_numba_files(path))
+        discard_corrupt(_numba_files(path))
         try:
             os.utime(path)  # last use, for the least-recently-used eviction
         except OSError:
@@ -148,7 +165,7 @@ def _verified(path: Path, source: str | None) -> tuple[Path, bytes]:
         raise SymgradError(f"{path} is not a module symgrad wrote (its SHA-256 is not its "
                            "name), so it was not run. Delete it, or run 'symgrad cache clear'.")
     if data:
-        trust.warn_once(path, f"{path} was damaged; it is written again.")
+        warn_once(path, f"{path} was damaged; it is written again.")
     return write_module(source, path.parent)[0], source.encode("utf-8")
 
 
@@ -179,7 +196,7 @@ def _import(path: Path, data: bytes) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        with trust.numba_cache_at(""):  # beside the module, whatever $NUMBA_CACHE_DIR says
+        with numba_cache_at(""):  # beside the module, whatever $NUMBA_CACHE_DIR says
             spec.loader.exec_module(module)
     except BaseException:
         del sys.modules[name]
@@ -194,7 +211,7 @@ def clear_cache(directory: str | os.PathLike | None = None, kernels: bool = True
     files went."""
     root = cache_dir(directory)
     files = [*root.glob("sg_*.py"), *root.glob(".tmp-*.py")]
-    for place in trust.numba_locations(root):
+    for place in numba_locations(root):
         files += place.glob("sg_*")
     return _unlink(files) + (clear_kernels() if kernels else 0)
 
@@ -241,14 +258,10 @@ def cache_info(directory: str | os.PathLike | None = None) -> dict:
 
     root = cache_dir(directory)
     entries = _entries(root) if root.is_dir() else []
-    problem = None
-    if root.exists():
-        problem = trust.problem([root, root / "__pycache__"])
-        if problem is None and not (root.is_dir() and os.access(root, os.W_OK | os.X_OK)):
-            problem = "it is not a writable directory"
+    reason = _unusable(root) if root.exists() else None
     kernel_files = cache_files()
     return {"path": root, "modules": len(entries), "bytes": sum(e[1] for e in entries),
-            "max_bytes": _max_bytes(), "problem": problem, "kernels_path": cache_location(),
+            "max_bytes": _max_bytes(), "problem": reason, "kernels_path": cache_location(),
             "kernels_files": len(kernel_files), "kernels_bytes": _bytes(kernel_files)}
 
 

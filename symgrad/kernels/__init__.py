@@ -32,7 +32,8 @@ import importlib
 import threading
 from pathlib import Path
 
-from .. import trust
+from ..trust import discard_corrupt, fallback, numba_cache_at, numba_location, numba_locations
+from ..trust import problem as trust_problem
 
 __all__ = ["MODULES", "cache_files", "cache_location", "ready", "standalone"]
 
@@ -57,33 +58,33 @@ def ready() -> Path:
 
 
 def _check(modules) -> Path:
-    place = trust.numba_location(_HERE)
+    place = numba_location(_HERE)
     if place is None:
         reason = "Numba can write none of its cache places for symgrad's kernel library"
     else:
         files = [f for name in ALL for f in place.glob(f"{name}.*.nb[ic]")]
         owner = (_HERE.stat().st_uid,) if place == _HERE / "__pycache__" else ()
-        reason = trust.problem([place, *files], owner)
+        reason = trust_problem([place, *files], owner)
         if reason is None:
-            trust.discard_corrupt(files)
+            discard_corrupt(files)
             return place
-    private = trust.fallback(place or _HERE, reason, "make the path named yours and writable "
+    private = fallback(place or _HERE, reason, "make the path named yours and writable "
                              "by you only (chmod go-w), or set NUMBA_CACHE_DIR to a directory "
                              "only you can write")
     from numba.core.dispatcher import Dispatcher
 
-    with trust.numba_cache_at(str(private)):  # nothing compiled yet: point the caches there
+    with numba_cache_at(str(private)):  # nothing compiled yet: point the caches there
         for module in modules:
             for obj in vars(module).values():
                 if isinstance(obj, Dispatcher) and obj.py_func.__module__ == module.__name__:
                     obj.enable_caching()
-        return trust.numba_locations(_HERE)[0]
+        return numba_locations(_HERE)[0]
 
 
 def cache_location() -> Path | None:
     """Where Numba keeps the kernel library's machine code in this process (after
     :func:`ready`; before it, where it would: None if Numba can write nowhere)."""
-    return _LOCATION[0] if _LOCATION else trust.numba_location(_HERE)
+    return _LOCATION[0] if _LOCATION else numba_location(_HERE)
 
 
 def cache_files() -> list[Path]:
