@@ -29,10 +29,16 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
-import threading
 from pathlib import Path
 
-from ..trust import discard_corrupt, fallback, numba_cache_at, numba_location, numba_locations
+from ..trust import (
+    LOCK,
+    discard_corrupt,
+    fallback,
+    numba_cache_at,
+    numba_location,
+    numba_locations,
+)
 from ..trust import problem as trust_problem
 
 __all__ = ["MODULES", "cache_files", "cache_location", "ready", "standalone"]
@@ -43,14 +49,13 @@ MODULES = ("vecmath", "loops", "optim", "trainer")
 #: modules, so it is not in :data:`MODULES`).
 ALL = (*MODULES, "tape_vm")
 _HERE = Path(__file__).parent
-_LOCK = threading.Lock()
 _LOCATION: list[Path] = []
 
 
 def ready() -> Path:
     """Import every kernel module, with Numba's cache for them checked (once per process);
     return where their machine code is kept. Call it before a kernel can first compile."""
-    with _LOCK:
+    with LOCK:  # the cache layer's lock: one lock, so no two can be taken in turn
         if not _LOCATION:
             _LOCATION.append(_check([importlib.import_module(f"{__name__}.{name}")
                                      for name in ALL]))
@@ -68,9 +73,9 @@ def _check(modules) -> Path:
         if reason is None:
             discard_corrupt(files)
             return place
-    private = fallback(place or _HERE, reason, "make the path named yours and writable "
-                             "by you only (chmod go-w), or set NUMBA_CACHE_DIR to a directory "
-                             "only you can write")
+    private = fallback(place or _HERE, reason, "make the path named yours and writable by "
+                       "you only (chmod go-w), or set NUMBA_CACHE_DIR to a directory only you "
+                       "can write")
     from numba.core.dispatcher import Dispatcher
 
     with numba_cache_at(str(private)):  # nothing compiled yet: point the caches there
