@@ -173,7 +173,9 @@ def discard_corrupt(files: Iterable[Path]) -> None:
 def numba_cache_at(directory: str) -> Iterator[None]:
     """Functions that Numba decorates inside keep their machine code in ``directory``
     (``""``: beside their source file, in ``__pycache__``), whatever ``NUMBA_CACHE_DIR``
-    says. Numba picks the place when a function is decorated, so this wraps an import."""
+    says. Numba picks the place when a function is decorated, so this wraps an import. It
+    sets Numba's process-wide setting under :data:`LOCK`: a function that another thread
+    decorates meanwhile, outside symgrad, gets the same place."""
     from numba.core import config
 
     with LOCK:

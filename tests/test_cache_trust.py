@@ -121,11 +121,13 @@ def _indexes(where: Path) -> list[Path]:
 
 @posix_only
 @pytest.mark.parametrize("loosen, named", [
-    (lambda d: d.chmod(0o770), "cache"),                                  # group may write
-    (lambda d: d.chmod(0o757), "cache"),                                  # others may write
-    (lambda d: (d.chmod(0o755), (d / "__pycache__").chmod(0o777)), "__pycache__"),
-    (lambda d: (d.chmod(0o755), (d / "__pycache__").chmod(0o755),
-                [f.chmod(0o666) for f in _indexes(d)]), ".nbi"),         # the index itself
+    pytest.param(lambda d: d.chmod(0o770), "cache", id="group-writable-dir"),
+    pytest.param(lambda d: d.chmod(0o757), "cache", id="others-writable-dir"),
+    pytest.param(lambda d: (d.chmod(0o755), (d / "__pycache__").chmod(0o777)), "__pycache__",
+                 id="writable-pycache"),
+    pytest.param(lambda d: (d.chmod(0o755), (d / "__pycache__").chmod(0o755),
+                            [f.chmod(0o666) for f in _indexes(d)]), ".nbi",
+                 id="writable-index-file"),
 ])
 def test_a_planted_index_never_runs_where_others_can_write(filled, tmp_path, loosen, named):
     where = _copy(filled, tmp_path)
@@ -154,6 +156,31 @@ def test_the_planted_index_runs_where_only_its_owner_could_put_it(filled, tmp_pa
                          text=True, timeout=600, cwd=ROOT)
     assert sentinel.is_dir()
     assert run.returncode != 0  # Numba then fails on the payload: it was the owner's file
+
+
+def test_no_pyc_is_ever_run(filled, tmp_path):
+    """A ``.pyc`` beside the module (an unchecked-hash one, which Python's own loader runs
+    without looking at the source) is never read: the verified source is compiled."""
+    import importlib.util
+    import py_compile
+
+    where = _copy(filled, tmp_path)
+    module = next(where.glob("sg_*.py"))
+    sentinel = tmp_path / "sentinel"
+    fake = tmp_path / "fake.py"
+    fake.write_text(f"import os\nos.mkdir({str(sentinel)!r})\n")
+    pyc = Path(importlib.util.cache_from_source(str(module)))
+    py_compile.compile(str(fake), cfile=str(pyc), doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    out = _victim(where)
+    assert not sentinel.exists() and out["warnings"] == []
+    # the twin: Python's own loader does run that file
+    run_plain = ("import importlib.util, sys; s = importlib.util.spec_from_file_location("
+                 "'m', sys.argv[1]); s.loader.exec_module(importlib.util.module_from_spec(s))")
+    subprocess.run([sys.executable, "-c", run_plain, str(module)], capture_output=True,
+                   timeout=300, env={k: v for k, v in os.environ.items()
+                                     if k != "PYTHONDONTWRITEBYTECODE"})
+    assert sentinel.is_dir()
 
 
 @pytest.mark.skipif(not ROOT_USER, reason="only root can give a file to another user")
