@@ -121,13 +121,15 @@ def _indexes(where: Path) -> list[Path]:
 
 @posix_only
 @pytest.mark.parametrize("loosen, named", [
-    pytest.param(lambda d: d.chmod(0o770), "cache", id="group-writable-dir"),
-    pytest.param(lambda d: d.chmod(0o757), "cache", id="others-writable-dir"),
-    pytest.param(lambda d: (d.chmod(0o755), (d / "__pycache__").chmod(0o777)), "__pycache__",
-                 id="writable-pycache"),
+    pytest.param(lambda d: d.chmod(0o770), "{d} can be written by its group",
+                 id="group-writable-dir"),
+    pytest.param(lambda d: d.chmod(0o757), "{d} can be written by others",
+                 id="others-writable-dir"),
+    pytest.param(lambda d: (d.chmod(0o755), (d / "__pycache__").chmod(0o777)),
+                 "{d}/__pycache__ can be written by its group and others", id="writable-pycache"),
     pytest.param(lambda d: (d.chmod(0o755), (d / "__pycache__").chmod(0o755),
-                            [f.chmod(0o666) for f in _indexes(d)]), ".nbi",
-                 id="writable-index-file"),
+                            [f.chmod(0o666) for f in _indexes(d)]),
+                 ".nbi can be written by its group and others", id="writable-index-file"),
 ])
 def test_a_planted_index_never_runs_where_others_can_write(filled, tmp_path, loosen, named):
     where = _copy(filled, tmp_path)
@@ -138,7 +140,8 @@ def test_a_planted_index_never_runs_where_others_can_write(filled, tmp_path, loo
     out = _victim(where)
     assert not sentinel.exists()
     assert len(out["warnings"]) == 1
-    assert f"not using {where}" in out["warnings"][0] and named in out["warnings"][0]
+    assert f"not using {where}" in out["warnings"][0]
+    assert named.format(d=where) in out["warnings"][0]
     assert "chmod" in out["warnings"][0]
     assert not out["path"].startswith(str(where))  # compiled in the private directory
 
