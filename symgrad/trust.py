@@ -140,25 +140,32 @@ def _remove(directory: Path, pid: int) -> None:
 
 
 def corrupt(files: Iterable[Path]) -> list[Path]:
-    """The files that are not one or more whole pickles (truncated, overwritten, empty).
-    ``pickletools`` only parses the opcodes: nothing is built, imported or run."""
+    """The files that are not whole Numba cache files: an index (``.nbi``) is two pickles
+    (Numba's version, then the entries), machine code (``.nbc``) one. Truncated, overwritten
+    and empty files fail. ``pickletools`` only parses the opcodes: nothing is built,
+    imported or run."""
     bad = []
     for f in files:
         try:
             data = f.read_bytes()
         except FileNotFoundError:
             continue
-        stream = io.BytesIO(data)
-        try:
-            while stream.tell() < len(data):
-                for _ in pickletools.genops(stream):
-                    pass
-        except Exception:  # any parse failure means a damaged file
-            bad.append(f)
-            continue
-        if not data:
+        if _pickles(data) != (2 if f.suffix == ".nbi" else 1):
             bad.append(f)
     return bad
+
+
+def _pickles(data: bytes) -> int:
+    """How many whole pickles ``data`` is, one after the other (-1: it is not)."""
+    stream, count = io.BytesIO(data), 0
+    try:
+        while stream.tell() < len(data):
+            for _ in pickletools.genops(stream):
+                pass
+            count += 1
+    except Exception:  # any parse failure means a damaged file
+        return -1
+    return count
 
 
 def discard_corrupt(files: Iterable[Path]) -> None:

@@ -317,13 +317,36 @@ def test_load_module_runs_only_what_symgrad_wrote(tmp_path):
 def test_corrupt_finds_unfinished_pickles_without_loading_them(tmp_path):
     sentinel = tmp_path / "sentinel"
     whole = pickle.dumps(numba.__version__) + pickle.dumps(_Boom(sentinel))
-    files = {"whole": whole, "truncated": whole[:-3], "garbage": b"\x80\x05garbage" * 9,
-             "empty": b"", "second-cut": whole[:len(pickle.dumps(numba.__version__)) + 5]}
+    files = {"whole.nbi": whole, "truncated.nbi": whole[:-3], "empty.nbi": b"",
+             "garbage.nbi": b"\x80\x05garbage" * 9,
+             "version-only.nbi": pickle.dumps(numba.__version__),  # cut between the two
+             "whole.nbc": pickle.dumps(_Boom(sentinel)), "two.nbc": whole}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     bad = trust.corrupt([tmp_path / name for name in files])
-    assert sorted(p.name for p in bad) == ["empty", "garbage", "second-cut", "truncated"]
+    assert sorted(p.name for p in bad) == ["empty.nbi", "garbage.nbi", "truncated.nbi",
+                                           "two.nbc", "version-only.nbi"]
     assert not sentinel.exists()  # parsed, never unpickled
+
+
+def test_every_truncation_of_real_numba_files_is_found(filled, tmp_path):
+    """Numba's own files from a real compile, cut at every length: all found damaged; the
+    whole files pass."""
+    real = [*_indexes(filled), *sorted((filled / "__pycache__").glob("sg_*.nbc"))]
+    assert trust.corrupt(real) == []
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    tried = 0
+    for f in real:
+        data = f.read_bytes()
+        for n in range(len(data)):
+            piece = cut / f"{n}{f.suffix}"
+            piece.write_bytes(data[:n])
+            tried += 1
+        assert len(trust.corrupt(sorted(cut.iterdir()))) == len(data)
+        shutil.rmtree(cut)
+        cut.mkdir()
+    assert tried > 1000
 
 
 # -- unusable cache directories ----------------------------------------------------------
