@@ -291,6 +291,24 @@ def test_damaged_numba_files_are_removed_and_compiled_again(filled, tmp_path):
     assert _victim(where)["warnings"] == []  # and loaded again without complaint
 
 
+def test_a_damaged_kernel_index_is_removed_and_compiled_again(tmp_path):
+    """The kernel library's files too (here in a private $NUMBA_CACHE_DIR)."""
+    from symgrad.kernels import loops
+
+    shared = tmp_path / "numba"
+    sub = shared / trust.numba_locations(Path(loops.__file__).parent)[-1].name
+    sub.mkdir(parents=True, mode=0o700)
+    shared.chmod(0o700)
+    version = f"py{sys.version_info[0]}{sys.version_info[1]}{getattr(sys, 'abiflags', '')}"
+    line = loops.permute.py_func.__code__.co_firstlineno
+    index = sub / f"loops.permute-{line}.{version}.nbi"
+    index.write_bytes(pickle.dumps(numba.__version__)[:-1])  # cut inside the version
+    out = _victim(tmp_path / "cache", "kernel", env={"NUMBA_CACHE_DIR": str(shared)})
+    assert out["warnings"] == [f"symgrad: removed {index}, a damaged Numba cache file; "
+                               "compiling again."]
+    assert index.is_file() and trust.corrupt([index]) == []  # Numba wrote it again
+
+
 def test_a_damaged_module_file_is_written_again(filled, tmp_path):
     where = _copy(filled, tmp_path)
     module = next(where.glob("sg_*.py"))
