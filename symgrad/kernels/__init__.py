@@ -63,6 +63,8 @@ def ready() -> Path:
 
 
 def _check(modules) -> Path:
+    """Where the imported kernel ``modules`` keep their machine code: Numba's place for them
+    if it passes the trust checks (damaged files removed), else the private directory."""
     place = numba_location(_HERE)
     if place is None:
         reason = "Numba can write none of its cache places for symgrad's kernel library"
