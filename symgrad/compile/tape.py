@@ -209,7 +209,7 @@ class _Lowering:
                 return self.emit(_DIV, self.const(1.0), root)
             if exp is sp.S.NegativeOne:
                 return self.emit(_DIV, self.const(1.0), self.value(base))
-        if exp.is_Integer:
+        if exp.is_Integer and -(2**31) <= exp.p < 2**31:  # the code's column is int32
             return self.emit(_OP["POWI"], self.value(base), 0, int(exp))
         return self.emit(_OP["POW"], self.value(base), self.value(exp))
 

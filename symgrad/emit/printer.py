@@ -61,7 +61,22 @@ class FlatCodePrinter(PythonCodePrinter):
         return f"{self._print(expr.lhs)} += {self._print(expr.rhs)}"
 
     def _print_Float(self, expr):
-        return repr(float(expr))
+        return self._float_literal(float(expr))
+
+    def _print_Integer(self, expr):
+        # Numba types an integer literal as int64: a larger one is printed as the float64 it
+        # would be converted to in the arithmetic (a literal of 10**20 does not compile).
+        if -(2**63) <= expr.p < 2**63:
+            return str(expr.p)
+        try:
+            return self._float_literal(float(expr.p))
+        except OverflowError:
+            return self._float_literal(math.copysign(math.inf, expr.p))
+
+    def _float_literal(self, value: float) -> str:
+        if math.isinf(value):  # a derived constant beyond float64 (the user's are refused)
+            return ("-" if value < 0 else "") + self._module_format("math.inf")
+        return repr(value)
 
     def _print_Exp1(self, expr):
         return repr(math.e)

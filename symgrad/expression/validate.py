@@ -8,6 +8,7 @@ and the walk stops at the first node it cannot accept, naming it.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterator
 
@@ -84,6 +85,12 @@ def _check_node(node: sp.Basic) -> None:
             f"the expression contains {node} (undefined, e.g. from a division by zero); "
             "check how it was built."
         )
+    if isinstance(node, sp.Number) and node.is_finite and math.isinf(_as_float(node)):
+        raise ExpressionError(
+            f"the constant {sp.Float(node, 5)} is too large for a float64 (largest "
+            f"{_FLOAT_MAX:.4g}), the precision the generated code computes in; rescale the "
+            "expression (other units, or work with its logarithm)."
+        )
     if isinstance(node, _NEEDS_DOIT):
         raise ExpressionError(
             f"the expression contains an unevaluated {type(node).__name__}: {_short(node)}. "
@@ -101,6 +108,16 @@ def _check_node(node: sp.Basic) -> None:
             f"indexed objects such as {_short(node)} are not supported; use one symbol per "
             "value."
         )
+
+
+_FLOAT_MAX = 1.7976931348623157e308
+
+
+def _as_float(number: sp.Number) -> float:
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf
 
 
 def _short(node: sp.Basic, limit: int = 60) -> str:
