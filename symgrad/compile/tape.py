@@ -415,7 +415,7 @@ class Tape:
 
 _F64 = np.dtype(np.float64)
 #: Scalars the point kernels take, as the flat module's float64 signature does.
-_REAL_SCALARS = (int, float, np.integer, np.floating, np.bool_)
+_REAL_SCALARS = (int, float, np.integer, np.float16, np.float32, np.float64, np.bool_)
 
 
 def _fits(array, shape: tuple) -> bool:
