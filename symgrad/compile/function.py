@@ -341,7 +341,7 @@ class CompiledFunction:
         written into ``out`` (a float64 array of length ``len(wrt)``) when one is given.
         """
         if not (type(x) is np.ndarray and x.dtype == np.float64 and x.shape == (self._n,)
-                and x.flags.c_contiguous and x.flags.writeable):  # else Numba compiles anew
+                and x.flags.carray):  # C-contiguous and writable, else Numba compiles anew
             x = real_array("x", x)
             if x.shape != (self._n,):
                 raise InputError(f"x must have shape ({self._n},) (one value per input of "
@@ -349,8 +349,9 @@ class CompiledFunction:
             x = np.array(x, dtype=np.float64, order="C")  # a private, writable copy
         if out is None:
             out = np.empty(len(self.wrt))
-        else:
-            _check_out("out", out, (len(self.wrt),))
+        elif not (type(out) is np.ndarray and out.dtype == np.float64
+                  and out.shape == (len(self.wrt),) and out.flags.writeable):
+            _check_out("out", out, (len(self.wrt),))  # says what is wrong
         value = _compiled(self.module.value_and_grad_array, x, out, path=self.path)
         if value != value:
             self._explain_nan(x.tolist())
@@ -414,7 +415,7 @@ class CompiledFunction:
         arrays = []
         for s, v in zip(self.inputs, self._collect(args, kwargs)):
             a = real_array(s.name, v)
-            if a.ndim == 1 and not (a.flags.c_contiguous and a.flags.writeable):
+            if a.ndim == 1 and not a.flags.carray:  # C-contiguous and writable
                 a = np.array(a, order="C")  # the layout the compiled loop was made for
             if a.ndim > 1:
                 raise InputError(f"{s.name} must be a number or a 1-D array, got shape {a.shape}.")

@@ -8,7 +8,9 @@ bool/integer/floating scalars and arrays, SymPy's real numbers and constants
 (``sympy.pi``, ``sympy.oo``). Refused with an :class:`~symgrad.errors.InputError` that
 names the argument: text (never parsed as a number, whatever it holds), complex values
 (their imaginary part would be lost), ``None`` (named as ``None``, not reported as NaN),
-numbers too large for a float64, and anything else that is not a number.
+numbers too large for a float64, and anything else that is not a number (a
+``decimal.Decimal`` too, which Python's number tower keeps apart from floats: convert it
+with ``float()``).
 """
 
 from __future__ import annotations
