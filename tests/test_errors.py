@@ -289,3 +289,8 @@ def test_trace_digits_are_checked(f):
     with pytest.raises(sg.InputError, match="from 0 to 17"):
         f.graph(2.0, 1.0, digits=-1)
     assert "0.69" in f.trace(2.0, 1.0, digits=2).format()
+
+
+def test_output_name_must_be_text():
+    with pytest.raises(sg.ExpressionError, match="name must be a string, got int"):
+        sg.compile(w * x, wrt=[w], name=5)

@@ -66,7 +66,7 @@ def compile(
     start = time.perf_counter()
     expr = as_expression(expr)
     if not isinstance(name, str):
-        raise TypeError(f"name must be a string, got {type(name).__name__}")
+        raise ExpressionError(f"name must be a string, got {type(name).__name__}.")
     symbols = free_symbols(expr)
     if not symbols:
         raise ExpressionError(
