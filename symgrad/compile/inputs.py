@@ -94,16 +94,17 @@ def _to_float(name: str, value) -> float:
         return math.nan
     shape = getattr(value, "shape", None)
     if shape not in (None, ()):
-        raise InputError(f"{name} got an array of shape {shape}; this takes one number per "
-                         "input.")
+        raise InputError(f"{name} must be a real number, got an array of shape {shape}; this "
+                         "takes one number per input.")
     if isinstance(value, numbers.Complex) or isinstance(value, sp.Expr) and value.is_number:
-        raise InputError(f"{name} got the complex number {_show(value)}; symgrad works with "
-                         "real numbers and would lose the imaginary part.")
+        raise InputError(f"{name} must be a real number, got the complex number "
+                         f"{_show(value)}; symgrad would lose the imaginary part.")
     if isinstance(value, (str, bytes, bytearray, np.str_, np.bytes_)):
-        raise InputError(f"{name} got the text {_show(value)}; symgrad never parses text as "
-                         "a number. Pass float(...) of it if it holds one.")
+        raise InputError(f"{name} must be a real number, got the text {_show(value)}; "
+                         "symgrad never parses text as a number. Pass float(...) of it if it "
+                         "holds one.")
     if value is None:
-        raise InputError(f"{name} is None; pass a real number.")
+        raise InputError(f"{name} must be a real number, got None.")
     raise InputError(f"{name} must be a real number, got {type(value).__name__} "
                      f"{_show(value)}.")
 
