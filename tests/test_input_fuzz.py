@@ -12,6 +12,7 @@ crashes are printed at the end of the module (the issue's note needs them).
 """
 
 import math
+import os
 import warnings
 from collections import Counter
 from fractions import Fraction
@@ -37,7 +38,9 @@ DL_DX = w * sp.cos(x) + sp.exp(-w**2) - 2 * x * y / (1 + x**2) ** 2
 REFUSE = object()
 MODERATE = 1e70  # below this no intermediate of L or its gradient can overflow
 COUNTS: dict[str, Counter] = {}
-SETTINGS = settings(max_examples=300, deadline=None, database=None,
+#: Examples per property and backend; $SYMGRAD_FUZZ_EXAMPLES raises it for a longer hunt.
+EXAMPLES = int(os.environ.get("SYMGRAD_FUZZ_EXAMPLES", "300"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 
@@ -315,6 +318,14 @@ def test_batch_calls(f, values, data):
 
     run(f"{f.backend} value_and_grad_batch", lambda: f.value_and_grad_batch(*values, out=out),
         refuse_out, check)
+
+    def check_values(got):
+        ref = reference(*bound[1])
+        moderate_ = all(np.all(np.abs(c) <= MODERATE) for c in bound[1])
+        assert got.shape == (n,) and agrees(got, *ref["value"], moderate_)
+
+    keywords = dict(zip("wxy", values))
+    run(f"{f.backend} value_batch", lambda: f.value_batch(**keywords), refuse, check_values)
 
 
 def _batch_out(kind: str, n: int):
