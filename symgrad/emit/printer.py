@@ -73,6 +73,16 @@ class FlatCodePrinter(PythonCodePrinter):
         except OverflowError:
             return self._float_literal(math.copysign(math.inf, expr.p))
 
+    def _print_Pow(self, expr, rational=False):
+        exp = expr.exp
+        if expr.is_commutative and exp.is_Integer and -0x10000 <= exp.p <= -2:
+            # Numba's x**-n inverts outside the numpy error model: ZeroDivisionError where
+            # x**n is 0 (x = 0, or 1e-200**2). 1/x**n is the same arithmetic (x**n unrolled,
+            # then 1/r) and gives inf there. (Beyond 0x10000 Numba calls pow, which does not
+            # raise.) As a base of another power it is parenthesized (same precedence).
+            return "1/" + self._print(sp.Pow(expr.base, -exp, evaluate=False))
+        return super()._print_Pow(expr, rational=rational)
+
     def _float_literal(self, value: float) -> str:
         if math.isinf(value):  # a derived constant beyond float64 (the user's are refused)
             return ("-" if value < 0 else "") + self._module_format("math.inf")
