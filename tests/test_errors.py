@@ -326,3 +326,14 @@ def test_negative_integer_powers_match_the_tape_bit_for_bit():
     assert (value, *grad) == pytest.approx(reference(W[0], X[0]), rel=1e-12)
     (line,) = [li for li in flat.trace(W[0], X[0]).lines if li.code.endswith("= 1/x**3")]
     assert line.value == 1 / X[0] ** 3
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("0.5", "must be a real number, got the text '0.5'"),
+    pytest.param(10**400, "too large for a float64", id="10**400"),
+    (np.float32("nan"), "initial value of w is nan"), (None, "got None"), (1j, "complex"),
+])
+def test_model_initial_values_follow_the_same_rule(bad, message):
+    y = sp.Symbol("y")
+    with pytest.raises(sg.InputError, match=message):
+        sg.Model(loss=(w * x - y) ** 2, params={w: bad}, data=[x, y])

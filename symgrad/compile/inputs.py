@@ -28,10 +28,11 @@ __all__ = ["nan_input", "real_array", "real_number"]
 _FLOAT64 = np.dtype(np.float64)
 
 
-def real_number(name: str, value) -> float:
-    """``value`` as a float, or an InputError naming ``name``; NaN is refused too."""
+def real_number(name: str, value, nan_ok: bool = False) -> float:
+    """``value`` as a float, or an InputError naming ``name``; NaN is refused too unless
+    ``nan_ok``."""
     out = _to_float(name, value)
-    if out != out:
+    if out != out and not nan_ok:
         raise nan_input(name)
     return out
 
