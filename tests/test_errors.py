@@ -142,7 +142,8 @@ BATCH_CALLS = {
     (np.array([1 + 2j, 2]), r"complex number.*imaginary part"),
     (np.array([2 + 0j, 2]), r"complex number"),
     ([None, 2.0], r"index 0 must be a real number, got None"),
-    pytest.param([2.0, 10**400], r"index 1 = 1000.* too large for a float64", id="10**400"),
+    pytest.param([2.0, 10**400], r"index 1 is too large for a float64 .*about 401 digits",
+                 id="10**400"),
     ([2.0, [1.0]], r"real number|one shape"),
 ])
 def test_batch_inputs_are_real_numbers(both, call, bad, message):
@@ -157,6 +158,7 @@ def test_batch_inputs_are_real_numbers(both, call, bad, message):
     ("2", "must be a real number, got the text '2'"), (b"2", "text"),
     (None, "w must be a real number, got None"), (1 + 0j, "complex"),
     (np.complex128(2), "complex"), pytest.param(10**400, "too large for a float64", id="10**400"),
+    pytest.param(-(10**5000), "integer of about 5001 digits", id="-10**5000"),
     (sp.Integer(10)**400, "too large"), (np.longdouble("1e400"), "too large"),
     (sp.nan, "input w is NaN"), (np.float32("nan"), "input w is NaN"),
     (np.float16("nan"), "input w is NaN"), (x + 1, "must be a real number"),
@@ -216,7 +218,7 @@ def test_read_only_and_strided_inputs_work(both):
     (np.array(["1", "2"]), r"column x holds text"),
     (np.array([1 + 1j, 2]), r"column x holds complex numbers"),
     ([1.0, None], r"column x at index 1 must be a real number, got None"),
-    ([1.0, 10**400], r"column x at index 1 = 1000.* too large"),
+    ([1.0, 10**400], r"column x at index 1 is too large"),
 ])
 def test_model_data_columns_are_real_numbers(bad, message):
     y = sp.Symbol("y")

@@ -26,6 +26,7 @@ from ..errors import InputError
 __all__ = ["nan_input", "real_array", "real_number"]
 
 _FLOAT64 = np.dtype(np.float64)
+_FLOAT_MAX = float(np.finfo(np.float64).max)
 
 
 def real_number(name: str, value, nan_ok: bool = False) -> float:
@@ -88,8 +89,7 @@ def _to_float(name: str, value) -> float:
         except OverflowError:
             out = math.inf
         if math.isinf(out) and not value == out:  # e.g. 10**400: a finite value lost
-            raise InputError(f"{name} = {_show(value)} is too large for a float64 (largest "
-                             f"{np.finfo(np.float64).max:.4g}); rescale the problem.")
+            raise _too_large(name, value)
         return out
     if value is sp.nan:
         return math.nan
@@ -121,8 +121,7 @@ def _converted(name: str, a: np.ndarray) -> np.ndarray:
         lost = np.isinf(out) & np.isfinite(a)
         if lost.any():
             index = tuple(int(i) for i in np.argwhere(lost)[0])
-            raise InputError(f"{_at(name, index, a.ndim)} = {_show(a[index])} is too large for "
-                             "a float64; rescale the problem.")
+            raise _too_large(_at(name, index, a.ndim), a[index])
     return out
 
 
@@ -134,6 +133,14 @@ def _at(name: str, index: tuple, ndim: int) -> str:
     return f"{name} at {list(index)}"
 
 
+def _too_large(name: str, value) -> InputError:
+    return InputError(f"{name} is too large for a float64 (largest {_FLOAT_MAX:.4g}): got "
+                      f"{_show(value)}; rescale the problem.")
+
+
 def _show(value, limit: int = 40) -> str:
+    if isinstance(value, int) and value.bit_length() > 64:  # repr may be slow or refused
+        digits = int(value.bit_length() * math.log10(2)) + 1
+        return f"an integer of about {digits} digits"
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
