@@ -339,3 +339,8 @@ def test_model_initial_values_follow_the_same_rule(bad, message):
     y = sp.Symbol("y")
     with pytest.raises(sg.InputError, match=message):
         sg.Model(loss=(w * x - y) ** 2, params={w: bad}, data=[x, y])
+
+
+def test_a_constant_beyond_pythons_digit_limit_is_described_by_its_digits():
+    with pytest.raises(sg.ExpressionError, match="constant of about 5001 digits is too large"):
+        sg.compile(x * sp.Integer(10) ** 5000)

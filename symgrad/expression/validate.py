@@ -87,7 +87,7 @@ def _check_node(node: sp.Basic) -> None:
         )
     if isinstance(node, sp.Number) and node.is_finite and math.isinf(_as_float(node)):
         raise ExpressionError(
-            f"the constant {sp.Float(node, 5)} is too large for a float64 (largest "
+            f"the constant {_magnitude(node)} is too large for a float64 (largest "
             f"{_FLOAT_MAX:.4g}), the precision the generated code computes in; rescale the "
             "expression (other units, or work with its logarithm)."
         )
@@ -118,6 +118,13 @@ def _as_float(number: sp.Number) -> float:
         return float(number)
     except OverflowError:
         return math.inf
+
+
+def _magnitude(number: sp.Number) -> str:
+    """``1.0000E+400``; a huge integer by its digits (Python refuses to print those)."""
+    if number.is_Integer and abs(number.p).bit_length() > 10_000:
+        return f"of about {int(abs(number.p).bit_length() * math.log10(2)) + 1} digits"
+    return str(sp.Float(number, 5))
 
 
 def _short(node: sp.Basic, limit: int = 60) -> str:
