@@ -128,7 +128,12 @@ def _magnitude(number: sp.Number) -> str:
 
 
 def _short(node: sp.Basic, limit: int = 60) -> str:
-    text = sp.sstr(node) if _small(node) else f"<{type(node).__name__} expression>"
+    text = f"<{type(node).__name__} expression>"
+    if _small(node):
+        try:
+            text = sp.sstr(node)
+        except ValueError:  # an integer beyond Python's digit limit for printing
+            pass
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
