@@ -17,7 +17,7 @@ from sympy.matrices.expressions import MatrixExpr
 
 from ..errors import ExpressionError
 
-__all__ = ["as_expression", "free_symbols", "walk"]
+__all__ = ["as_expression", "check_constants", "free_symbols", "walk"]
 
 _NEEDS_DOIT = (sp.Derivative, sp.Integral, sp.Sum, sp.Product, sp.Limit)
 
@@ -80,17 +80,7 @@ def _check_node(node: sp.Basic) -> None:
             f"the expression contains the imaginary unit (in {_short(node)}); symgrad works "
             "with real numbers only."
         )
-    if node is sp.nan or node is sp.zoo:
-        raise ExpressionError(
-            f"the expression contains {node} (undefined, e.g. from a division by zero); "
-            "check how it was built."
-        )
-    if isinstance(node, sp.Number) and node.is_finite and math.isinf(_as_float(node)):
-        raise ExpressionError(
-            f"the constant {_magnitude(node)} is too large for a float64 (largest "
-            f"{_FLOAT_MAX:.4g}), the precision the generated code computes in; rescale the "
-            "expression (other units, or work with its logarithm)."
-        )
+    _check_constants(node)
     if isinstance(node, _NEEDS_DOIT):
         raise ExpressionError(
             f"the expression contains an unevaluated {type(node).__name__}: {_short(node)}. "
@@ -110,6 +100,35 @@ def _check_node(node: sp.Basic) -> None:
         )
 
 
+def check_constants(expr: sp.Basic) -> None:
+    """Refuse NaN and infinite constants anywhere in ``expr`` (``as_expression`` does this
+    too; matrix losses are checked after lowering)."""
+    for node in walk(expr):
+        _check_constants(node)
+
+
+def _check_constants(node: sp.Basic) -> None:
+    if node is sp.nan or node is sp.zoo:
+        raise ExpressionError(
+            f"the expression contains {node} (undefined, e.g. from a division by zero); "
+            "check how it was built."
+        )
+    for part in (node, *node.args):
+        if part is sp.oo or part is sp.S.NegativeInfinity:
+            where = "" if part is node else f" (in {_short(node)})"
+            raise ExpressionError(
+                f"the expression contains the infinite constant {part}{where}; symgrad "
+                "computes with finite constants (with oo, 0*oo and oo - oo give NaN, not the "
+                "limit oo may stand for). Write the limit by hand, or use a finite number."
+            )
+    if isinstance(node, sp.Number) and node.is_finite and math.isinf(_as_float(node)):
+        raise ExpressionError(
+            f"the constant {_magnitude(node)} is too large for a float64 (largest "
+            f"{_FLOAT_MAX:.4g}), the precision the generated code computes in; rescale the "
+            "expression (other units, or work with its logarithm)."
+        )
+
+
 _FLOAT_MAX = 1.7976931348623157e308
 
 
@@ -121,7 +140,7 @@ def _as_float(number: sp.Number) -> float:
 
 
 def _magnitude(number: sp.Number) -> str:
-    """``1.0000E+400``; a huge integer by its digits (Python refuses to print those)."""
+    """``1.0000e+400``; a huge integer by its digits (Python refuses to print those)."""
     if number.is_Integer and abs(number.p).bit_length() > 10_000:
         return f"of about {int(abs(number.p).bit_length() * math.log10(2)) + 1} digits"
     return str(sp.Float(number, 5))
