@@ -363,3 +363,19 @@ def test_model_initial_values_follow_the_same_rule(bad, message):
 def test_a_constant_beyond_pythons_digit_limit_is_described_by_its_digits():
     with pytest.raises(sg.ExpressionError, match="constant of about 5001 digits is too large"):
         sg.compile(x * sp.Integer(10) ** 5000)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([[1.0, None], [2.0, 3.0]], r"data X at \[0, 1\] must be a real number, got None"),
+    ([[1.0], [2.0, 3.0]], "NumPy cannot turn into an array"),  # was a bare ValueError
+    (np.array([["1", "2"]]), "holds text"),
+    (np.ones((2, 2)) * 1j, "holds complex numbers"),
+    pytest.param([[1, 2], [3, 10**400]], r"at \[1, 1\] is too large", id="10**400"),
+])
+def test_matrix_model_data_follows_the_same_rule(bad, message):
+    n = sp.Symbol("n", integer=True, positive=True)
+    X, W = sp.MatrixSymbol("X", n, 2), sp.MatrixSymbol("W", 2, 1)
+    model = sg.Model(sg.sum(sg.tanh(X * W)), params={W: np.ones((2, 1))}, data=[X])
+    with pytest.raises(sg.InputError, match=message):
+        model.evaluate({X: bad})
+    assert model.evaluate({X: [[1, 2.5]]}) == pytest.approx(math.tanh(3.5), rel=1e-12)
