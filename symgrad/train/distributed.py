@@ -281,6 +281,15 @@ class Job:
             batched=tuple(model._batched()) if self.array else (),
             cache_dir=None if model.cache_dir is None else str(model.cache_dir))
         self.source = client.scatter(source, broadcast=True, hash=False)
+        self.flipped, self.batched = self.layout.flipped, self.layout.batched
+
+    def restrict(self, syms: list) -> None:
+        """Take only the data columns (matrices) ``syms`` (for a prediction)."""
+        keep = [k for k, s in enumerate(self.syms) if s in set(syms)]
+        self.syms = [self.syms[k] for k in keep]
+        if self.array:
+            self.flipped = tuple(self.flipped[k] for k in keep)
+            self.batched = tuple(self.batched[k] for k in keep)
 
     # data
 
@@ -289,7 +298,7 @@ class Job:
         shards = self._array_shards(data, what) if self.array else self._scalar_shards(data,
                                                                                      what)
         scans = self.client.gather([self.client.submit(
-            _scan, f, self.layout.flipped, self.layout.batched, self._target_positions(),
+            _scan, f, self.flipped, self.batched, self._target_positions(),
             pure=False)
             for f in shards[0]])
         rows = [r for r, _ in scans]
@@ -346,11 +355,11 @@ class Job:
         import dask
 
         model = self.model
-        found = _match_matrices(data, model._data_syms, what)
+        found = _match_matrices(data, self.syms, what)
         fixed = model._checked({d: v for d, v in found.items() if not model._is_batched(d)},
                                what, partial=True)
         arrays, chunks = [], None
-        for d in model._data_syms:
+        for d in self.syms:
             if d in fixed:
                 arrays.append(fixed[d])
                 continue
@@ -367,7 +376,7 @@ class Job:
                 chunks = a.chunks[0]
             elif a.shape[0] != sum(chunks):
                 sizes = ", ".join(f"{k.name}: {v.shape[0]}" for k, v in
-                                  zip(model._data_syms, arrays) if hasattr(v, "dask"))
+                                  zip(self.syms, arrays) if hasattr(v, "dask"))
                 raise ShapeError(f"{what} matrices have different numbers of rows ({sizes}, "
                                  f"{d.name}: {a.shape[0]}); each needs one row per sample.")
             arrays.append(a.rechunk((chunks, -1)))
@@ -378,7 +387,7 @@ class Job:
             raise InputError(f"{what} has no samples.")
         blocks = [a.to_delayed().ravel() if hasattr(a, "dask") else None for a in arrays]
         tasks = [dask.delayed(_stack_array, pure=True)(
-            self.layout.flipped, self.layout.dtype,
+            self.flipped, self.layout.dtype,
             *[b[c] if b is not None else a for a, b in zip(arrays, blocks)])
             for c in range(len(chunks))]
         return self.client.compute(tasks), None
@@ -386,7 +395,7 @@ class Job:
     def _target_positions(self) -> tuple:
         if not self.array:
             return ()
-        return tuple(k for k, d in enumerate(self.model._data_syms) if d in self.model._targets)
+        return tuple(k for k, d in enumerate(self.syms) if d in self.model._targets)
 
     def _refuse_bad(self, scans, rows, what) -> None:
         """The local fit's errors for non-finite data and cross-entropy targets."""
@@ -544,7 +553,7 @@ def predict(model, client, expr, data: Mapping):
         return _predict_matrix(model, client, expr, data)
     f = model._predictor(model._prediction_or(expr))
     job = Job(model, client, f.generated.source)
-    job.syms = [s for s in model._data_syms if s in set(f.inputs)]
+    job.restrict([s for s in model._data_syms if s in set(f.inputs)])
     shards = job.shards({s: v for s, v in _by_symbol(data, model._data_syms).items()
                          if s in job.syms}, "data")
     inputs = tuple(("p", model._param_syms.index(s)) if s in model._param_syms
@@ -560,11 +569,12 @@ def _predict_matrix(model, client, expr, data):
     import dask.array as da
 
     lowered = model._lowered_prediction(model._prediction_or(expr))
-    names = tuple(model._data_syms)
     job = Job(model, client)
+    given = _by_symbol(data, model._data_syms) if isinstance(data, Mapping) else {}
+    job.restrict([d for d in model._data_syms if d in given])
     shards = job.shards(data, "data")
     params = model.params
-    parts = [client.submit(_predict_array, lowered, params, names, fut, job.layout.flipped,
+    parts = [client.submit(_predict_array, lowered, params, tuple(job.syms), fut, job.flipped,
                            pure=False) for fut in shards.futures]
     first = parts[0].result()
     return da.concatenate([da.from_delayed(p, shape=(r, *first.shape[1:]), dtype=first.dtype)
