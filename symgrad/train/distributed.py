@@ -28,8 +28,9 @@ The per-chunk shuffle is ``symgrad.kernels.loops.permute`` keyed by
 
 A matrix model's loss must be a mean over the rows of its batch plus terms that do not
 depend on the data (``softmax_cross_entropy`` plus penalties, ``mse``, ...): its chunks'
-losses weighted by their rows add up to the whole batch's. ``fit`` checks this on the first
-chunk and refuses losses that do not split that way (``dice``, a sum over rows).
+losses weighted by their rows add up to the whole batch's. ``fit`` checks this on a chunk
+(its two halves against the whole) and refuses losses that do not split that way (e.g. a
+sum over rows, or ``dice``, a ratio of sums).
 """
 
 from __future__ import annotations
@@ -248,7 +249,6 @@ class Shards:
         wait(futures)
         self.futures, self.rows = futures, rows
         self.n = sum(rows)
-        self.offsets = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(int).tolist()
         holders = client.who_has(futures)
         groups: dict = {}
         for k, f in enumerate(futures):
@@ -295,15 +295,13 @@ class Job:
 
     def shards(self, data: Mapping, what: str) -> Shards:
         """``data`` on the cluster, checked as a local fit checks it (same errors)."""
-        shards = self._array_shards(data, what) if self.array else self._scalar_shards(data,
-                                                                                     what)
+        chunks = (self._array_shards if self.array else self._scalar_shards)(data, what)
         scans = self.client.gather([self.client.submit(
-            _scan, f, self.flipped, self.batched, self._target_positions(),
-            pure=False)
-            for f in shards[0]])
+            _scan, f, self.flipped, self.batched, self._target_positions(), pure=False)
+            for f in chunks])
         rows = [r for r, _ in scans]
         self._refuse_bad(scans, rows, what)
-        return Shards(self.client, shards[0], rows)
+        return Shards(self.client, chunks, rows)
 
     def _workers(self) -> int:
         return max(1, len(self.client.scheduler_info().get("workers", {})))
@@ -349,7 +347,7 @@ class Job:
         blocks = [a.to_delayed().ravel() for a in arrays]
         tasks = [dask.delayed(_stack_scalar, pure=True)(*[b[c] for b in blocks])
                  for c in range(len(blocks[0]))]
-        return self.client.compute(tasks), None
+        return self.client.compute(tasks)
 
     def _array_shards(self, data, what):
         import dask
@@ -390,7 +388,7 @@ class Job:
             self.flipped, self.layout.dtype,
             *[b[c] if b is not None else a for a, b in zip(arrays, blocks)])
             for c in range(len(chunks))]
-        return self.client.compute(tasks), None
+        return self.client.compute(tasks)
 
     def _target_positions(self) -> tuple:
         if not self.array:
@@ -428,20 +426,25 @@ class Job:
     # steps
 
     def load(self, shards: Shards) -> None:
-        """Import the module on every worker holding data (for a matrix model, also compile
-        its loop there, by evaluating a piece of the first chunk), and check that a matrix
-        model's loss splits over chunks."""
-        self.client.gather([self.client.submit(_load, self.layout, self.source, pure=False,
-                                               workers=[w], allow_other_workers=True)
-                            for w, _ in shards.groups if w is not None])
+        """Import the module on every worker holding data and compile what it runs (by
+        summing over one row of its first chunk), and check that a matrix model's loss
+        splits over chunks."""
+        values, hyper = self.model._values, self.model.optimizer.hyper()
+        self.client.gather([self.client.submit(
+            _sums, self.layout, self.source, values, hyper, [(0, 1, -1)],
+            shards.futures[chunks[0]], pure=False, workers=None if w is None else [w],
+            allow_other_workers=True) for w, chunks in shards.groups])
         if self.array:
             self._check_split(shards)
 
     def _check_split(self, shards: Shards) -> None:
-        k = max(range(len(shards.rows)), key=lambda c: shards.rows[c])
-        rows = shards.rows[k]
-        if rows < 2:
+        """Refuse a matrix loss whose value on a chunk is not the rows-weighted mean of its
+        values on the chunk's halves (the smallest chunk of 2 rows or more)."""
+        sizes = [c for c in range(len(shards.rows)) if shards.rows[c] >= 2]
+        if not sizes:
             return
+        k = min(sizes, key=lambda c: shards.rows[c])
+        rows = shards.rows[k]
         half = rows // 2
         values, hyper = self.model._values, self.model.optimizer.hyper()
         pieces = [(0, rows, -1), (0, half, -1), (half, rows, -1)]
@@ -525,7 +528,6 @@ def fit_job(model, client, data: Mapping, validation: Mapping | None, metrics) -
             return count, DONE
 
         train.engine = "distributed"
-        train.job = job
         return train
 
     return None, None, X.n, 0 if V is None else V.n, make_train
