@@ -262,6 +262,22 @@ def test_matrix_model_fit_evaluate_predict_match_local(client):
     assert pred.shape == (600, 2) and _gap(pred.compute(), local.predict(data={XM: XD})) < 1e-12
     digest = job.layout.digest
     assert all(counts[digest] == 1 for counts in client.run(dist.loaded_modules).values())
+    # one epoch of shuffled minibatches: each step is the loss of the union of its pieces
+    # (a mean over rows splits over chunks), here evaluated by the local model
+    start = model._values.copy()
+    model.fit(data, optimizer=optim.SGD(lr=0.5), epochs=1, batch_size=100, seed=5, verbose=0,
+              client=client)
+    orders = []
+    for k, (s, rows) in enumerate([(0, 250), (250, 250), (500, 100)]):
+        order = np.empty(rows, dtype=np.int64)
+        permute(order, (5 * 1000003 + 0) * 1009 + k)
+        orders.append(s + order)
+    local._values[:] = start
+    for step in range(6):
+        pick = np.concatenate([o[step * o.size // 6:(step + 1) * o.size // 6] for o in orders])
+        _, g = local.value_and_grad({XM: XD[pick], YM: onehot[pick]})
+        local._values[:] -= 0.5 * _vector(g)
+    assert _gap(model._values, local._values) < 1e-12
     bad = onehot.copy()
     bad[400] = [0.5, 0.2]
     with pytest.raises(sg.InputError) as local_error:
