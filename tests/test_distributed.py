@@ -5,7 +5,10 @@ the local fit's errors, History and stopping rules, and a worker killed during a
 import math
 import os
 import signal
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,6 +62,16 @@ def client():
     with Client(cluster) as c:
         yield c
     cluster.close()
+
+
+def test_dask_is_imported_only_when_a_client_is_given():
+    code = ("import sys, numpy as np, sympy as sp, symgrad as sg; x, y, w = sp.symbols('x y w');"
+            "m = sg.Model((w * x - y) ** 2, {w: 0.0}, [x, y]);"
+            "m.fit({x: np.ones(4), y: np.ones(4)}, epochs=1, verbose=0);"
+            "assert not any(k.split('.')[0] in ('dask', 'distributed') for k in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
 
 
 # -- the same numbers ------------------------------------------------------------------------

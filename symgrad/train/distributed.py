@@ -554,6 +554,9 @@ def predict(model, client, expr, data: Mapping):
     if isinstance(model, ArrayModel):
         return _predict_matrix(model, client, expr, data)
     f = model._predictor(model._prediction_or(expr))
+    if f.backend != "flat":
+        raise ExpressionError("this prediction is big enough to run as a tape, which the "
+                              "workers do not run yet; predict without client= (or split it).")
     job = Job(model, client, f.generated.source)
     job.restrict([s for s in model._data_syms if s in set(f.inputs)])
     shards = job.shards({s: v for s, v in _by_symbol(data, model._data_syms).items()
