@@ -308,6 +308,14 @@ def test_a_loss_that_does_not_split_over_rows_is_refused(client):
                        client=client)
 
 
+def test_dropout_models_train_on_one_process_only(client):
+    scores = sg.dropout(sg.tanh(XM * W1 + b1), 0.2) * W2 + b2
+    model = _mlp(sg.softmax_cross_entropy(scores, YM))
+    with pytest.raises(sg.ExpressionError, match="dropout"):
+        model.fit({XM: da.from_array(XD, chunks=(250, 2)), YM: sg.one_hot(LABELS)}, epochs=1,
+                  verbose=0, client=client)
+
+
 # -- faults ----------------------------------------------------------------------------------
 
 @pytest.mark.slow

@@ -268,10 +268,6 @@ class Job:
         self.model, self.client = model, client
         self.array = isinstance(model, ArrayModel)
         self.syms = list(model._data_syms)
-        if self.array and model._has_dropout():
-            raise ExpressionError("this model uses dropout, whose masks come from the compiled "
-                                  "loop's generator; it trains on one process only (fit "
-                                  "without client=).")
         source = model._generated().source if source is None else source
         self.layout = Layout(
             digest=module_path(source, cache_dir()).stem[3:],
@@ -485,10 +481,15 @@ def fit_job(model, client, data: Mapping, validation: Mapping | None, metrics) -
     function ``fit`` runs in chunks of epochs (its signature is the local loop's)."""
     from ..kernels.loops import end_epoch
     from ..kernels.optim import update
+    from .arrays import ArrayModel
 
     if list(metrics):
         raise ValueError("metrics are not computed in a distributed fit yet; compute them "
                          "after fit with model.predict(..., client=client).")
+    if isinstance(model, ArrayModel) and model._has_dropout():
+        raise ExpressionError("this model uses dropout, whose masks come from the compiled "
+                              "loop's generator; it trains on one process only (fit "
+                              "without client=).")
     job = Job(model, client)
     X = job.shards(data, "data")
     V = job.shards(validation, "validation") if validation is not None else None
