@@ -95,7 +95,7 @@ def _module(layout: Layout, source: str):
 
 
 def _load(layout: Layout, source: str) -> int:
-    """Task: import the module (and, for a matrix model, compile its loop) on this worker."""
+    """Task: import the module on this worker (nothing else: steps import it themselves)."""
     _module(layout, source)
     return 0
 
