@@ -316,6 +316,25 @@ def test_dropout_models_train_on_one_process_only(client):
                   verbose=0, client=client)
 
 
+@pytest.mark.slow
+def test_a_worker_with_two_threads_runs_two_tasks_per_step():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                               dashboard_address=None)
+    with cluster, Client(cluster) as client:
+        local, model = _model(), _model()
+        X, Y = _chunked(XS, YS)
+        shards = dist.Job(model, client).shards({x: X, y: Y}, "data")
+        assert [chunks for _, chunks in shards.groups] == [[0, 2], [1, 3]]
+        local.fit({x: XS, y: YS}, optimizer=optim.Adam(lr=0.01), epochs=30, verbose=0)
+        model.fit({x: X, y: Y}, optimizer=optim.Adam(lr=0.01), epochs=30, verbose=0,
+                  client=client)
+        assert _gap(_vector(model.params), _vector(local.params)) < 1e-10
+        assert list(client.run(dist.loaded_modules).values())[0] == {
+            dist.Job(model, client).layout.digest: 1}
+
+
 # -- faults ----------------------------------------------------------------------------------
 
 @pytest.mark.slow

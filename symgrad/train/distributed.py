@@ -36,6 +36,7 @@ sum over rows, or ``dice``, a ratio of sums).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,7 +59,8 @@ SPLIT_TOLERANCE = 1e-9
 _MODULES: dict = {}  # digest -> imported generated module (once per process)
 _LOADS: dict = {}  # digest -> how many times this process imported it
 _ORDERS: dict = {}  # (shuffle key, rows) -> the chunk's permutation of the epoch
-_BUFFERS: dict = {}  # (digest, rows) -> a matrix model's buffers for that many rows
+_BUFFERS: dict = {}  # (digest, rows, thread) -> a matrix model's buffers for that many rows
+_IMPORTING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -83,14 +85,19 @@ def loaded_modules() -> dict[str, int]:
 def _module(layout: Layout, source: str):
     """The generated module, imported once per process (memoized on its digest)."""
     module = _MODULES.get(layout.digest)
-    if module is None:
-        directory = cache_dir(layout.cache_dir)
-        if module_path(source, directory).stem != f"sg_{layout.digest}":
-            raise CompileError("the module source a worker received does not match its "
-                               "SHA-256; it was not run (a symgrad bug: please report it).")
-        path, _ = write_module(source, directory)
-        module = _MODULES[layout.digest] = load_module(path)
-        _LOADS[layout.digest] = _LOADS.get(layout.digest, 0) + 1
+    if module is not None:
+        return module
+    with _IMPORTING:  # a worker's threads: one imports, the others wait for the whole module
+        module = _MODULES.get(layout.digest)
+        if module is None:
+            directory = cache_dir(layout.cache_dir)
+            if module_path(source, directory).stem != f"sg_{layout.digest}":
+                raise CompileError("the module source a worker received does not match its "
+                                   "SHA-256; it was not run (a symgrad bug: please report it).")
+            path, _ = write_module(source, directory)
+            module = load_module(path)
+            _LOADS[layout.digest] = _LOADS.get(layout.digest, 0) + 1
+            _MODULES[layout.digest] = module
     return module
 
 
@@ -149,11 +156,12 @@ def _array_piece(layout, module, values, hyper, arrays, lo, hi, key, grad) -> fl
         arrays = tuple(np.ascontiguousarray(a[:, pick] if f else a[pick]) if b else a
                        for a, f, b in zip(arrays, layout.flipped, layout.batched))
     m = hi - lo
-    buffers = _BUFFERS.get((layout.digest, m))
+    key = (layout.digest, m, threading.get_ident())  # a worker's threads run at once
+    buffers = _BUFFERS.get(key)
     if buffers is None:
-        if len(_BUFFERS) > 8:
+        if len(_BUFFERS) > 16:
             _BUFFERS.clear()
-        buffers = _BUFFERS[(layout.digest, m)] = module.alloc(m)
+        buffers = _BUFFERS[key] = module.alloc(m)
     loss, g = evaluate_batch(module, arrays, buffers, layout.flipped, values, hyper)
     grad[:] = g * np.float64(m)
     return loss * m
@@ -241,7 +249,8 @@ def pairwise(parts: list) -> np.ndarray:
 
 class Shards:
     """A data set on the cluster: one future per chunk (stored as the model's loop reads it),
-    the rows of each, and which worker holds it (the chunks one task per worker sums)."""
+    the rows of each, and the groups of chunks one task sums: (worker, chunk indices), one
+    group per thread of the worker holding them."""
 
     def __init__(self, client, futures: list, rows: list[int]) -> None:
         from distributed import wait
@@ -250,16 +259,21 @@ class Shards:
         self.futures, self.rows = futures, rows
         self.n = sum(rows)
         holders = client.who_has(futures)
+        threads = {w: info.get("nthreads", 1)
+                   for w, info in client.scheduler_info().get("workers", {}).items()}
         groups: dict = {}
         for k, f in enumerate(futures):
             where = holders.get(f.key) or [None]
             groups.setdefault(where[0], []).append(k)
-        self.groups = sorted(groups.items(), key=lambda g: g[1][0])
+        # one task per worker thread: a worker's chunks dealt out to its threads
+        self.groups = sorted(((w, chunks[t::threads.get(w, 1)]) for w, chunks in groups.items()
+                              for t in range(min(threads.get(w, 1), len(chunks)))),
+                             key=lambda g: g[1][0])
 
 
 class Job:
     """One distributed fit (or evaluation) of ``model`` on ``client``: the module source
-    scattered once, the data persisted once, a step as one task per worker."""
+    scattered once, the data persisted once, a step as one task per worker thread."""
 
     def __init__(self, model, client, source: str | None = None) -> None:
         from .arrays import ArrayModel
