@@ -301,6 +301,7 @@ def test_matrix_model_fit_evaluate_predict_match_local(client):
     assert str(remote.value) == str(local_error.value) and "row 400" in str(remote.value)
 
 
+@pytest.mark.slow
 def test_a_loss_that_does_not_split_over_rows_is_refused(client):
     model = _mlp(sg.sum(sg.elementwise(lambda s, t: s * t, SCORES, YM)))  # a sum, not a mean
     with pytest.raises(sg.ExpressionError, match="not a mean over the rows"):

@@ -436,16 +436,16 @@ class Job:
     # steps
 
     def load(self, shards: Shards) -> None:
-        """Import the module on every worker holding data and compile what it runs (by
-        summing over one row of its first chunk), and check that a matrix model's loss
-        splits over chunks."""
+        """Check that a matrix model's loss splits over chunks (on one worker), then import
+        the module on every worker holding data and compile what it runs (by summing over
+        one row of its first chunk)."""
+        if self.array:
+            self._check_split(shards)
         values, hyper = self.model._values, self.model.optimizer.hyper()
         self.client.gather([self.client.submit(
             _sums, self.layout, self.source, values, hyper, [(0, 1, -1)],
             shards.futures[chunks[0]], pure=False, workers=None if w is None else [w],
             allow_other_workers=True) for w, chunks in shards.groups])
-        if self.array:
-            self._check_split(shards)
 
     def _check_split(self, shards: Shards) -> None:
         """Refuse a matrix loss whose value on a chunk is not the rows-weighted mean of its
