@@ -302,6 +302,25 @@ def test_matrix_model_fit_evaluate_predict_match_local(client):
 
 
 @pytest.mark.slow
+def test_float32_matrix_model_trains_like_the_local_fit(client):
+    """float32 sums round differently: agreement to float32 rounding, and the loss still
+    passes the check that it splits over chunks."""
+    def model():
+        init = {W1: sg.init.xavier(2, 5, seed=1), b1: np.zeros((1, 5)),
+                W2: sg.init.xavier(5, 2, seed=2), b2: np.zeros((1, 2))}
+        return sg.Model(sg.softmax_cross_entropy(SCORES, YM), params=init, data=[XM, YM],
+                        dtype="float32")
+
+    onehot = sg.one_hot(LABELS)
+    local, remote = model(), model()
+    local.fit({XM: XD, YM: onehot}, optimizer=optim.Adam(lr=0.02), epochs=30, verbose=0)
+    remote.fit({XM: da.from_array(XD, chunks=(200, 2)), YM: da.from_array(onehot, chunks=(200, 2))},
+               optimizer=optim.Adam(lr=0.02), epochs=30, verbose=0, client=client)
+    assert remote._values.dtype == np.float32
+    assert _gap(remote._values, local._values) < 1e-5
+
+
+@pytest.mark.slow
 def test_a_loss_that_does_not_split_over_rows_is_refused(client):
     model = _mlp(sg.sum(sg.elementwise(lambda s, t: s * t, SCORES, YM)))  # a sum, not a mean
     with pytest.raises(sg.ExpressionError, match="not a mean over the rows"):
