@@ -195,11 +195,10 @@ class ArrayModel(Model):
         X, _, n, _ = self._fit_data(data, None)
         module = self._trainer()
         buffers = module.alloc(n)
-        hyper = self.optimizer.hyper()
 
         def at(values: np.ndarray) -> tuple[float, np.ndarray]:
             t0 = time.perf_counter()
-            loss, grad = evaluate_batch(module, X, buffers, self._flipped(), values, hyper)
+            loss, grad = evaluate_batch(module, X, buffers, self._flipped(), values)
             self.timings.setdefault("first_call_s", time.perf_counter() - t0)
             return loss, grad
 
@@ -475,18 +474,19 @@ def batch_array(a: np.ndarray, flip: bool, m: int, dtype) -> np.ndarray:
     return np.empty((a.shape[0], m) if flip else (m, a.shape[1]), dtype=dtype)
 
 
-def evaluate_batch(module, X: tuple, buffers: tuple, flipped, values: np.ndarray,
-                   hyper: np.ndarray) -> tuple[float, np.ndarray]:
+def evaluate_batch(module, X: tuple, buffers: tuple, flipped,
+                   values: np.ndarray) -> tuple[float, np.ndarray]:
     """The loss of all of ``X`` (as stored) as one batch and its gradient, by the compiled
     ``train`` in evaluation mode (epochs = -1); ``buffers = module.alloc(rows)``. Used by
     ``evaluator`` and by the workers of a distributed fit, with arguments of the same types,
-    so the loop compiles once for both."""
+    so the loop compiles once for both. Evaluating runs no update: no hyperparameters are
+    read (they are zeros)."""
     dtype = values.dtype
     gathered = tuple(batch_array(a, f, 1, dtype) for a, f in zip(X, flipped))
     grad = np.empty_like(values)
     loss = np.zeros(1)
     module.train(values, grad, np.zeros((1, values.size), dtype=dtype),
-                 np.zeros(1, dtype=np.int64), hyper, 0, X, gathered,
+                 np.zeros(1, dtype=np.int64), np.zeros(1), 0, X, gathered,
                  (buffers, module.alloc(1), module.alloc(1), gathered, gathered), module.DIMS,
                  0, -1, 0, False, False, 0, 0, loss, np.zeros(1), np.array([np.inf, -1.0, 0.0]),
                  np.empty_like(values))

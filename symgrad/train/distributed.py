@@ -123,8 +123,7 @@ def _order(key: int, rows: int) -> np.ndarray:
     return order
 
 
-def _sums(layout: Layout, source: str, values: np.ndarray, hyper: np.ndarray, pieces: list,
-          *chunks) -> np.ndarray:
+def _sums(layout: Layout, source: str, values: np.ndarray, pieces: list, *chunks) -> np.ndarray:
     """Task: per chunk, [loss sum, gradient sums...] over its piece ``(lo, hi, key)``: rows
     lo..hi-1 of the chunk, in the shuffled order of ``key`` when key >= 0."""
     module = _module(layout, source)
@@ -133,7 +132,7 @@ def _sums(layout: Layout, source: str, values: np.ndarray, hyper: np.ndarray, pi
         if layout.kind == "scalar":
             row[0] = _scalar_piece(module, values, chunk, lo, hi, key, row[1:])
         else:
-            row[0] = _array_piece(layout, module, values, hyper, chunk, lo, hi, key, row[1:])
+            row[0] = _array_piece(layout, module, values, chunk, lo, hi, key, row[1:])
     return out
 
 
@@ -147,7 +146,7 @@ def _scalar_piece(module, values, X, lo, hi, key, grad) -> float:
                              lo, hi, grad)
 
 
-def _array_piece(layout, module, values, hyper, arrays, lo, hi, key, grad) -> float:
+def _array_piece(layout, module, values, arrays, lo, hi, key, grad) -> float:
     """The loss and gradient of the piece's rows as one batch, times its rows (sums)."""
     from .arrays import evaluate_batch
 
@@ -164,7 +163,7 @@ def _array_piece(layout, module, values, hyper, arrays, lo, hi, key, grad) -> fl
         if len(_BUFFERS) > 16:
             _BUFFERS.clear()
         buffers = _BUFFERS[key] = module.alloc(m)
-    loss, g = evaluate_batch(module, arrays, buffers, layout.flipped, values, hyper)
+    loss, g = evaluate_batch(module, arrays, buffers, layout.flipped, values)
     grad[:] = g * np.float64(m)
     return loss * m
 
@@ -443,9 +442,9 @@ class Job:
         one row of its first chunk)."""
         if self.array:
             self._check_split(shards)
-        values, hyper = self.model._values, self.model.optimizer.hyper()
+        values = self.model._values
         self.client.gather([self.client.submit(
-            _sums, self.layout, self.source, values, hyper, [(0, 1, -1)],
+            _sums, self.layout, self.source, values, [(0, 1, -1)],
             shards.futures[chunks[0]], pure=False, workers=None if w is None else [w],
             allow_other_workers=True) for w, chunks in shards.groups])
 
@@ -457,9 +456,9 @@ class Job:
             return
         rows = min(shards.rows[k], SPLIT_ROWS)
         half = rows // 2
-        values, hyper = self.model._values, self.model.optimizer.hyper()
+        values = self.model._values
         pieces = [(0, rows, -1), (0, half, -1), (half, rows, -1)]
-        parts = self.client.submit(_sums, self.layout, self.source, values, hyper, pieces,
+        parts = self.client.submit(_sums, self.layout, self.source, values, pieces,
                                    *[shards.futures[k]] * 3, pure=False).result()
         whole, split = parts[0], parts[1] + parts[2]
         gap = np.max(np.abs(whole - split)) / max(1.0, np.max(np.abs(whole)))
@@ -473,8 +472,7 @@ class Job:
     def sums(self, shards: Shards, values: np.ndarray, pieces: list) -> np.ndarray:
         """[loss sum, gradient sums...] over the pieces of every chunk (see the module
         docstring), added pairwise in chunk order."""
-        hyper = self.model.optimizer.hyper()
-        tasks = [self.client.submit(_sums, self.layout, self.source, values, hyper,
+        tasks = [self.client.submit(_sums, self.layout, self.source, values,
                                     [pieces[k] for k in chunks],
                                     *[shards.futures[k] for k in chunks], pure=False,
                                     workers=None if w is None else [w],
@@ -520,11 +518,13 @@ def fit_job(model, client, data: Mapping, validation: Mapping | None, metrics) -
                              "per chunk (see symgrad.train.distributed).")
         steps = -(-X.n // size)
         dtype = model._values.dtype
+        before = np.empty_like(model._values)  # the parameters an epoch starts from
 
         def train(values, state, step, hyper, first, count, _size, _drop_last, _shuffle, seed,
                   patience, losses, val_losses, best, best_params):
             for e in range(count):
                 epoch = first + e
+                before[:] = values
                 total = 0.0
                 for b in range(steps):
                     pieces = [(b * r // steps, (b + 1) * r // steps,
@@ -537,8 +537,8 @@ def fit_job(model, client, data: Mapping, validation: Mapping | None, metrics) -
                     step[0] += 1
                     update(optimizer.kind, values, grad, state, step[0], hyper)
                 monitor = job.mean_loss(V, values) if V is not None else 0.0
-                status = end_epoch(epoch, total / X.n, monitor, V is not None, values, losses,
-                                   val_losses, best, best_params, patience)
+                status = end_epoch(epoch, total / X.n, monitor, V is not None, values, before,
+                                   losses, val_losses, best, best_params, patience)
                 if status != DONE:
                     return e + 1, status
             return count, DONE
