@@ -97,7 +97,7 @@ def _module(layout: Layout, source: str):
                 raise CompileError("the module source a worker received does not match its "
                                    "SHA-256; it was not run (a symgrad bug: please report it).")
             path, _ = write_module(source, directory)
-            module = load_module(path)
+            module = load_module(path, source)
             _LOADS[layout.digest] = _LOADS.get(layout.digest, 0) + 1
             _MODULES[layout.digest] = module
     return module
