@@ -112,6 +112,8 @@ def test_minibatches_are_refused():
             model.fit(DATA, optimizer=opt, epochs=3, batch_size=16, verbose=0)
     with pytest.raises(ValueError, match="engine must be 'auto' or 'compiled'"):
         model.fit(DATA, optimizer=LBFGS(), epochs=3, engine="numpy", verbose=0)
+    with pytest.raises(sg.InputError, match="fit without client="):
+        model.fit(DATA, optimizer=NewtonCG(), epochs=3, client=object(), verbose=0)
     assert model.params == INIT
 
 

@@ -142,7 +142,7 @@ def _hvp_of(model):
 
 def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
               batch_size: int | None, *, validation: Mapping | None, early_stopping: int | None,
-              metrics, callbacks, verbose: int, engine: str | None) -> History:
+              metrics, callbacks, verbose: int, engine: str | None, client=None) -> History:
     """``model.fit`` with a scipy method (see the module docstring); ``model.fit`` checks
     the arguments this shares with the other optimizers and hands over here."""
     from scipy.optimize import minimize
@@ -154,6 +154,10 @@ def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
                          f"uses every sample); pass batch_size=None, not {batch_size!r}, or "
                          "use a first-order optimizer such as symgrad.optim.Adam for "
                          "minibatches.")
+    if client is not None:
+        raise InputError(f"{type(optimizer).__name__} trains in this process (scipy's method "
+                         "is sequential); fit without client=, or train on the cluster with a "
+                         "first-order optimizer such as symgrad.optim.Adam.")
     if engine not in (None, "auto", "compiled"):
         raise ValueError(f"{type(optimizer).__name__} runs the compiled code: engine must be "
                          f"'auto' or 'compiled', got {engine!r}")
