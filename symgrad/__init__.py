@@ -14,6 +14,7 @@ from .errors import (
     CompileError,
     ExpressionError,
     InputError,
+    ModelFileError,
     ShapeError,
     SymgradError,
     UnsupportedFunctionError,
@@ -44,9 +45,11 @@ from .train import (
     Model,
     SymmetryWarning,
     init,
+    load_model,
     metrics,
     one_hot,
     optim,
+    save_model,
 )
 
 # The package face sits above every layer: it gives the compiled artifacts their display
@@ -63,6 +66,7 @@ __all__ = [
     "History",
     "InputError",
     "Model",
+    "ModelFileError",
     "ShapeError",
     "SymgradError",
     "UnsupportedFunctionError",
@@ -79,6 +83,7 @@ __all__ = [
     "l1",
     "l2",
     "leaky_relu",
+    "load_model",
     "log",
     "log_softmax",
     "losses",
@@ -89,6 +94,7 @@ __all__ = [
     "optim",
     "relu",
     "rule",
+    "save_model",
     "sigmoid",
     "softmax",
     "softmax_cross_entropy",

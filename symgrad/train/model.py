@@ -31,7 +31,7 @@ from ..expression import as_expression, free_symbols
 from ..graph import Graph, Node, build
 from ..rules import Program, differentiate
 from .data import columns
-from .history import DIVERGED, EARLY_STOPPING, History
+from .history import DIVERGED, DONE, EARLY_STOPPING, History
 from .metrics import METRICS
 from .optim import Adam, Optimizer
 
@@ -111,6 +111,11 @@ class Model:
         self.fast_math = fast_math
         self.cache_dir = cache_dir
         self.history: History | None = None
+        #: Epochs trained so far: the next ``fit`` numbers its first epoch so (with ``seed``
+        #: it decides the shuffle and dropout masks), like Keras's ``initial_epoch``.
+        self.epochs_trained = 0
+        #: The last ``fit``'s seed, the default of the next one.
+        self.seed = 0
         self.timings: dict = {}
         self._modules: dict = {}  # the generated module: "generated", its "path", "module"
         self._predictors: dict = {}  # compiled (or lowered) predictions by expression
@@ -194,12 +199,15 @@ class Model:
         validation: Mapping | None = None,
         early_stopping: int | None = None,
         shuffle: bool | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         drop_last: bool = False,
         metrics: Iterable[str | Callable] = (),
         callbacks: Iterable[Callable[[int, dict], bool | None]] = (),
         verbose: int = 1,
         engine: str | None = None,
+        initial_epoch: int | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 1,
     ) -> History:
         """Train for ``epochs`` epochs and return the History (also kept as ``self.history``).
 
@@ -217,6 +225,15 @@ class Model:
         while another process compiles the loop, and switches to it between chunks of epochs
         once it is ready (the progress bar and ``History.engine`` show which ran);
         ``"numpy"`` runs the NumPy tier only.
+
+        Consecutive fits continue one run: the epochs are numbered on from
+        ``epochs_trained`` (``initial_epoch=`` sets the first number, as in Keras), the
+        shuffle and dropout masks come from ``seed`` (default: the last fit's) and that
+        number, and the optimizer keeps its state (Adam's moments, its step count) as long
+        as it is the same optimizer object. ``checkpoint=path`` keeps the model saved there
+        (``symgrad.save_model``, atomically) every ``checkpoint_every`` epochs and when the
+        fit ends or stops: ``symgrad.load_model(path).fit(data, ..., epochs=remaining)``
+        ends where the uninterrupted run would, bit for bit.
         """
         engine = engine or os.environ.get("SYMGRAD_ENGINE") or "auto"
         if engine not in ("auto", "compiled", "numpy"):
@@ -234,17 +251,21 @@ class Model:
             raise TypeError(f"optimizer must be one of symgrad.optim's, got {optimizer!r}")
         self.optimizer = optimizer
 
-        drop_last, seed = bool(drop_last), int(seed)
+        drop_last = bool(drop_last)
+        seed = self.seed = self.seed if seed is None else _count(seed, "seed", 0)
+        first = (self.epochs_trained if initial_epoch is None
+                 else _count(initial_epoch, "initial_epoch", 0))
+        saving = None if checkpoint is None else _checkpoints(checkpoint, checkpoint_every)
         train = self._train_function(optimizer, size, X, V, engine)
         state = optimizer.state_for(len(self._values), self._values.dtype)
         hyper = optimizer.hyper()
-        losses = np.full(max(epochs, 1), np.nan)
-        val_losses = np.full(max(epochs, 1), np.nan)
+        losses = np.full(first + max(epochs, 1), np.nan)  # indexed by epoch number
+        val_losses = np.full(first + max(epochs, 1), np.nan)
         best = np.array([np.inf, -1.0, 0.0])
         best_params = self._values.copy()
 
-        def run(first: int, count: int) -> tuple[int, int]:
-            return train(self._values, state, optimizer.step, hyper, first, count, size,
+        def run(done: int, count: int) -> tuple[int, int]:
+            return train(self._values, state, optimizer.step, hyper, first + done, count, size,
                          drop_last, shuffle, seed, patience, losses, val_losses, best,
                          best_params)
 
@@ -261,16 +282,21 @@ class Model:
             while done < epochs:
                 t0 = time.perf_counter()
                 was = getattr(train, "engine", "compiled")
-                ran, status = run(done, min(chunk, epochs - done))
+                count = min(chunk, epochs - done)
+                ran, status = run(done, saving.limit(first + done, count) if saving else count)
                 dt = time.perf_counter() - t0
                 now = getattr(train, "engine", "compiled")
                 history.engine.extend([now] * ran)
                 if now != was:
                     self.timings["switched_at_epoch"] = done
                     self.timings["numpy_s"] = t0 - start
-                stop = self._record(history, done, ran, dt, losses, val_losses, V, X, n_val,
-                                    metric_fns, callbacks)
+                stop = self._record(history, first + done, ran, dt, losses, val_losses, V, X,
+                                    n_val, metric_fns, callbacks)
                 done += ran
+                self.epochs_trained = first + done
+                if saving and saving.due(self.epochs_trained) and status == DONE and not stop:
+                    self._keep_best(history, best, best_params)
+                    saving.save(self)
                 bar = self._progress(bar, verbose, done, epochs, start, history, now, was)
                 if status == DIVERGED:
                     history.stop_reason = "diverged"
@@ -291,13 +317,26 @@ class Model:
         finally:
             if bar is not None:
                 bar.close()
-            if best[1] >= 0:
-                history.best_epoch = int(best[1])
-                history.best_loss = float(best[0])
-                history.best_params = self._unflatten(best_params)
+            self._keep_best(history, best, best_params)
             if history.stop_reason in ("diverged", "early_stopping") and best[1] >= 0:
                 self._values[:] = best_params
+            if saving:
+                saving.save(self)
         return history
+
+    def _keep_best(self, history: History, best: np.ndarray, best_params: np.ndarray) -> None:
+        """The best epoch so far, its loss and parameters, into ``history``."""
+        if best[1] >= 0:
+            history.best_epoch = int(best[1])
+            history.best_loss = float(best[0])
+            history.best_params = self._unflatten(best_params)
+
+    def __reduce__(self):
+        """Pickling goes through the saved-model format (no pickled internals): the copy is
+        ``symgrad.load_model`` of the bytes ``symgrad.save_model`` would write."""
+        from .persist import model_bytes, model_from_bytes
+
+        return (model_from_bytes, (model_bytes(self),))
 
     def evaluate(self, data: Mapping) -> float:
         """Mean loss over ``data`` at the current parameters."""
@@ -494,6 +533,12 @@ class Model:
             DivergenceWarning,
             stacklevel=3,
         )
+
+
+def _checkpoints(path, every):
+    from .persist import Checkpoints
+
+    return Checkpoints(path, every)
 
 
 def _uses_matrices(loss, params) -> bool:
