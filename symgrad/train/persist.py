@@ -304,7 +304,11 @@ class _Nodes:
 
 
 def _assumptions(symbol) -> dict:
-    return {k: v for k, v in sorted(symbol.assumptions0.items()) if isinstance(v, bool)}
+    """The assumptions the symbol was made with (SymPy >= 1.12 keeps them apart from the
+    derived ones; either way the rebuilt symbol is equal)."""
+    given = getattr(symbol, "_assumptions_orig", None)
+    given = symbol.assumptions0 if given is None else given
+    return {k: v for k, v in sorted(given.items()) if isinstance(v, bool)}
 
 
 def _short(node, limit: int = 60) -> str:
