@@ -349,7 +349,8 @@ _FUZZ = settings(max_examples=150, deadline=None,
 def test_fuzz_byte_flips_and_truncations(tmp_path, saved, data):
     b = bytearray(saved)
     if data.draw(st.booleans()):
-        for pos in data.draw(st.lists(st.integers(0, len(b) - 1), min_size=1, max_size=4)):
+        for pos in data.draw(st.lists(st.integers(0, len(b) - 1), min_size=1, max_size=4,
+                                              unique=True)):
             b[pos] ^= data.draw(st.integers(1, 255))
         b = bytes(b)
     else:

@@ -387,7 +387,7 @@ def _arrays_of(table, data: memoryview) -> dict[str, np.ndarray]:
     for name, entry in table.items():
         _check(isinstance(entry, dict) and set(entry) == {"dtype", "shape", "offsets"},
                f"array {name!r}: its entry must have dtype, shape and offsets.")
-        dtype = _DTYPES.get(entry["dtype"])
+        dtype = _DTYPES.get(entry["dtype"]) if isinstance(entry["dtype"], str) else None
         _check(dtype is not None, f"array {name!r}: dtype {entry['dtype']!r} is not one of "
                f"{', '.join(_DTYPES)}.")
         shape, offsets = entry["shape"], entry["offsets"]
@@ -465,8 +465,11 @@ def _build(header: dict, arrays: dict[str, np.ndarray], cache_dir):
                 _check(all(a.shape == () for a in values), "a scalar parameter is not a scalar.")
                 model = Model(node(spec["loss"], "loss"),
                               {p: float(a) for p, a in zip(params, values)}, data, **settings)
-    except (InputError, ExpressionError, ValueError, TypeError) as e:
-        raise ModelFileError(f"the saved model is invalid: {e}") from None
+    except ModelFileError:
+        raise
+    except Exception as e:  # noqa: BLE001  (what symgrad.Model refuses, or SymPy on the way)
+        raise ModelFileError(f"the saved model is invalid: {type(e).__name__}: "
+                             f"{str(e):.300}") from None
     _check(type(model).__name__ == kind, f"the file says {kind}, its loss makes a "
            f"{type(model).__name__}.")
     model.epochs_trained = spec["epochs_trained"]
@@ -566,7 +569,8 @@ def _rational(rest):
 
 
 def _singleton(rest):
-    _check(len(rest) == 1 and rest[0] in _SINGLETONS, f"unknown constant {rest!r:.40}.")
+    _check(len(rest) == 1 and isinstance(rest[0], str) and rest[0] in _SINGLETONS,
+           f"unknown constant {rest!r:.40}.")
     return _SINGLETONS[rest[0]]
 
 
