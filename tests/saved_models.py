@@ -102,7 +102,7 @@ def replaced(value, path, new, delete=False):
 
 
 #: Replacement values a hostile or careless edit may put anywhere in a header.
-HOSTILE = [None, True, -1, 0, 1, 2**70, -(2**70), 1e308, float("nan"), "", "x" * 300,
+HOSTILE = [None, True, -1, 0, 1, 2**70, -(2**70), 10**400, 1e308, float("nan"), "", "x" * 300,
            "os.system", "__import__('os').system('echo pwned')", "Function", "Symbol",
            "eval", "<f8", "|O", ">f8", "<i8", [], {}, [0], [2**40, 2**40], [[[[[]]]]],
            {"a": 1}, ["Symbol", "x", {}], ["Integer", "9" * 5000], ["Float", "1e9999999", 53],

@@ -144,9 +144,9 @@ def test_checkpoints_are_written_at_multiples_of_k_and_at_the_end(tmp_path, monk
     saved = []
     real = persist.Checkpoints.save
 
-    def spy(self, model):
+    def spy(self, model, consistent=True):
         saved.append(model.epochs_trained)
-        real(self, model)
+        real(self, model, consistent)
 
     monkeypatch.setattr(persist.Checkpoints, "save", spy)
     model, data, fit = BUILD["scalar"]()
@@ -159,6 +159,55 @@ def test_checkpoints_are_written_at_multiples_of_k_and_at_the_end(tmp_path, monk
     assert saved == [21, 26]  # counted in epochs trained, so a resumed run keeps the schedule
     with pytest.raises(ValueError, match="checkpoint_every"):
         model.fit(data, epochs=1, verbose=0, checkpoint=path, checkpoint_every=0)
+
+
+@pytest.mark.filterwarnings("ignore:training interrupted")
+def test_a_checkpoint_never_holds_a_state_its_epoch_count_does_not_describe(tmp_path,
+                                                                              monkeypatch):
+    """Ctrl-C arrives while a compiled chunk runs, so Python sees it only when the chunk has
+    returned: those epochs ran but were not counted. The checkpoint keeps the last complete
+    state, and resuming from it is still bit-identical; a callback that raises leaves a
+    consistent state, which is saved."""
+    model, data, fit = BUILD["scalar"]()
+    real = model._train_function
+    calls = []
+
+    def interrupted_after_four_chunks(*args, **kwargs):
+        train = real(*args, **kwargs)
+
+        def run(*a):
+            out = train(*a)
+            calls.append(a[5])  # the epoch count of this call (0: the compile-only call)
+            if len(calls) == 5:
+                raise KeyboardInterrupt
+            return out
+
+        return run
+
+    monkeypatch.setattr(model, "_train_function", interrupted_after_four_chunks)
+    path = tmp_path / "ckpt.sgm"
+    with pytest.warns(RuntimeWarning, match="was not updated: the run stopped inside a chunk"):
+        model.fit(data, epochs=10, verbose=0, checkpoint=path, checkpoint_every=3,
+                  callbacks=[lambda epoch, logs: None], **fit)
+    assert calls == [0, 1, 1, 1, 1] and model.history.stop_reason == "interrupted"
+    resumed = sg.load_model(path)
+    assert resumed.epochs_trained == 3
+    reference, _, _ = BUILD["scalar"]()
+    reference.fit(data, epochs=10, verbose=0, **fit)
+    resumed.fit(data, epochs=7, verbose=0, batch_size=fit["batch_size"])
+    assert np.array_equal(flat(resumed), flat(reference))
+
+    def fails(epoch, logs):
+        if epoch == 4:
+            raise RuntimeError("a callback failed")
+
+    model, data, fit = BUILD["scalar"]()
+    with pytest.raises(RuntimeError, match="a callback failed"):
+        model.fit(data, epochs=10, verbose=0, checkpoint=path, checkpoint_every=3,
+                  callbacks=[fails], **fit)
+    saved = sg.load_model(path)
+    assert saved.epochs_trained == model.epochs_trained == 5
+    assert np.array_equal(flat(saved), flat(model))
 
 
 _KILLED = """

@@ -258,6 +258,7 @@ class Model:
         saving = None if checkpoint is None else _checkpoints(checkpoint, checkpoint_every)
         train = self._train_function(optimizer, size, X, V, engine)
         state = optimizer.state_for(len(self._values), self._values.dtype)
+        steps = int(optimizer.step[0])  # updates the model has counted epochs for
         hyper = optimizer.hyper()
         losses = np.full(first + max(epochs, 1), np.nan)  # indexed by epoch number
         val_losses = np.full(first + max(epochs, 1), np.nan)
@@ -284,6 +285,7 @@ class Model:
                 was = getattr(train, "engine", "compiled")
                 count = min(chunk, epochs - done)
                 ran, status = run(done, saving.limit(first + done, count) if saving else count)
+                self.epochs_trained, steps = first + done + ran, int(optimizer.step[0])
                 dt = time.perf_counter() - t0
                 now = getattr(train, "engine", "compiled")
                 history.engine.extend([now] * ran)
@@ -293,7 +295,6 @@ class Model:
                 stop = self._record(history, first + done, ran, dt, losses, val_losses, V, X,
                                     n_val, metric_fns, callbacks)
                 done += ran
-                self.epochs_trained = first + done
                 if saving and saving.due(self.epochs_trained) and status == DONE and not stop:
                     self._keep_best(history, best, best_params)
                     saving.save(self)
@@ -320,8 +321,8 @@ class Model:
             self._keep_best(history, best, best_params)
             if history.stop_reason in ("diverged", "early_stopping") and best[1] >= 0:
                 self._values[:] = best_params
-            if saving:
-                saving.save(self)
+            if saving:  # not when stopped inside a chunk (Ctrl-C): its epochs are not counted
+                saving.save(self, consistent=int(optimizer.step[0]) == steps)
         return history
 
     def _keep_best(self, history: History, best: np.ndarray, best_params: np.ndarray) -> None:

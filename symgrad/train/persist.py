@@ -331,7 +331,11 @@ def load_model(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None =
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            start = f.read(len(MAGIC))
+            if start != MAGIC:  # not even read further: it may be any file, of any size
+                _fail(f"{path} is not a symgrad model file (it does not start as one: write "
+                      "it with symgrad.save_model).")
+            data = start + f.read()
     except OSError as e:
         raise ModelFileError(f"cannot read the model file {path}: {e.strerror or e}.") from e
     return model_from_bytes(data, cache_dir=cache_dir, source=str(path))
@@ -418,7 +422,8 @@ def _is_int(v) -> bool:
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A float, or an int that converts to one (JSON integers are unbounded)."""
+    return isinstance(v, float) or _is_int(v) and abs(v) < 2**63
 
 
 def _build(header: dict, arrays: dict[str, np.ndarray], cache_dir):
@@ -667,10 +672,14 @@ class Checkpoints:
     def due(self, epoch: int) -> bool:
         return epoch % self.every == 0
 
-    def save(self, model) -> None:
-        if not np.all(np.isfinite(model._values)):
-            warnings.warn(f"the checkpoint {self.path} was not updated: the parameters are not "
-                          "finite; it keeps the last finite state.", RuntimeWarning,
-                          stacklevel=3)
+    def save(self, model, consistent: bool = True) -> None:
+        """Save ``model``, unless its parameters are not finite or not ``consistent`` with
+        its ``epochs_trained`` (a run stopped inside a chunk of epochs): then the last
+        checkpoint stays, with a warning."""
+        why = ("the parameters are not finite" if not np.all(np.isfinite(model._values)) else
+               None if consistent else "the run stopped inside a chunk of epochs")
+        if why:
+            warnings.warn(f"the checkpoint {self.path} was not updated: {why}; it keeps the "
+                          "last complete state.", RuntimeWarning, stacklevel=3)
             return
         save_model(model, self.path)
