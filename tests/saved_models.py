@@ -41,7 +41,21 @@ def matrix(dtype="float64", optimizer=None):
                                                          engine="compiled")
 
 
-BUILD = {"scalar": scalar, "matrix": matrix}
+def dropout():
+    """The MLP with dropout on its hidden layer (masks drawn per epoch from seed and epoch)."""
+    rng = np.random.default_rng(4)
+    xs = rng.standard_normal((60, 2))
+    labels = (xs[:, 0] - xs[:, 1] > 0).astype(np.int64)
+    scores = sg.dropout(sg.tanh(X * W1 + b1), 0.25) * W2 + b2
+    model = sg.Model(sg.softmax_cross_entropy(scores, Y),
+                     {W1: sg.init.xavier(2, 6, seed=5), b1: np.zeros((1, 6)),
+                      W2: sg.init.xavier(6, 2, seed=6), b2: np.zeros((1, 2))},
+                     [X, Y], optimizer=sg.optim.Adam(lr=0.02))
+    return model, {X: xs, Y: sg.one_hot(labels, 2)}, dict(batch_size=20, seed=7,
+                                                         engine="compiled")
+
+
+BUILD = {"scalar": scalar, "matrix": matrix, "dropout": dropout}
 
 
 def flat(model) -> np.ndarray:
