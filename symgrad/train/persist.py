@@ -3,7 +3,7 @@
 The container is safetensors-like, not Keras's zip: a small fixed preamble, a JSON header,
 the arrays as raw little-endian bytes, and a SHA-256 of everything before it::
 
-    b"\\x93SYMGRAD"  | header length (uint64 LE) | header (JSON, UTF-8, space-padded to 8 bytes)
+    b"\\x93SYMGRAD" | header length (uint64 LE) | header (JSON, UTF-8, space-padded to 8 bytes)
     | arrays (raw, little-endian, one after another) | SHA-256 of all preceding bytes (32 bytes)
 
 Why this one: reading it takes ``json.loads`` and ``numpy.frombuffer`` only, and every size
@@ -29,6 +29,12 @@ Besides the expressions a file holds the parameters (one array each, in the mode
 the settings (``name``, ``dtype``, ``fast_math``), the optimizer's state arrays and step
 count, the last History and what decides the next epoch's shuffle and dropout masks
 (``seed`` and ``epochs_trained``): so ``load_model(path).fit(...)`` continues a run exactly.
+A history's NaN or infinite losses are written as Python's ``json`` writes them (``NaN``,
+``Infinity``), which it reads back.
+
+``pickle`` uses the same format: ``Model.__reduce__`` gives ``(model_from_bytes, (bytes,))``,
+so a pickled model carries this file, not its internals (unpickling is still unpickling:
+load models from others with :func:`load_model`, never with ``pickle``).
 """
 
 from __future__ import annotations
@@ -66,7 +72,9 @@ from ..expression import arrays as _arrays
 from ..expression import functions as _functions
 from ..rules import registered
 from . import optim as _optim
+from .arrays import ArrayModel, SymmetryWarning
 from .history import History
+from .model import Model
 
 __all__ = ["FORMAT_VERSION", "NODE_TYPES", "Checkpoints", "load_model", "model_bytes",
            "model_from_bytes", "save_model"]
@@ -150,12 +158,15 @@ def model_bytes(model) -> bytes:
         raise InputError("the model's parameters hold NaN or inf (training diverged before a "
                          "finite epoch); set finite parameters (model.params = ...) to save it.")
     nodes = _Nodes()
-    matrix = hasattr(model, "dtype")
+    matrix = isinstance(model, ArrayModel)
     dtype = model.dtype if matrix else "float64"
     arrays: dict[str, np.ndarray] = {}
-    shapes = [_param_shape(model, k) for k in range(len(model._param_syms))]
-    for k, (where, shape) in enumerate(_param_slices(model, shapes)):
-        arrays[f"params.{k}"] = values[where].reshape(shape)
+    shapes = [tuple(int(d) for d in s.shape) if matrix else () for s in model._param_syms]
+    lo = 0
+    for k, shape in enumerate(shapes):
+        size = math.prod(shape)
+        arrays[f"params.{k}"] = values[lo:lo + size].reshape(shape)
+        lo += size
     header = {
         "format": "symgrad-model", "version": FORMAT_VERSION, "symgrad": __version__,
         "model": {
@@ -187,19 +198,6 @@ def model_bytes(model) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-def _param_shape(model, k: int) -> tuple:
-    s = model._param_syms[k]
-    return tuple(int(d) for d in s.shape) if isinstance(s, MatrixSymbol) else ()
-
-
-def _param_slices(model, shapes):
-    lo = 0
-    for shape in shapes:
-        size = math.prod(shape)
-        yield slice(lo, lo + size), shape
-        lo += size
-
-
 def _optimizer_header(opt, values: np.ndarray, arrays: dict) -> dict:
     state = opt.state
     usable = (state is not None and state.shape == (max(opt.n_state, 1), values.size)
@@ -207,7 +205,7 @@ def _optimizer_header(opt, values: np.ndarray, arrays: dict) -> dict:
     if usable:
         arrays["optimizer.state"] = state
     return {"class": type(opt).__name__,
-            "fields": {f.name: getattr(opt, f.name) for f in fields(opt)},
+            "fields": {f.name: float(getattr(opt, f.name)) for f in fields(opt)},
             "step": int(opt.step[0]) if usable else 0, "state": usable}
 
 
@@ -427,9 +425,6 @@ def _is_number(v) -> bool:
 
 
 def _build(header: dict, arrays: dict[str, np.ndarray], cache_dir):
-    from .arrays import ArrayModel, SymmetryWarning
-    from .model import Model
-
     spec = _section(header, "model", {"kind", "name", "dtype", "fast_math", "loss", "prediction",
                                       "target", "params", "data", "epochs_trained", "seed"})
     expression = _section(header, "expression", {"nodes", "rules"})
