@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sympy as sp
-from hypothesis import HealthCheck, given, settings
+from conftest import expression_trees
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from saved_models import BUILD, flat, join, mutants, paths, replaced, split
 
@@ -138,6 +139,41 @@ def test_pickle_goes_through_the_saved_format():
     assert copy.epochs_trained == 2 and copy.optimizer.step[0] == model.optimizer.step[0]
 
 
+_A, _X, _Y, _Z = sp.symbols("a x y z", real=True)
+_TREES = expression_trees(
+    st.sampled_from([_X, _Y, _Z, _A, sp.Integer(-3), sp.Rational(2, 7), sp.Float(0.1),
+                     sp.Float("1e-300"), sp.pi, sp.Integer(10) ** 40]),
+    [sp.sin, sp.tanh, sp.atan, sg.sigmoid, sg.softplus, sg.relu, sg.elu, sp.Abs, sp.erf,
+     sp.floor, lambda e: sp.exp(sp.tanh(e)), lambda e: sp.log(1 + e**2), sp.sign,
+     lambda e: sp.sqrt(1 + e**2), lambda e: -e, lambda e: e**3, lambda e: sg.leaky_relu(e)],
+    [lambda p, q: p + q, lambda p, q: p * q, lambda p, q: p / (1 + q**2), sp.Max, sp.Min,
+     sp.atan2, lambda p, q: sp.Piecewise((p, q > 0), (p * q, True))], max_leaves=8)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_TREES)
+def test_random_expressions_come_back_equal(expr):
+    loss = expr + _A**2  # the parameter occurs in every loss
+    data = [s for s in (_X, _Y, _Z) if s in loss.free_symbols]
+    try:
+        model = sg.Model(loss, {_A: 0.5}, data, prediction=expr)
+    except sg.UnsupportedFunctionError:  # SymPy folded nested conditions into an ITE
+        assume(False)
+    loaded = persist.model_from_bytes(persist.model_bytes(model))
+    assert sp.srepr(loaded.loss) == sp.srepr(model.loss)
+    assert sp.srepr(loaded.prediction) == sp.srepr(model.prediction)
+    assert loaded.listing() == model.listing()
+
+
+def test_the_allow_list_covers_every_function_symgrad_differentiates():
+    from symgrad.graph import Identity  # the graph's own copy node, never in an expression
+    from symgrad.rules import registered
+
+    missing = [op.__name__ for op in registered()
+               if op is not Identity and op not in persist.NODE_TYPES.values()]
+    assert missing == []
+
+
 # -- checkpoints -----------------------------------------------------------------------------
 
 def test_checkpoints_are_written_at_multiples_of_k_and_at_the_end(tmp_path, monkeypatch):
@@ -243,6 +279,23 @@ def test_a_killed_run_resumed_from_its_checkpoint_is_bit_identical(tmp_path, kin
     assert resumed.optimizer.step[0] == model.optimizer.step[0]
     assert np.array_equal(resumed.optimizer.state, model.optimizer.state)
     assert resumed.history.loss == model.history.loss[10:]
+
+
+def test_saving_is_atomic(tmp_path, monkeypatch):
+    """A save that fails (disk full, killed) leaves the previous file whole and no temporary
+    file behind."""
+    model, data, fit = BUILD["scalar"]()
+    path = sg.save_model(model, tmp_path / "m.sgm")
+    before = path.read_bytes()
+    model.fit(data, epochs=1, verbose=0, **fit)
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(persist.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        sg.save_model(model, path)
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
 
 
 # -- safety: nothing executed, nothing compiled ---------------------------------------------------
