@@ -331,6 +331,7 @@ def test_loading_executes_nothing_and_compiles_nothing(tmp_path):
     assert run.returncode == 0, run.stderr
     counts = json.loads(run.stdout)
     assert counts["files"] == len(BUILD) * 64 + 1
+    assert counts["hook_works"]  # it records an exec from a non-library file, and unpickling
     assert counts["code_executed"] == []
     assert counts["crashes"] == []
     assert counts["clear_errors"] + counts["loaded"] == counts["files"]
