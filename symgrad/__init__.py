@@ -51,6 +51,7 @@ from .train import (
     optim,
     save_model,
 )
+from .trust import CacheWarning
 
 # The package face sits above every layer: it gives the compiled artifacts their display
 # methods (f.trace(...), model.graph(...), notebook display), so compile and train never
@@ -59,6 +60,7 @@ show.attach(CompiledFunction, Model)
 
 __all__ = [
     "ArrayModel",
+    "CacheWarning",
     "CompileError",
     "CompiledFunction",
     "DivergenceWarning",
