@@ -9,7 +9,7 @@
 
 from . import show
 from ._version import __version__
-from .compile import CompiledFunction, clear_cache, compile
+from .compile import CompiledFunction, NonFiniteWarning, clear_cache, compile
 from .errors import (
     CompileError,
     ExpressionError,
@@ -18,7 +18,17 @@ from .errors import (
     SymgradError,
     UnsupportedFunctionError,
 )
-from .expression import elu, leaky_relu, losses, relu, sigmoid, softplus
+from .expression import (
+    elu,
+    leaky_relu,
+    log_sigmoid,
+    logsumexp,
+    losses,
+    relu,
+    sigmoid,
+    softplus,
+    stabilize,
+)
 from .expression.arrays import (
     dropout,
     elementwise,
@@ -63,6 +73,7 @@ __all__ = [
     "History",
     "InputError",
     "Model",
+    "NonFiniteWarning",
     "ShapeError",
     "SymgradError",
     "UnsupportedFunctionError",
@@ -80,7 +91,9 @@ __all__ = [
     "l2",
     "leaky_relu",
     "log",
+    "log_sigmoid",
     "log_softmax",
+    "logsumexp",
     "losses",
     "maxout",
     "mean",
@@ -93,6 +106,7 @@ __all__ = [
     "softmax",
     "softmax_cross_entropy",
     "softplus",
+    "stabilize",
     "sum",
     "SymmetryWarning",
     "tanh",
