@@ -4,6 +4,6 @@ from .cache import cache_dir, cache_info, clear_cache, load_module, prune_cache,
 from .function import CompiledFunction, NonFiniteWarning, compile
 
 __all__ = [
-    "CompiledFunction", "NonFiniteWarning", "cache_dir", "cache_info", "clear_cache", "compile", "load_module",
-    "prune_cache", "write_module",
+    "CompiledFunction", "NonFiniteWarning", "cache_dir", "cache_info", "clear_cache", "compile",
+    "load_module", "prune_cache", "write_module",
 ]
