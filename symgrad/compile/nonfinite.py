@@ -20,8 +20,13 @@ from sympy.codegen.ast import AddAugmentedAssignment
 from ..emit import evaluate_line
 from ..errors import SymgradError
 from ..expression import rewrites
+from ..expression.validate import walk
 
 __all__ = ["NonFiniteWarning", "explain"]
+
+#: What evaluating an expression as data may raise (an unknown form, a very deep tree): the
+#: warning then says less, it never fails the call that triggered it.
+_CANNOT = (SymgradError, RecursionError, KeyError, TypeError, ValueError)
 
 
 class NonFiniteWarning(RuntimeWarning):
@@ -45,7 +50,10 @@ def explain(f, point: Sequence[float], value: float, grads: Sequence[float] | No
         head = (f"the gradient of {output} is not finite (for {', '.join(bad)}) "
                 f"{where or 'at this point'}")
     head += " although every input is finite"
-    line = _first_nonfinite_line(f, point, grads is not None)
+    try:
+        line = _first_nonfinite_line(f, point, grads is not None)
+    except _CANNOT:
+        line = None
     if line is not None:
         head += f": line `{line[0]}` is the first that became {_word(line[1])}"
     advice = _advice(f.expr, dict(zip(f.inputs, point)))
@@ -85,11 +93,10 @@ def _advice(expr: sp.Basic, point: dict) -> str:
     advice = []
     with np.errstate(all="ignore"):
         for r in found:
-            probes = [r.original, *(e for e in sp.preorder_traversal(r.original)
-                                    if isinstance(e, sp.exp))]
+            probes = [r.original, *(e for e in walk(r.original) if isinstance(e, sp.exp))]
             try:
                 bad = any(not math.isfinite(evaluate_line(p, values)) for p in probes)
-            except (SymgradError, KeyError, TypeError, ValueError):  # not evaluable: skip
+            except _CANNOT:  # a form the line interpreter cannot evaluate: no advice from it
                 bad = False
             if bad and r.advice not in advice:
                 advice.append(r.advice)

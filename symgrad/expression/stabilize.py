@@ -9,7 +9,7 @@ stable functions give finite values and gradients for every finite input.
 ==========================================  ============================================
 plain form (and scaled/shifted variants)     stable form
 ==========================================  ============================================
-``1/(1 + exp(-u))``, ``c/(c + c*exp(-u))``    ``sigmoid(u)`` (times ``1/c``)
+``1/(1 + exp(-u))``, ``1/(c + k*exp(-u))``    ``sigmoid(u)`` (shifted, scaled)
 ``exp(u)/(1 + exp(u))``                      ``sigmoid(u)``
 ``1 - sigmoid(u)``                           ``sigmoid(-u)``
 ``log(sigmoid(u))``                          ``log_sigmoid(u)``
@@ -104,15 +104,15 @@ def _positive_exp(term: sp.Basic) -> sp.Basic | None:
 
 
 def _one_plus_exp(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
-    """``(c, u)`` if ``e`` is ``c*(1 + exp(u))`` with a number ``c > 0``, else None."""
+    """``(c, u)`` if ``e == c*(1 + exp(u))``: ``e`` is a number ``c > 0`` plus a positive
+    multiple of exponentials (``c + k*exp(v)``, so ``u = v + log(k/c)``); else None."""
     if not isinstance(e, sp.Add) or len(e.args) != 2:
         return None
-    c, rest = e.primitive()
-    if not (c.is_positive and isinstance(rest, sp.Add) and sp.S.One in rest.args):
+    c, other = e.as_coeff_Add()
+    if not (c.is_positive and other.has(sp.exp)):
         return None
-    (other,) = [a for a in rest.args if a is not sp.S.One]
-    u = _positive_exp(other) if other.has(sp.exp) else None
-    return None if u is None else (c, u)
+    u = _positive_exp(other)
+    return None if u is None else (c, u - sp.log(c))
 
 
 def _reciprocal(e: sp.Pow) -> Match:
@@ -166,7 +166,7 @@ def _log(e: sp.log) -> Match:
     stable = sp.Add(*parts)
     if stable == e:
         return None
-    kinds = {type(p) for part in parts for p in sp.preorder_traversal(part)}
+    kinds = {type(part.as_coeff_Mul()[1]) for part in parts}  # each part is c*function
     for cls, plain in _LOG_ADVICE:
         if cls in kinds:
             return stable, cls.__name__, plain
