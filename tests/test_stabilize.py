@@ -373,3 +373,40 @@ def test_rewrite_preserves_the_value(expr, point):
     value = complex(after.evalf(30, subs=subs))
     assert value.imag == 0
     assert value.real == pytest.approx(before.real, rel=1e-12, abs=1e-12)
+
+
+def test_matrix_helpers_entrywise_compiled_and_numpy_tier():
+    n = sp.Symbol("n", integer=True, positive=True)
+    X, W, B = sp.MatrixSymbol("X", n, 3), sp.MatrixSymbol("W", 3, 2), sp.MatrixSymbol("B", 1, 2)
+    Z = X * W
+    loss = sg.mean(sg.logsumexp(Z, B)) - sg.mean(sg.log_sigmoid(Z))
+    rng = np.random.default_rng(3)
+    W0, X0 = rng.normal(size=(3, 2)), rng.normal(size=(16, 3)) * 400  # entries of Z to ~1e3
+    B0 = np.array([[0.5, -1.0]])
+
+    def reference(Wv, Bv):
+        Zv = X0 @ Wv
+        return np.logaddexp(Zv, Bv).mean() + np.logaddexp(0, -Zv).mean()
+
+    model = sg.Model(loss, {W: W0, B: B0}, [X])
+    value, grad = model.value_and_grad({X: X0})
+    assert value == pytest.approx(reference(W0, B0), rel=1e-12)
+    h = 1e-6
+    for i, j in np.ndindex(*W0.shape):
+        d = np.zeros_like(W0)
+        d[i, j] = h
+        want = (reference(W0 + d, B0) - reference(W0 - d, B0)) / (2 * h)
+        assert grad[W][i, j] == pytest.approx(want, rel=1e-5, abs=1e-5)
+    runs = {}
+    for engine in ("numpy", "compiled"):
+        m = sg.Model(loss, {W: W0, B: B0}, [X])
+        m.fit({X: X0}, optimizer=sg.optim.SGD(lr=1e-3), epochs=2, batch_size=8, engine=engine)
+        assert m.history.engine == [engine] * 2
+        runs[engine] = m.params[W]
+    assert np.allclose(runs["numpy"], runs["compiled"], rtol=1e-12, atol=1e-12)
+
+
+def test_gradient_check_and_picture_of_the_helpers():
+    f = sg.compile(sg.log_sigmoid(x * y) + sg.logsumexp(x, 2 * y, 0), wrt=[x, y])
+    assert sg.check_gradients(f, 0.4, -1.3, verbose=False).passed
+    assert "logsumexp" in f.graph(0.4, -1.3).svg
