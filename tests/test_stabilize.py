@@ -410,3 +410,17 @@ def test_gradient_check_and_picture_of_the_helpers():
     f = sg.compile(sg.log_sigmoid(x * y) + sg.logsumexp(x, 2 * y, 0), wrt=[x, y])
     assert sg.check_gradients(f, 0.4, -1.3, verbose=False).passed
     assert "logsumexp" in f.graph(0.4, -1.3).svg
+
+
+def test_row_logsumexp_rewrite_in_the_lowered_form():
+    from symgrad.expression.arrays import log_softmax, lower, rowsum, softmax
+
+    n = sp.Symbol("n", integer=True, positive=True)
+    Z = sp.MatrixSymbol("Z", n, 4)
+    lowered = lower(sg.sum(sg.log(sg.sum(sg.exp(Z), axis=1))))
+    (u,) = lowered.expr.args[0].args[0].args[0].args  # total(log(rowsum(exp(u))))
+    row = rowsum(softmax(u) * (u - log_softmax(u)))
+    got, found = rewrites(lowered.expr)
+    assert got.args[0] == row and "sg.log_softmax" in found[0].advice
+    scaled = sp.log(rowsum(sp.exp(u)) / 4)  # a row mean: log(4) comes out
+    assert stabilize(scaled) == row - sp.log(4)

@@ -16,7 +16,7 @@ plain form (and scaled/shifted variants)     stable form
 ``log(1 + exp(u))``                          ``softplus(u)``
 ``log(c1*exp(u1) + ... + cn*exp(un) + c0)``  ``logsumexp(u1 + log(c1), ..., log(c0))``
 ``log(exp(u))``                              ``u``
-``log(sum(exp(Z), axis=1))`` (a matrix Z)    ``sum(softmax(Z)*(Z - log_softmax(Z)), axis=1)``
+``log(sum(exp(Z), axis=1))`` (matrix Z)      ``sum(softmax(Z)*(Z - log_softmax(Z)), axis=1)``
 ==========================================  ============================================
 
 (``c``, ``ci`` positive numbers; a log of a product or power of such sums becomes a sum of
@@ -85,7 +85,7 @@ def rewrites(expr: sp.Basic) -> tuple[sp.Basic, list[Rewrite]]:
 
 #: A rule takes a node whose children are done and returns None (not a plain form) or
 #: ``(stable form, the symgrad function it uses, the plain form in words)``.
-Match = tuple[sp.Basic, str, str] | None
+Match = tuple[sp.Basic, str | None, str] | None
 
 
 def _positive_exp(term: sp.Basic) -> sp.Basic | None:
@@ -158,8 +158,6 @@ def _complement(e: sp.Add) -> Match:
 def _log(e: sp.log) -> Match:
     """log of a sigmoid, of sums of exponentials, and of products and powers of them."""
     (arg,) = e.args
-    if isinstance(arg, rowsum) and isinstance(arg.args[0], sp.exp):
-        return _row_logsumexp(arg.args[0].args[0])
     parts = _log_parts(arg)
     if parts is None:
         return None
@@ -169,28 +167,30 @@ def _log(e: sp.log) -> Match:
     kinds = {type(part.as_coeff_Mul()[1]) for part in parts}  # each part is c*function
     for cls, plain in _LOG_ADVICE:
         if cls in kinds:
-            return stable, cls.__name__, plain
+            return stable, None if cls is rowsum else cls.__name__, plain
     return stable, "", "x instead of log(exp(x))"
 
 
-def _row_logsumexp(u: sp.Basic) -> Match:
+def _row_logsumexp(u: sp.Basic) -> sp.Basic:
     """``log(sum(exp(u), axis=1))`` of a matrix ``u``, from the stable row-wise softmax and
     log-softmax: each entry of ``u - log_softmax(u)`` is its row's log-sum-exp, so their
     softmax-weighted row sum is too (the weights sum to 1), and so is its derivative."""
-    return (rowsum(softmax(u) * (u - log_softmax(u))), "log_softmax",
-            "sg.log_softmax(Z) (or sg.softmax_cross_entropy) instead of log(sum(exp(Z), axis=1))")
+    return rowsum(softmax(u) * (u - log_softmax(u)))
 
 
 _LOG_ADVICE = (
     (log_sigmoid, "sg.log_sigmoid(x) instead of log(sigmoid(x))"),
     (softplus, "sg.softplus(x) instead of log(1 + exp(x))"),
     (logsumexp, "sg.logsumexp(a, b, ...) instead of log(exp(a) + exp(b) + ...)"),
+    (rowsum, "sg.log_softmax(Z) or sg.softmax_cross_entropy instead of "
+             "log(sum(exp(Z), axis=1))"),
 )
 
 
 def _log_parts(arg: sp.Basic) -> list[sp.Basic] | None:
     """``log(arg)`` as a sum of stable terms, if ``arg`` is a product of (powers of) positive
-    numbers, ``exp(u)``, sigmoids and positive sums of exponentials; else None."""
+    numbers, ``exp(u)``, sigmoids, positive sums of exponentials and row sums of an
+    exponential (in a matrix model); else None."""
     parts: list[sp.Basic] = []
     for factor in sp.Mul.make_args(arg):
         power = sp.S.One
@@ -202,6 +202,8 @@ def _log_parts(arg: sp.Basic) -> list[sp.Basic] | None:
             parts.append(power * factor.args[0])
         elif isinstance(factor, sigmoid):
             parts.append(power * log_sigmoid(factor.args[0]))
+        elif isinstance(factor, rowsum) and isinstance(factor.args[0], sp.exp):
+            parts.append(power * _row_logsumexp(factor.args[0].args[0]))
         elif isinstance(factor, sp.Add) and factor.has(sp.exp):
             exponents = [_positive_exp(t) for t in factor.args]
             if any(u is None for u in exponents):
@@ -223,11 +225,11 @@ def _sum_of_exps(exponents: list[sp.Basic]) -> sp.Basic:
 _RULES = {sp.Pow: _reciprocal, sp.Mul: _ratio, sp.Add: _complement, sp.log: _log}
 
 
-def _advice(original: sp.Basic, stable: sp.Basic, helper: str, plain: str) -> str:
+def _advice(original: sp.Basic, stable: sp.Basic, helper: str | None, plain: str) -> str:
     """``plain`` made concrete when both forms print short: ``softplus(2*x) instead of
-    log(exp(2*x) + 1)`` (symgrad's functions prefixed ``sg.``)."""
+    log(exp(2*x) + 1)`` (symgrad's functions prefixed ``sg.``); ``helper=None``: ``plain``."""
     a, b = _short(stable), _short(original)
-    if a is None or b is None:
+    if a is None or b is None or helper is None:
         return f"write {plain}"
     if helper:
         a = a.replace(f"{helper}(", f"sg.{helper}(")
