@@ -6,10 +6,10 @@ is 0, but its gradient is ``inf*0 = NaN``; ``log(1 + exp(x))`` at x = 1000 is in
 stable functions give finite values and gradients for every finite input.
 :func:`stabilize` finds these forms in whatever shape SymPy stored them and rewrites them:
 
-==========================================  ============================================
+===========================================  ================================================
 plain form (and scaled/shifted variants)     stable form
-==========================================  ============================================
-``1/(1 + exp(-u))``, ``1/(c + k*exp(-u))``    ``sigmoid(u)`` (shifted, scaled)
+===========================================  ================================================
+``1/(1 + exp(-u))``, ``1/(c + k*exp(-u))``   ``sigmoid(u)`` (shifted, scaled)
 ``exp(u)/(1 + exp(u))``                      ``sigmoid(u)``
 ``1 - sigmoid(u)``                           ``sigmoid(-u)``
 ``log(sigmoid(u))``                          ``log_sigmoid(u)``
@@ -17,7 +17,7 @@ plain form (and scaled/shifted variants)     stable form
 ``log(c1*exp(u1) + ... + cn*exp(un) + c0)``  ``logsumexp(u1 + log(c1), ..., log(c0))``
 ``log(exp(u))``                              ``u``
 ``log(sum(exp(Z), axis=1))`` (matrix Z)      ``sum(softmax(Z)*(Z - log_softmax(Z)), axis=1)``
-==========================================  ============================================
+===========================================  ================================================
 
 (``c``, ``ci`` positive numbers; a log of a product or power of such sums becomes a sum of
 their logs.) Everything else is returned as it is, node for node. The walk is iterative
