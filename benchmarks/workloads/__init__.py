@@ -13,5 +13,6 @@ WORKLOADS = {
     "W3": "benchmarks.workloads.w3",
     "W4": "benchmarks.workloads.w4",
     "W4P": "benchmarks.workloads.w4p",
+    "W4D": "benchmarks.workloads.w4d",
     "W5": "benchmarks.workloads.w5",
 }

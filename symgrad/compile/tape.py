@@ -41,10 +41,13 @@ from ..expression.functions import (
     softplus,
 )
 from ..graph import Identity
+from ..kernels import ready
 from ..kernels import tape_vm as vm
 from ..rules import Program, lookup
 
 __all__ = ["Tape", "compile_tape", "lower"]
+
+ready()  # Numba's cache of the interpreter is checked before anything can load from it
 
 _OP = vm.OPCODES
 _UNARY = {
