@@ -379,3 +379,14 @@ def test_a_worker_killed_during_a_fit_does_not_change_the_result(client):
     assert victim not in client.run(os.getpid).values()  # the worker did die
     assert model.params == calm.params  # chunk-ordered sums: bit for bit the undisturbed run
     assert _gap(_vector(model.params), _vector(local.params)) < 1e-10
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["1.5"] * 4, "data column x holds text"),
+    ([1.0, None, 2.0, 3.0], "data column x at index 1 must be a real number, got None"),
+])
+def test_data_that_is_not_numbers_is_named(client, bad, message):
+    """The one rule for numbers (issue 14) holds for a distributed fit of local data too."""
+    ys = [1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(sg.InputError, match=message):
+        _model().fit({x: bad, y: ys}, epochs=1, verbose=0, client=client)

@@ -217,7 +217,8 @@ class _Interpreter:
         return -out if negative else out
 
     def power(self, e: sp.Pow) -> np.float64:
-        """As ``_hprint_Pow`` prints it: ``sqrt(x)``, ``1/sqrt(x)``, ``1/x`` or ``x**n``."""
+        """As the printer lays it out: ``sqrt(x)``, ``1/sqrt(x)``, ``1/x``, ``1/x**n`` or
+        ``x**n``."""
         base = self.value(e.base)
         if e.exp == sp.S.Half:
             return np.sqrt(base)
@@ -225,6 +226,8 @@ class _Interpreter:
             return np.float64(1.0) / np.sqrt(base)
         if e.is_commutative and e.exp is sp.S.NegativeOne:
             return np.float64(1.0) / base
+        if e.is_commutative and e.exp.is_Integer and -0x10000 <= e.exp.p <= -2:
+            return np.float64(1.0) / base ** self.value(-e.exp)  # printed 1/x**n
         return base ** self.value(e.exp)
 
     def function(self, e: sp.Function):

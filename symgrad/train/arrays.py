@@ -18,6 +18,7 @@ import numpy as np
 import sympy as sp
 from sympy.matrices.expressions import MatrixSymbol
 
+from ..compile.inputs import real_array
 from ..emit.arrays import render_arrays
 from ..errors import ExpressionError, InputError, ShapeError
 from ..expression.arrays import Lowered, lower
@@ -349,10 +350,7 @@ class ArrayModel(Model):
 
     def _initial(self, p: MatrixSymbol, value) -> np.ndarray:
         shape = tuple(int(d) for d in p.shape)
-        a = np.asarray(value)
-        if a.dtype.kind not in "biuf":
-            raise InputError(f"initial value of {p.name} has dtype {a.dtype}; it must hold real "
-                             "numbers.")
+        a = _real(f"initial value of {p.name}", value)
         if a.shape != shape:
             raise ShapeError(f"initial value of {p.name} has shape {a.shape}, but {p.name} is "
                              f"{shape[0]}x{shape[1]}; pass an array of shape {shape}.")
@@ -386,10 +384,7 @@ class ArrayModel(Model):
         rows = {}
         out = {}
         for d, value in found.items():
-            a = np.asarray(value)
-            if a.dtype.kind not in "biuf":
-                raise InputError(f"{what} {d.name} has dtype {a.dtype}; it must hold real "
-                                 "numbers.")
+            a = _real(f"{what} {d.name}", value)
             if a.ndim == 1 and d.shape[1] == 1:
                 a = a[:, None]
             if a.ndim != 2:
@@ -544,3 +539,12 @@ class _Tiered:
                                         self._V, first, count, *rest)
         return self._loop.train(values, state, step, hyper, self._kind, self._X, self._V,
                                 first, count, *rest)
+
+
+def _real(name: str, value) -> np.ndarray:
+    """``value`` as an array of real numbers, kept in its dtype when it has a real one (no
+    copy of a large float32 matrix); anything else by the one rule for numbers
+    (:func:`symgrad.compile.inputs.real_array`), which names what is wrong."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return value
+    return real_array(name, value)

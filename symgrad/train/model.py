@@ -26,6 +26,7 @@ from ..compile import CompiledFunction
 from ..compile import compile as compile_function
 from ..compile.cache import cache_dir as _cache_dir
 from ..compile.cache import load_module, write_module
+from ..compile.inputs import real_number
 from ..emit import GeneratedModule, render_trainer
 from ..errors import ExpressionError, InputError
 from ..expression import as_expression, free_symbols
@@ -560,9 +561,7 @@ def _uses_matrices(loss, params) -> bool:
 
 
 def _initial(symbol: sp.Symbol, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InputError(f"initial value of {symbol.name} must be a real number, got {value!r}")
-    value = float(value)
+    value = real_number(f"initial value of {symbol.name}", value, nan_ok=True)  # f(...)'s rule
     if not math.isfinite(value):
         raise InputError(f"initial value of {symbol.name} is {value}; start from a finite value.")
     return value
