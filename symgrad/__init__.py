@@ -9,7 +9,7 @@
 
 from . import show
 from ._version import __version__
-from .compile import CompiledFunction, clear_cache, compile
+from .compile import CompiledFunction, NonFiniteWarning, clear_cache, compile
 from .errors import (
     CompileError,
     ExpressionError,
@@ -19,7 +19,17 @@ from .errors import (
     SymgradError,
     UnsupportedFunctionError,
 )
-from .expression import elu, leaky_relu, losses, relu, sigmoid, softplus
+from .expression import (
+    elu,
+    leaky_relu,
+    log_sigmoid,
+    logsumexp,
+    losses,
+    relu,
+    sigmoid,
+    softplus,
+    stabilize,
+)
 from .expression.arrays import (
     dropout,
     elementwise,
@@ -69,6 +79,7 @@ __all__ = [
     "InputError",
     "Model",
     "ModelFileError",
+    "NonFiniteWarning",
     "ShapeError",
     "SymgradError",
     "UnsupportedFunctionError",
@@ -87,7 +98,9 @@ __all__ = [
     "leaky_relu",
     "load_model",
     "log",
+    "log_sigmoid",
     "log_softmax",
+    "logsumexp",
     "losses",
     "maxout",
     "mean",
@@ -101,6 +114,7 @@ __all__ = [
     "softmax",
     "softmax_cross_entropy",
     "softplus",
+    "stabilize",
     "sum",
     "SymmetryWarning",
     "tanh",

@@ -30,6 +30,7 @@ from ..compile.inputs import real_number
 from ..emit import GeneratedModule, render_trainer
 from ..errors import ExpressionError, InputError
 from ..expression import as_expression, free_symbols
+from ..expression import stabilize as _stabilize
 from ..graph import Graph, Node, build
 from ..rules import Program, differentiate
 from .data import columns
@@ -53,6 +54,9 @@ class Model:
 
     The risk minimised is the mean of ``loss`` over the samples (of a batch). ``prediction``
     and ``target`` (optional) let ``fit`` report metrics such as accuracy or R².
+    ``stabilize=True`` (default) rewrites plain forms that overflow, such as
+    ``log(1 + exp(z))`` or ``log(1/(1 + exp(-z)))``, into ``softplus``, ``log_sigmoid``,
+    ``logsumexp`` (see ``symgrad.expression.stabilize``); ``False`` trains the loss as written.
     """
 
     def __new__(cls, loss=None, params=None, *args, **kwargs):
@@ -74,8 +78,11 @@ class Model:
         name: str = "loss",
         fast_math: bool = True,
         cache_dir: str | os.PathLike | None = None,
+        stabilize: bool = True,
     ) -> None:
         self.loss = as_expression(loss)
+        if stabilize:  # plain forms that overflow -> sigmoid, softplus, logsumexp, ...
+            self.loss = _stabilize(self.loss)
         if not isinstance(params, Mapping) or not params:
             raise ExpressionError("params must be a non-empty dict {symbol: initial value}.")
         self._param_syms = list(params)
@@ -94,7 +101,7 @@ class Model:
                                   "parameter nor a data column; add it to params or data.")
         self._values = np.array([_initial(s, v) for s, v in params.items()])
         self._settings(as_expression(prediction) if prediction is not None else None, target,
-                       optimizer, name, fast_math, cache_dir)
+                       optimizer, name, fast_math, cache_dir, stabilize)
         self._graph = build(self.loss, output_name=name)
         node_of = self._graph.input_nodes()
         for s in self._param_syms:
@@ -105,8 +112,10 @@ class Model:
         self._data_nodes = [node_of.get(s) or _absent(s) for s in self._data_syms]
         self._program = differentiate(self._graph, self._param_nodes)
 
-    def _settings(self, prediction, target, optimizer, name, fast_math, cache_dir) -> None:
+    def _settings(self, prediction, target, optimizer, name, fast_math, cache_dir,
+                  stabilize) -> None:
         """What every model keeps beside its loss and parameters (see ``__init__``)."""
+        self.stabilize = stabilize
         self.prediction = prediction
         self.target = target
         self.optimizer = optimizer if optimizer is not None else Adam()
@@ -498,7 +507,8 @@ class Model:
             if unknown:
                 raise ExpressionError(f"{', '.join(unknown)} is neither a parameter nor a data "
                                       "column of this model.")
-            f = compile_function(expr, wrt=syms[:1], cache_dir=self.cache_dir)
+            f = compile_function(expr, wrt=syms[:1], cache_dir=self.cache_dir,
+                                 stabilize=self.stabilize)
             self._predictors[expr] = f
         return f
 
