@@ -253,3 +253,21 @@ def test_lbfgs_trains_a_matrix_model():
     assert np.allclose(p, ref.x, atol=1e-6)
     assert abs(hist.loss[-1] - ref.fun) <= 1e-12 * ref.fun
     assert hist.val_loss[-1] == pytest.approx(risk(p, xs[200:], ys[200:]), rel=1e-12)
+
+
+def test_checkpoint_and_resume_restart_the_method_from_the_saved_parameters(tmp_path):
+    path = tmp_path / "fit.sgm"
+    model = _model()
+    hist = model.fit(DATA, optimizer=LBFGS(maxcor=5), epochs=4, checkpoint=path,
+                     checkpoint_every=3, verbose=0)
+    assert hist.epoch == [0, 1, 2, 3] and model.epochs_trained == 4
+    loaded = sg.load_model(path)
+    assert loaded.params == model.params and loaded.epochs_trained == 4
+    assert loaded.optimizer == LBFGS(maxcor=5)
+    resumed = loaded.fit(DATA, epochs=100, verbose=0)  # the saved model's optimizer
+    assert resumed.epoch[0] == 4 and resumed.stop_reason == "converged"
+    p_opt, f_opt = _optimum()
+    assert np.allclose(list(loaded.params.values()), p_opt, atol=1e-6)
+    assert abs(resumed.loss[-1] - f_opt) <= 1e-12 * f_opt
+    again = model.fit(DATA, epochs=2, initial_epoch=10, verbose=0)
+    assert again.epoch == [10, 11] and model.epochs_trained == 12

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import math
 import os
 import time
 import warnings
@@ -25,13 +26,15 @@ import sympy as sp
 from ..emit import GeneratedModule, render
 from ..errors import CompileError, ExpressionError, InputError
 from ..expression import as_expression, free_symbols
+from ..expression import stabilize as _stabilize
 from ..graph import Graph, build
 from ..rules import Program, differentiate
 from .cache import cache_dir as _cache_dir
 from .cache import load_module, write_module
 from .inputs import nan_input, real_array, real_number
+from .nonfinite import NonFiniteWarning, explain
 
-__all__ = ["CompiledFunction", "compile"]
+__all__ = ["CompiledFunction", "NonFiniteWarning", "compile"]
 
 
 def compile(
@@ -43,6 +46,7 @@ def compile(
     cache_dir: str | os.PathLike | None = None,
     fast_math: bool = False,
     backend: str = "auto",
+    stabilize: bool = False,
 ) -> CompiledFunction:
     """Compile ``expr`` and its gradient with respect to ``wrt`` into Numba code.
 
@@ -60,11 +64,20 @@ def compile(
     interpreter, compiled once per machine (no per-model compile, ~6 ns per operation);
     ``"auto"`` (default) takes the tape above :data:`TAPE_FROM` lines of flat code, where
     a flat compile would take seconds. The listing is the same either way.
+
+    ``stabilize=True`` first rewrites plain forms that overflow (``1/(1 + exp(-x))``,
+    ``log(sigmoid(x))``, ``log(1 + exp(x))``, ``log(exp(a) + exp(b))``, ...) into
+    ``sigmoid``, ``log_sigmoid``, ``softplus``, ``logsumexp`` (see
+    ``symgrad.expression.stabilize``); the listing shows the rewritten code. By default the
+    expression is compiled gate by gate as written, and a call that returns inf or NaN at
+    finite inputs gives a :class:`NonFiniteWarning` naming the line and the stable form.
     """
     if backend not in ("auto", "flat", "tape"):
         raise ValueError(f"backend must be 'auto', 'flat' or 'tape', got {backend!r}")
     start = time.perf_counter()
     expr = as_expression(expr)
+    if stabilize:
+        expr = _stabilize(expr)
     if not isinstance(name, str):
         raise ExpressionError(f"name must be a string, got {type(name).__name__}.")
     symbols = free_symbols(expr)
@@ -230,6 +243,7 @@ class CompiledFunction:
         self._index = _keyword_index(self.inputs, self._safe)
         self._ir = graph
         self._program = program
+        self._warned = False  # a NonFiniteWarning was given
 
     @property
     def ir(self) -> Graph:
@@ -315,8 +329,8 @@ class CompiledFunction:
         """The value of the expression."""
         values = self._bind(args, kwargs)
         result = _compiled(self.value_kernel, *values, path=self.path)
-        if result != result:
-            self._explain_nan(values)
+        if result - result != 0.0:  # inf or NaN
+            self._nonfinite(values, result, None)
         return result
 
     def value_and_grad(self, *args, **kwargs) -> tuple[float, tuple[float, ...]]:
@@ -329,8 +343,9 @@ class CompiledFunction:
         except (TypeError, ValueError, OverflowError):  # not all floats: convert or refuse
             args = self._bind(args, {})
             result = kernel(*args)
-        if result[0] != result[0]:
-            self._explain_nan(args)
+        total = sum(result[1], result[0])
+        if total - total != 0.0:  # inf or NaN somewhere (or a finite sum that overflowed)
+            self._nonfinite(args, *result)
         return result
 
     def value_and_grad_array(
@@ -354,8 +369,9 @@ class CompiledFunction:
                   and out.shape == (len(self.wrt),) and out.flags.writeable):
             _check_out("out", out, (len(self.wrt),))  # says what is wrong
         value = _compiled(self.module.value_and_grad_array, x, out, path=self.path)
-        if value != value:
-            self._explain_nan(x.tolist())
+        total = value + out.sum()
+        if total - total != 0.0:
+            self._nonfinite(x.tolist(), value, out.tolist())
         return value, out
 
     def gradient(self, *args, **kwargs) -> dict[sp.Symbol, float]:
@@ -409,7 +425,7 @@ class CompiledFunction:
             _check_out("out[0] (values)", value, (n,))
             _check_out("out[1] (grads)", grad, (len(self.wrt), n))
         _compiled(self.module.value_and_grad_batch, columns, value, grad, path=self.path)
-        self._check_batch(columns, value)
+        self._check_batch(columns, value, grad)
         return value, grad
 
     def _bind_columns(self, args: tuple, kwargs: dict) -> tuple[np.ndarray, ...]:
@@ -430,15 +446,32 @@ class CompiledFunction:
         n = lengths.pop() if lengths else 1
         return tuple(a if a.ndim == 1 else np.full(n, a[()]) for a in arrays)
 
-    def _check_batch(self, columns: tuple[np.ndarray, ...], value: np.ndarray) -> None:
-        """NaN inputs are refused; checked only where a value came out NaN (cheap otherwise)."""
-        if not np.isnan(value).any():
+    def _check_batch(self, columns: tuple[np.ndarray, ...], value: np.ndarray,
+                     grad: np.ndarray | None = None) -> None:
+        """NaN inputs are refused, and the first sample whose value or gradient is not finite
+        at finite inputs gets a NonFiniteWarning; checked only where a sum of the results is
+        not finite (cheap otherwise)."""
+        total = float(value.sum()) + (float(grad.sum()) if grad is not None else 0.0)
+        if total - total == 0.0:
             return
         for s, column in zip(self.inputs, columns):
             bad = np.flatnonzero(np.isnan(column))
             if bad.size:
                 raise InputError(f"input {s.name} is NaN at index {bad[0]} ({bad.size} NaN in "
                                  "all); remove or fill those points first.")
+        if self._warned:
+            return
+        bad = ~np.isfinite(value)
+        if grad is not None:
+            bad |= ~np.isfinite(grad).all(axis=0)
+        for column in columns:
+            bad &= np.isfinite(column)
+        samples = np.flatnonzero(bad)
+        if samples.size:
+            i = int(samples[0])
+            self._nonfinite([c[i] for c in columns], float(value[i]),
+                            None if grad is None else grad[:, i].tolist(),
+                            f"at sample {i} ({samples.size} such samples in all)", stacklevel=4)
 
     def _bind(self, args: tuple, kwargs: dict) -> list[float]:
         return [_number(s, v) for s, v in zip(self.inputs, self._collect(args, kwargs))]
@@ -472,16 +505,22 @@ class CompiledFunction:
             )
         return values
 
-    def _explain_nan(self, values: Sequence) -> None:
-        bad = [s.name for s, v in zip(self.inputs, values) if v != v]  # float32 NaN too
+    def _nonfinite(self, values: Sequence, value: float, grads: Sequence[float] | None,
+                   where: str = "", stacklevel: int = 3) -> None:
+        """Called where a result may be inf or NaN: a NaN input is refused; at finite inputs,
+        the first time for this function, a NonFiniteWarning names the line that overflowed
+        (found by running the program as data) and the stable form to write."""
+        point = [float(v) for v in values]
+        bad = [s.name for s, v in zip(self.inputs, point) if v != v]  # float32 NaN too
         if bad:
             raise nan_input(", ".join(bad))
-        warnings.warn(
-            f"{self.generated.output} is NaN at this point although every input is a number "
-            "(e.g. log of a negative value, 0/0 or inf - inf); check the inputs' domain.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        if self._warned or not all(map(math.isfinite, point)):
+            return
+        if math.isfinite(value) and (grads is None or all(map(math.isfinite, grads))):
+            return  # a sum of finite results overflowed
+        self._warned = True
+        warnings.warn(explain(self, point, value, grads, where), NonFiniteWarning,
+                      stacklevel=stacklevel)
 
 
 _MISSING = object()

@@ -28,7 +28,8 @@ GENERATED_CODE_NAMES = frozenset(
     """
     acos acosh asin asinh atan atan2 atanh ceil copysign cos cosh erf erfc exp expm1 fabs
     floor gamma inf isinf isnan lgamma log log10 log1p log2 nan pi sin sinh sqrt tan tanh
-    sigmoid relu leaky_relu elu softplus sign heaviside
+    sigmoid relu leaky_relu elu softplus sign heaviside log_sigmoid logsumexp logaddexp
+    literal_unroll
     math np numpy numba njit cfunc prange value value_and_grad gradient INPUTS WRT OUTPUT
     KIND block exact HAS_EXACT
     vexp vexpm1 vtanh vlog vlog1p vsin vcos vsin_fast vcos_fast SIN_FAST_LIMIT

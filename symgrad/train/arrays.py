@@ -23,6 +23,7 @@ from ..emit.arrays import render_arrays
 from ..errors import ExpressionError, InputError, ShapeError
 from ..expression.arrays import Lowered, lower
 from ..expression.evaluate import evaluate_numpy, lower_any
+from ..expression.stabilize import stabilize as _stabilize
 from ..expression.validate import as_expression
 from ..graph import Node, build
 from ..rules import differentiate
@@ -69,6 +70,7 @@ class ArrayModel(Model):
         dtype: str = "float64",
         fast_math: bool = True,
         cache_dir: str | os.PathLike | None = None,
+        stabilize: bool = True,
     ) -> None:
         if isinstance(loss, str):
             as_expression(loss)  # the uniform "no strings" error
@@ -91,6 +93,8 @@ class ArrayModel(Model):
             raise ExpressionError(f"{', '.join(s.name for s in both)} is listed as both a "
                                   "parameter and data; it can be only one.")
         self._lowered = lower(loss)
+        if stabilize:  # entry-wise plain forms that overflow -> sigmoid, softplus, ...
+            self._lowered.expr = _stabilize(self._lowered.expr)
         self.loss = loss
         matrices = self._lowered.matrices
         unknown = [m.name for m in matrices if m not in set(self._param_syms) |
@@ -110,7 +114,7 @@ class ArrayModel(Model):
             lo += shape[0] * shape[1]
         self._values = np.concatenate([
             self._initial(p, v).ravel() for p, v in params.items()]).astype(self._np_dtype)
-        self._settings(prediction, target, optimizer, name, fast_math, cache_dir)
+        self._settings(prediction, target, optimizer, name, fast_math, cache_dir, stabilize)
         self._numpy_loop_cache = None
         self._graph = build(self._lowered.expr, output_name=name, shapes=self._lowered.shapes)
         node_of = self._graph.input_nodes()
@@ -232,6 +236,8 @@ class ArrayModel(Model):
         lowered = self._predictors.get(expr)
         if lowered is None:
             lowered = self._predictors[expr] = lower_any(expr)
+            if self.stabilize:
+                lowered.expr = _stabilize(lowered.expr)
         return lowered
 
     # -- plumbing (hooks of Model.fit) -----------------------------------------------------

@@ -215,6 +215,8 @@ class ScipyOptimizer:
     There is no ``weight_decay`` or ``l1``: write a penalty into the loss instead."""
 
     method = ""
+    #: No per-parameter state to keep or save (a saved model's method starts afresh).
+    state = None
 
     def __post_init__(self) -> None:
         self.check()

@@ -24,9 +24,13 @@ and its stopping tests; symgrad keeps the rest of ``fit``'s contract:
   ``"stalled"`` when it cannot make progress (e.g. the line search failed);
   ``History.message`` gives scipy's words.
 
-Nothing of the method's state survives the call: a later ``fit`` (or a run resumed from a
-checkpoint) restarts the method from the parameters it is given, with an empty L-BFGS
-memory, so it does not repeat an uninterrupted run's iterates bit for bit.
+Epochs are numbered on from ``epochs_trained`` (or ``initial_epoch``) and ``checkpoint=``
+saves the model every ``checkpoint_every`` epochs and when the fit ends, as for the other
+optimizers. But nothing of the method's state survives the call (scipy's is not
+resumable): a later ``fit``, or ``symgrad.load_model(checkpoint).fit(...)``, restarts the
+method from the parameters it is given, with an empty L-BFGS memory and a fresh line
+search, so it does not repeat an uninterrupted run's iterates bit for bit (it converges to
+the same optimum; ``seed`` changes nothing).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..errors import InputError
-from .history import DIVERGED, EARLY_STOPPING, RESTORES_BEST, History
+from .history import DIVERGED, DONE, EARLY_STOPPING, RESTORES_BEST, History
 from .interrupt import COMPILING, TRAINING, Interrupts
 from .numpy_loop import end_epoch
 from .optim import ScipyOptimizer
@@ -142,12 +146,14 @@ def _hvp_of(model):
 
 def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
               batch_size: int | None, *, validation: Mapping | None, early_stopping: int | None,
-              metrics, callbacks, verbose: int, engine: str | None, client=None) -> History:
+              metrics, callbacks, verbose: int, engine: str | None, seed: int | None = None,
+              initial_epoch: int | None = None, checkpoint=None, checkpoint_every: int = 1,
+              client=None) -> History:
     """``model.fit`` with a scipy method (see the module docstring); ``model.fit`` checks
     the arguments this shares with the other optimizers and hands over here."""
     from scipy.optimize import minimize
 
-    from .model import _count
+    from .model import _checkpoints, _count
 
     if batch_size is not None:
         raise InputError(f"{type(optimizer).__name__} trains on the full batch (one iteration "
@@ -168,6 +174,10 @@ def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
     callbacks = list(callbacks)
     objective = _Objective(model, data, X, hessian=optimizer.method == "Newton-CG")
     model.optimizer = optimizer
+    model.seed = model.seed if seed is None else _count(seed, "seed", 0)
+    first = (model.epochs_trained if initial_epoch is None
+             else _count(initial_epoch, "initial_epoch", 0))
+    saving = None if checkpoint is None else _checkpoints(checkpoint, checkpoint_every)
     val_loss = _validation_loss(model, validation, V) if n_val else None
 
     values = model._values
@@ -180,7 +190,8 @@ def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
             values[:] = accepted
             model.timings["scipy_prime_s"] = time.perf_counter() - t0
     interrupts.check()  # then stops here, before training: there is nothing to keep
-    losses, val_losses = np.full(max(epochs, 1), np.nan), np.full(max(epochs, 1), np.nan)
+    losses = np.full(first + max(epochs, 1), np.nan)  # indexed by epoch number
+    val_losses = np.full(first + max(epochs, 1), np.nan)
     best, best_params = np.array([np.inf, -1.0, 0.0]), values.copy()
     history = model.history = History()
     seen = np.zeros(3, dtype=np.int64)
@@ -189,7 +200,7 @@ def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
 
     def end(loss: float, status: int | None = None) -> None:
         """Record the epoch that just ended; raise StopIteration to end the method."""
-        e = len(history)
+        e = first + len(history)
         values[:] = accepted  # metrics and callbacks see the iterate
         if status is None:
             monitor = val_loss(accepted) if val_loss is not None else 0.0
@@ -206,8 +217,12 @@ def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
         asked = model._record(history, e, 1, now - clock["epoch"], losses, val_losses, V, X,
                               n_val, metric_fns, callbacks)
         clock["epoch"] = now
-        clock["bar"] = model._progress(clock["bar"], verbose, e + 1, epochs, clock["start"],
-                                       history)
+        model.epochs_trained = e + 1
+        clock["bar"] = model._progress(clock["bar"], verbose, len(history), epochs,
+                                       clock["start"], history)
+        if saving and saving.due(e + 1) and status == DONE and not asked:
+            model._keep_best(history, best, best_params)
+            saving.save(model)
         if status == DIVERGED:
             stop["reason"] = "diverged"
         elif status == EARLY_STOPPING:
@@ -250,6 +265,8 @@ def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
             clock["bar"].close()
         values[:] = accepted
         _finish(model, history, result, stop, best, best_params)
+        if saving:
+            saving.save(model)  # the model as fit leaves it
     return history
 
 
@@ -271,12 +288,9 @@ def _finish(model, history: History, result, stop: dict, best, best_params) -> N
         history.stop_reason = "converged"
     elif result is not None and result.status != 1:  # 1: the iteration limit, i.e. epochs
         history.stop_reason = "stalled"
-    if best[1] >= 0:
-        history.best_epoch = int(best[1])
-        history.best_loss = float(best[0])
-        history.best_params = model._unflatten(best_params)
-        if history.stop_reason in RESTORES_BEST:
-            model._values[:] = best_params
+    model._keep_best(history, best, best_params)
+    if best[1] >= 0 and history.stop_reason in RESTORES_BEST:
+        model._values[:] = best_params
     if history.stop_reason == "diverged":
         finite = [v for v in history.loss if math.isfinite(v)]
         last = f"; the last finite loss was {finite[-1]:.6g}" if finite else ""
