@@ -4,7 +4,8 @@ Symbol names end up as Python identifiers in generated code, so they are untrust
 anything that is not a plain ASCII identifier is rewritten, keywords and every name the
 generated module itself uses get a trailing ``_``, and two symbols that would end up with
 the same identifier are told apart with ``_2``, ``_3``, ... The generated code reserves
-``s<k>`` for intermediates and ``grad_<name>`` for adjoints; user names never take those
+``s<k>`` for intermediates, ``grad_<name>`` for adjoints and ``dot_<name>`` for tangents
+(second order); user names never take those
 shapes, so no generated name can collide with a user's.
 """
 
@@ -30,6 +31,7 @@ GENERATED_CODE_NAMES = frozenset(
     vexp vexpm1 vtanh vlog vlog1p vsin vcos vsin_fast vcos_fast SIN_FAST_LIMIT
     finite permute add_rows SUMS KINDS update end_epoch DONE DIVERGED EARLY_STOPPING
     BLOCK BLOCK_SIZE CHUNKS block_sums loss_and_grad_sum loss_sum train float64 int64 types
+    hvp_array hessian_array hvp_block hvp_exact
     """.split()
 )
 
@@ -53,7 +55,7 @@ def identifier(name: str) -> str:
     base = "".join(parts) or "v"
     if base[0].isdigit() or base[0] == "_":
         base = "v_" + base.lstrip("_") if base.strip("_") else "v"
-    if base.startswith("grad"):
+    if base.startswith(("grad", "dot_")):
         base = "v_" + base
     if base in _RESERVED or _INTERMEDIATE.fullmatch(base):
         base += "_"
