@@ -25,3 +25,7 @@ class ShapeError(SymgradError, ValueError):
 
 class CompileError(SymgradError, RuntimeError):
     """Numba rejected a generated module (a symgrad bug: please report it with the file)."""
+
+
+class NotSupportedError(SymgradError, NotImplementedError):
+    """A feature symgrad does not offer for this object (the message says what to use)."""

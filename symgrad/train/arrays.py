@@ -19,7 +19,7 @@ import sympy as sp
 from sympy.matrices.expressions import MatrixSymbol
 
 from ..emit.arrays import render_arrays
-from ..errors import ExpressionError, InputError, ShapeError
+from ..errors import ExpressionError, InputError, NotSupportedError, ShapeError
 from ..expression.arrays import Lowered, lower
 from ..expression.evaluate import evaluate_numpy, lower_any
 from ..expression.validate import as_expression
@@ -210,6 +210,22 @@ class ArrayModel(Model):
             return float(loss[0]), grad.copy()
 
         return at
+
+    def hvp(self, v, data, values=None):
+        """Not offered for matrix models yet (see :meth:`hessian`)."""
+        raise self._no_second_order("hvp")
+
+    def hessian(self, data, values=None):
+        """Not offered for matrix models yet: their whole-array operations (``matmul``,
+        sums, transposes) have no tangent rules and the matrix emitter no tangent lines."""
+        raise self._no_second_order("hessian")
+
+    def _no_second_order(self, what: str) -> NotSupportedError:
+        return NotSupportedError(
+            f"model.{what} is not available for matrix models (MatrixSymbol losses) yet: "
+            "second order covers scalar expressions (symgrad.compile) and per-sample models "
+            "(sg.Model with scalar symbols). Write the loss per sample with scalar symbols, "
+            "or use first-order optimizers.")
 
     def evaluate(self, data: Mapping) -> float:
         """The loss on ``data`` (all of it as one batch) at the current parameters."""

@@ -26,10 +26,10 @@ from ..compile import compile as compile_function
 from ..compile.cache import cache_dir as _cache_dir
 from ..compile.cache import load_module, write_module
 from ..emit import GeneratedModule, render_trainer
-from ..errors import ExpressionError, InputError
+from ..errors import ExpressionError, InputError, NotSupportedError
 from ..expression import as_expression, free_symbols
 from ..graph import Graph, Node, build
-from ..rules import Program, differentiate
+from ..rules import Program, differentiate, linearize
 from .data import columns
 from .history import DIVERGED, EARLY_STOPPING, History
 from .metrics import METRICS
@@ -39,6 +39,8 @@ __all__ = ["DivergenceWarning", "Model"]
 
 #: Sample count from which the loops over samples run on all cores (prange).
 PARALLEL_FROM = 50_000
+#: Parameter counts above this get no full Hessian (``hessian``); ``hvp`` has no limit.
+HESSIAN_MAX_PARAMS = 2000
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -314,6 +316,118 @@ class Model:
         from ..kernels.trainer import loss_and_grad_sum
 
         return loss_and_grad_sum(*self._blocks(), False, values, data, 0, data.shape[1], grad)
+
+    # -- second order -----------------------------------------------------------------
+
+    def hvp(self, v, data, values: np.ndarray | None = None):
+        """Hessian of the mean loss over ``data`` times ``v``, without forming the Hessian.
+
+        ``v`` is shaped like :attr:`params`: a dict keyed by parameter (the result is such a
+        dict), or a flat array in parameter order (the result is a flat array). ``data`` is
+        a dict of columns as for ``fit`` (checked), or the checked 2-D array
+        ``loss_and_grad_sum`` takes (one C-contiguous float64 row per data column).
+        ``values`` (flat, parameter order) evaluates elsewhere than the current parameters.
+        One compiled pass over the samples (forward over reverse: the per-sample flat code
+        and its tangent lines, in the block loop that ``fit`` uses).
+        """
+        flat = not isinstance(v, Mapping)
+        vec = self._direction(v)
+        X = self._hvp_data(data)
+        at = self._values if values is None else self._point(values)
+        hv = np.empty(len(self._values))
+        self._hvp_sum(at, vec, X, hv)
+        hv /= X.shape[1]
+        return hv if flat else self._unflatten(hv)
+
+    def hessian(self, data, values: np.ndarray | None = None) -> np.ndarray:
+        """The Hessian of the mean loss over ``data``: an ``(n, n)`` array, rows and columns in
+        the order of :attr:`params` (``data`` and ``values`` as for :meth:`hvp`).
+
+        One Hessian-vector product per column, so offered up to
+        :data:`HESSIAN_MAX_PARAMS` parameters; above, use :meth:`hvp`.
+        """
+        n = len(self._values)
+        if n > HESSIAN_MAX_PARAMS:
+            raise NotSupportedError(
+                f"the model has {n} parameters: its full Hessian ({n}x{n} entries) is offered "
+                f"up to {HESSIAN_MAX_PARAMS} parameters only. Use model.hvp(v, data) (Hessian "
+                "times a vector, the same cost as a few gradients) instead.")
+        X = self._hvp_data(data)
+        at = self._values if values is None else self._point(values)
+        hess, e = np.empty((n, n)), np.zeros(n)
+        column = np.empty(n)
+        for k in range(n):
+            e[:] = 0.0
+            e[k] = 1.0
+            self._hvp_sum(at, e, X, column)
+            hess[:, k] = column
+        return hess / X.shape[1]
+
+    def _hvp_sum(self, values: np.ndarray, v: np.ndarray, X: np.ndarray,
+                 hv: np.ndarray) -> float:
+        """Sums over the samples of ``X``: loss (returned) and Hessian @ v (into ``hv``)."""
+        from ..kernels.trainer import loss_and_grad_sum
+
+        m = self._second()
+        n = len(self._values)
+        both = np.concatenate([values, v])
+        out = np.empty(2 * n)
+        loss = loss_and_grad_sum(m.hvp_block, m.hvp_exact, m.HAS_EXACT,
+                                 X.shape[1] >= PARALLEL_FROM, both, X, 0, X.shape[1], out)
+        hv[:] = out[n:]
+        return loss
+
+    def _second(self) -> ModuleType:
+        """The training module with the second-order blocks, built when first needed."""
+        if "order2" not in self._modules:
+            t0 = time.perf_counter()
+            tangent = linearize(self._program, [n.var for n in self._param_nodes])
+            generated = render_trainer(self._graph, self._program, self._param_nodes,
+                                       self._data_nodes, self.fast_math, tangent=tangent)
+            path, _ = write_module(generated.source, _cache_dir(self.cache_dir))
+            self._modules["order2"] = load_module(path)
+            self._modules["generated2"] = generated
+            self.timings["second_order_s"] = time.perf_counter() - t0
+        return self._modules["order2"]
+
+    def _direction(self, v) -> np.ndarray:
+        """``v`` (a dict keyed by parameter, or flat in parameter order) as a flat array."""
+        if isinstance(v, Mapping):
+            unknown = [getattr(k, "name", repr(k)) for k in v if k not in self._param_syms]
+            missing = [s.name for s in self._param_syms if s not in v]
+            if unknown or missing:
+                raise InputError("v must have one entry per parameter"
+                                 + (f"; not parameters: {', '.join(unknown)}" if unknown else "")
+                                 + (f"; missing: {', '.join(missing)}" if missing else "") + ".")
+            return self._point([v[s] for s in self._param_syms], "v")
+        return self._point(v, "v")
+
+    def _point(self, values, name: str = "values") -> np.ndarray:
+        """A flat float64 array of one finite number per parameter (parameter order)."""
+        n = len(self._values)
+        try:
+            a = np.array(values, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise InputError(f"{name} must be {n} real numbers, one per parameter in the order "
+                             "of model.params.") from None
+        if a.shape != (n,):
+            raise InputError(f"{name} must have {n} entries (one per parameter, in the order of "
+                             f"model.params), got {a.size}.")
+        if not np.isfinite(a).all():
+            raise InputError(f"{name} holds NaN or inf at index "
+                             f"{int(np.flatnonzero(~np.isfinite(a))[0])}; give finite numbers.")
+        return a
+
+    def _hvp_data(self, data) -> np.ndarray:
+        if isinstance(data, np.ndarray):
+            rows = len(self._data_syms)
+            if (data.ndim != 2 or data.shape[0] != rows or data.shape[1] == 0
+                    or data.dtype != np.float64 or not data.flags.c_contiguous):
+                raise InputError(f"data as an array must be C-contiguous float64 of shape "
+                                 f"({rows}, samples), one row per data column; or pass a dict "
+                                 "of columns as for fit.")
+            return data
+        return columns(data, self._data_syms, "data")
 
     def predict(self, expr: sp.Expr | None = None, data: Mapping | None = None) -> np.ndarray:
         """Evaluate ``expr`` (default: ``prediction``) at the current parameters on ``data``."""
