@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sympy as sp
 
-from ..errors import InputError
+from ..errors import InputError, NotSupportedError
 from ..train.data import columns as data_columns
 from .source import Source, source_of
 from .trace import align_decimals, format_number
@@ -178,6 +178,7 @@ def check_gradients(
     rtol: float | None = None,
     atol: float | None = None,
     verbose: bool = True,
+    hessian: bool = False,
     **kwargs,
 ) -> GradientCheck:
     """Compare the compiled gradient with central differences; print and return the result.
@@ -186,8 +187,11 @@ def check_gradients(
     dict). For a Model give data: one sample's values, or arrays (a dict as for ``fit``) of
     which ``samples`` samples are checked (chosen reproducibly from ``seed``), at the current
     parameters. ``eps``, ``rtol`` and ``atol`` override the dtype's defaults
-    (:data:`TOLERANCES`); ``verbose=False`` does not print. A symbol whose name is one of
-    these options is given in the dict form.
+    (:data:`TOLERANCES`); ``verbose=False`` does not print. ``hessian=True`` also checks
+    the second derivatives: every Hessian entry (row ``w0,x1``: d/dx1 of the gradient's
+    ``w0`` entry) against central differences of the compiled gradient (scalar functions
+    and per-sample models). A symbol whose name is one of these options is given in the
+    dict form.
     """
     source = source_of(obj)
     base = TOLERANCES.get(source.dtype, TOLERANCES["float64"])
@@ -196,18 +200,23 @@ def check_gradients(
     if source.matrix:
         from .arrays import check_arrays
 
+        if hessian:
+            raise NotSupportedError("the Hessian check is not available for matrix models (they "
+                                    "have no second order yet); call it without hessian=True.")
         rows, title = check_arrays(source, args, kwargs, samples, seed, tol, _row)
     elif source.kind == "model":
-        rows, title = _check_model(source, args, kwargs, samples, seed, tol)
+        rows, title = _check_model(source, args, kwargs, samples, seed, tol, hessian)
     else:
-        rows, title = _check_function(source, args, kwargs, tol)
+        rows, title = _check_function(source, args, kwargs, tol, hessian)
+    if hessian:
+        title += ", with its Hessian"
     result = GradientCheck(title, tuple(rows), source.dtype, tol)
     if verbose:
         print(result, end="")
     return result
 
 
-def _check_function(source: Source, args, kwargs, tol: Tolerance):
+def _check_function(source: Source, args, kwargs, tol: Tolerance, hessian: bool = False):
     f = source.obj
     point = source.bind(args, kwargs)
     x = list(point.values())
@@ -215,10 +224,20 @@ def _check_function(source: Source, args, kwargs, tol: Tolerance):
     rows = []
     for s, g in zip(f.wrt, grad):
         rows.append(_row(s.name, g, lambda v: f.value_kernel(*v), x, f.inputs.index(s), tol))
+    if hessian:
+        hess = f.hessian(*x)
+        for i, si in enumerate(f.wrt):
+            def grad_i(v, i=i) -> float:
+                return f.value_and_grad(*v)[1][i]
+
+            for j, sj in enumerate(f.wrt):
+                rows.append(_row(f"{si.name},{sj.name}", float(hess[i, j]), grad_i, x,
+                                 f.inputs.index(sj), tol))
     return rows, f"gradient check of {source.output} at {_point(point)}"
 
 
-def _check_model(source: Source, args, kwargs, samples: int, seed: int, tol: Tolerance):
+def _check_model(source: Source, args, kwargs, samples: int, seed: int, tol: Tolerance,
+                 hessian: bool = False):
     model = source.obj
     data = [s for s in source.inputs if s not in set(source.wrt)]
     columns = _data(source, data, args, kwargs)
@@ -236,6 +255,17 @@ def _check_model(source: Source, args, kwargs, samples: int, seed: int, tol: Tol
 
         for k, s in enumerate(source.wrt):
             rows.append(_row(s.name, float(grad[k]), loss_at, params.tolist(), k, tol, i))
+        if hessian:
+            hess = model.hessian(one, params)
+            for a, sa in enumerate(source.wrt):
+                def grad_a(p: Sequence[float], one=one, a=a) -> float:
+                    g = np.empty(len(p))
+                    model.loss_and_grad_sum(np.array(p), one, g)
+                    return float(g[a])
+
+                for b, sb in enumerate(source.wrt):
+                    rows.append(_row(f"{sa.name},{sb.name}", float(hess[a, b]), grad_a,
+                                     params.tolist(), b, tol, i))
     what = f"samples {', '.join(map(str, pick.tolist()))} of {n}" if n > 1 else "one sample"
     return rows, (f"gradient check of the per-sample {source.output} (trainer code) at the "
                   f"current parameters, {what}")
