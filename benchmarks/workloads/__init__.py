@@ -14,4 +14,5 @@ WORKLOADS = {
     "W4": "benchmarks.workloads.w4",
     "W4P": "benchmarks.workloads.w4p",
     "W5": "benchmarks.workloads.w5",
+    "H1": "benchmarks.workloads.h1",
 }
