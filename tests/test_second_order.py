@@ -310,6 +310,8 @@ def test_model_hessian_and_hvp_match_sympy():
     at = np.array([2.0, 0.3, 3.0, 0.5, 0.1])
     assert err(model.hvp(v, X, values=at), model.hessian(data, values=at) @ v) <= 1e-12
     assert model.params == PARAMS  # evaluating elsewhere leaves the parameters alone
+    listing = model.listing(order=2)
+    assert listing.startswith(model.listing()) and "\ndot_grad_a = " in listing
 
 
 def test_model_hessian_matches_torch():

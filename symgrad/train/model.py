@@ -174,10 +174,16 @@ class Model:
         path.write_text(self.source, encoding="utf-8")
         return path
 
-    def listing(self, columns: bool = False) -> str:
-        """The per-sample flat forward/backward code that the training loop runs per sample."""
+    def listing(self, columns: bool = False, order: int = 1) -> str:
+        """The per-sample flat forward/backward code that the training loop runs per sample;
+        ``order=2`` adds the tangent lines that :meth:`hvp` runs after them."""
         g = self.generated
-        return CompiledFunction.format_listing(g.forward, g.backward, columns)
+        text = CompiledFunction.format_listing(g.forward, g.backward, columns)
+        if order == 1:
+            return text
+        if order != 2:
+            raise ValueError(f"order must be 1 or 2, got {order!r}")
+        return text + CompiledFunction.format_tangent(self._second_generated().tangent)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{s}={v:.4g}" for s, v in self.params.items())
@@ -377,17 +383,24 @@ class Model:
         hv[:] = out[n:]
         return loss
 
-    def _second(self) -> ModuleType:
-        """The training module with the second-order blocks, built when first needed."""
-        if "order2" not in self._modules:
+    def _second_generated(self) -> GeneratedModule:
+        """The training module with the second-order blocks, rendered when first needed."""
+        if "generated2" not in self._modules:
             t0 = time.perf_counter()
             tangent = linearize(self._program, [n.var for n in self._param_nodes])
-            generated = render_trainer(self._graph, self._program, self._param_nodes,
-                                       self._data_nodes, self.fast_math, tangent=tangent)
-            path, _ = write_module(generated.source, _cache_dir(self.cache_dir))
+            self._modules["generated2"] = render_trainer(
+                self._graph, self._program, self._param_nodes, self._data_nodes,
+                self.fast_math, tangent=tangent)
+            self.timings["second_order_codegen_s"] = time.perf_counter() - t0
+        return self._modules["generated2"]
+
+    def _second(self) -> ModuleType:
+        """That module imported (its block kernels compile, or load from the cache, now)."""
+        if "order2" not in self._modules:
+            path, _ = write_module(self._second_generated().source, _cache_dir(self.cache_dir))
+            t0 = time.perf_counter()
             self._modules["order2"] = load_module(path)
-            self._modules["generated2"] = generated
-            self.timings["second_order_s"] = time.perf_counter() - t0
+            self.timings["second_order_load_s"] = time.perf_counter() - t0
         return self._modules["order2"]
 
     def _direction(self, v) -> np.ndarray:
