@@ -388,3 +388,36 @@ def test_check_gradients_hessian(capsys):
     model = sg.Model(sg.losses.mse(PRED, YS), params=dict(PARAMS), data=[XS, YS])
     check = sg.check_gradients(model, _damped_data(20), samples=2, hessian=True, verbose=False)
     assert check.passed and len(check.rows) == 2 * (5 + 25)
+
+
+def test_cli_check_hessian(tmp_path, capsys):
+    from symgrad.cli import main
+
+    target = tmp_path / "neuron_h.py"
+    target.write_text("import sympy as sp\nimport symgrad as sg\n"
+                      "w0, x0, w1, x1, w2 = sp.symbols('w0 x0 w1 x1 w2')\n"
+                      "L = sg.sigmoid(w0*x0 + w1*x1 + w2)\n")
+    point = ["w0=2", "x0=-1", "w1=-3", "x1=-2", "w2=-3"]
+    assert main(["check", f"{target}:L", *point, "--hessian"]) == 0
+    out = capsys.readouterr().out
+    assert "with its Hessian" in out and "w0,x1" in out and "passed: 30 of 30" in out
+
+
+class swish2(sp.Function):
+    nargs = 1
+
+
+@sg.rule(swish2, forward=lambda x: x * sg.sigmoid(x))
+def _swish2(node, out, grad_out):
+    (x,) = node.args
+    s = sg.sigmoid(x)
+    return (grad_out * (s + out * (1 - s)),)
+
+
+def test_user_rule_has_a_second_order():
+    """A registered rule's adjoint (written in functions that have rules) gets its tangent."""
+    x, y = sp.symbols("x y")
+    f = sg.compile(swish2(x * y) + y**2, wrt=[x, y])
+    closed = (x * y) / (1 + sp.exp(-x * y)) + y**2
+    want = sympy_hessian(closed, [x, y], [0.7, -1.3])
+    assert err(f.hessian(0.7, -1.3), want) <= 1e-12
