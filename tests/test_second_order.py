@@ -354,13 +354,75 @@ def test_model_errors():
         big.hessian(data)
 
 
-def test_matrix_model_says_no_second_order():
+def _mlp():
     n = sp.Symbol("n", integer=True, positive=True)
-    Xm, Ym, W = sp.MatrixSymbol("X", n, 2), sp.MatrixSymbol("Y", n, 1), sp.MatrixSymbol("W", 2, 1)
-    model = sg.Model(sg.losses.mse(Xm * W, Ym), params={W: np.zeros((2, 1))}, data=[Xm, Ym])
-    for call in (lambda: model.hvp(np.ones(2), {}), lambda: model.hessian({})):
-        with pytest.raises(sg.NotSupportedError, match="matrix models"):
-            call()
+    Xm, Ym = sp.MatrixSymbol("X", n, 2), sp.MatrixSymbol("Y", n, 2)
+    W1, b1 = sp.MatrixSymbol("W1", 2, 4), sp.MatrixSymbol("b1", 1, 4)
+    W2, b2 = sp.MatrixSymbol("W2", 4, 2), sp.MatrixSymbol("b2", 1, 2)
+    scores = sg.tanh(Xm * W1 + b1) * W2 + b2
+    loss = sg.softmax_cross_entropy(scores, Ym) + 0.5 * 0.01 * (sg.l2(W1) + sg.l2(W2))
+    params = {W1: sg.init.xavier(2, 4, seed=1), b1: np.full((1, 4), 0.1),
+              W2: sg.init.xavier(4, 2, seed=2), b2: np.array([[0.2, -0.1]])}
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2))
+    data = {Xm: x, Ym: np.eye(2)[(x[:, 0] * x[:, 1] > 0).astype(int)]}
+    return sg.Model(loss, params=params, data=[Xm, Ym]), params, data
+
+
+def test_matrix_model_hessian_matches_differences_of_its_gradient():
+    model, params, data = _mlp()
+    hess = model.hessian(data)
+    n = hess.shape[0]
+    assert n == 8 + 4 + 8 + 2 and err(hess, hess.T) <= 1e-15
+    flat = np.concatenate([a.ravel() for a in params.values()])
+
+    def grad_at(values):
+        k = 0
+        for p, a in params.items():
+            model.params = {p: values[k:k + a.size].reshape(a.shape)}
+            k += a.size
+        return np.concatenate([g.ravel() for g in model.value_and_grad(data)[1].values()])
+
+    fd = np.empty((n, n))
+    for j in range(n):
+        h = np.finfo(float).eps ** (1 / 3) * max(1.0, abs(flat[j]))
+        up, down = flat.copy(), flat.copy()
+        up[j] += h
+        down[j] -= h
+        fd[:, j] = (grad_at(up) - grad_at(down)) / (up[j] - down[j])
+    model.params = params
+    assert err(hess, fd) <= 1e-6
+    v = np.linspace(-1.0, 1.0, n)
+    assert err(model.hvp(v, data), hess @ v) <= 1e-12
+    as_dict = model.hvp({p: v[k:k + a.size].reshape(a.shape)
+                         for (p, a), k in zip(params.items(), (0, 8, 12, 20))}, data)
+    assert [a.shape for a in as_dict.values()] == [a.shape for a in params.values()]
+    assert err(np.concatenate([a.ravel() for a in as_dict.values()]), hess @ v) <= 1e-12
+    listing = model.listing(order=2)
+    assert "dot_s7 = dot_s6 @ W2 + s6 @ dot_W2" in listing
+    assert "dot_grad_W1 = X.T @ dot_grad_s4" in listing
+
+
+def test_matrix_model_hessian_matches_torch():
+    torch = requires("torch")
+    model, params, data = _mlp()
+    (Xm, x), (Ym, y) = data.items()
+    tx, labels = torch.tensor(x), torch.tensor(y.argmax(axis=1))
+    shapes = [a.shape for a in params.values()]
+
+    def risk(flat):
+        parts, k = [], 0
+        for r, c in shapes:
+            parts.append(flat[k:k + r * c].reshape(r, c))
+            k += r * c
+        w1, b1, w2, b2 = parts
+        scores = torch.tanh(tx @ w1 + b1) @ w2 + b2
+        return (torch.nn.functional.cross_entropy(scores, labels)
+                + 0.005 * ((w1**2).sum() + (w2**2).sum()))
+
+    p0 = torch.tensor(np.concatenate([a.ravel() for a in params.values()]))
+    want = torch.autograd.functional.hessian(risk, p0).numpy()
+    assert err(model.hessian(data), want) <= 1e-12
 
 
 def test_function_input_errors():

@@ -20,14 +20,16 @@ derivative is ``dot*(1 - L)*L`` products of bounded values, never ``exp(1000)``)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import sympy as sp
 from sympy.codegen.ast import AddAugmentedAssignment, Assignment
 from sympy.logic.boolalg import Boolean
 
+from ..errors import NotSupportedError
 from ..graph import is_constant
+from .arrays import TANGENTS
 from .registry import NodeView, lookup
 from .reverse import Program, tidy
 
@@ -49,8 +51,14 @@ def tangent_symbol(symbol: sp.Symbol) -> sp.Symbol:
     return sp.Symbol(f"dot_{symbol.name}")
 
 
-def linearize(program: Program, wrt: Sequence[sp.Symbol]) -> Tangent:
-    """Tangent lines of ``program`` along the inputs ``wrt`` (their symbols in the code)."""
+def linearize(program: Program, wrt: Sequence[sp.Symbol],
+              shapes: Mapping[sp.Symbol, tuple] | None = None) -> Tangent:
+    """Tangent lines of ``program`` along the inputs ``wrt`` (their symbols in the code).
+
+    ``shapes`` (a matrix model's program) gives the shape of each node's symbol; products,
+    sums and the other whole-array operations then take their tangents from
+    ``rules.arrays.TANGENTS`` and element-wise ones from their rules, entry by entry.
+    """
     inputs = [tangent_symbol(w) for w in wrt]
     dots: dict[sp.Symbol, sp.Symbol] = dict(zip(wrt, inputs))
     raw: list = []
@@ -58,7 +66,7 @@ def linearize(program: Program, wrt: Sequence[sp.Symbol]) -> Tangent:
     with sp.evaluate(False):  # once: entering it clears SymPy's cache
         for k, line in enumerate([*program.forward, *program.backward]):
             out = line.lhs if k < n_forward else None  # a forward line's lhs is its value
-            d = _Linearizer(dots).jvp(line.rhs, out)
+            d = _Linearizer(dots, shapes or {}).jvp(line.rhs, out)
             augmented = isinstance(line, AddAugmentedAssignment)
             if d is None:
                 if not augmented:
@@ -97,8 +105,9 @@ def _live(lines: list, outputs: list[sp.Symbol]) -> list:
 class _Linearizer:
     """The tangent of one line's right-hand side, operation by operation (memoized)."""
 
-    def __init__(self, dots: dict[sp.Symbol, sp.Symbol]) -> None:
+    def __init__(self, dots: dict[sp.Symbol, sp.Symbol], shapes: Mapping) -> None:
         self.dots = dots
+        self.shapes = shapes
         self.memo: dict[sp.Basic, sp.Basic | None] = {}
 
     def jvp(self, expr: sp.Basic, out: sp.Symbol | None = None) -> sp.Basic | None:
@@ -131,9 +140,17 @@ class _Linearizer:
                 return None
             return sp.Piecewise(*[(sp.S.Zero if d is None else d, c) for d, c in pairs])
         args = expr.args
+        if getattr(type(expr), "_symgrad_constant", False):
+            return None  # not a function of its inputs (a dropout mask)
         dargs = [self.jvp(a) for a in args]
         if all(d is None for d in dargs):
             return None
+        if getattr(type(expr), "_symgrad_array_op", False):
+            tangent = TANGENTS.get(type(expr))
+            if tangent is None:
+                raise NotSupportedError(f"{type(expr).__name__} has no tangent rule, so "
+                                        "second order is not available for this model.")
+            return tangent(args, out, dargs, self._rows)
         rule = lookup(type(expr))
         view = NodeView(type(expr), tuple(args))
         terms = []
@@ -144,3 +161,10 @@ class _Linearizer:
             if partial is not None:
                 terms.append(partial)
         return sp.Add(*terms) if len(terms) > 1 else (terms[0] if terms else None)
+
+    def _rows(self, arg: sp.Basic):
+        """The number of rows of a matrix argument (a number, or the batch-size symbol)."""
+        shape = self.shapes.get(arg)
+        if not shape:
+            raise NotSupportedError(f"the shape of {arg} is unknown to the tangent pass.")
+        return shape[0]

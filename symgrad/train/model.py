@@ -340,9 +340,7 @@ class Model:
         vec = self._direction(v)
         X = self._hvp_data(data)
         at = self._values if values is None else self._point(values)
-        hv = np.empty(len(self._values))
-        self._hvp_sum(at, vec, X, hv)
-        hv /= X.shape[1]
+        hv = self._hvp_at(at, vec, X)
         return hv if flat else self._unflatten(hv)
 
     def hessian(self, data, values: np.ndarray | None = None) -> np.ndarray:
@@ -361,27 +359,23 @@ class Model:
         X = self._hvp_data(data)
         at = self._values if values is None else self._point(values)
         hess, e = np.empty((n, n)), np.zeros(n)
-        column = np.empty(n)
         for k in range(n):
             e[:] = 0.0
             e[k] = 1.0
-            self._hvp_sum(at, e, X, column)
-            hess[:, k] = column
-        return hess / X.shape[1]
+            hess[:, k] = self._hvp_at(at, e, X)
+        return hess
 
-    def _hvp_sum(self, values: np.ndarray, v: np.ndarray, X: np.ndarray,
-                 hv: np.ndarray) -> float:
-        """Sums over the samples of ``X``: loss (returned) and Hessian @ v (into ``hv``)."""
+    def _hvp_at(self, values: np.ndarray, v: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Hessian of the mean loss over the samples of ``X`` at ``values``, times ``v``."""
         from ..kernels.trainer import loss_and_grad_sum
 
         m = self._second()
         n = len(self._values)
         both = np.concatenate([values, v])
         out = np.empty(2 * n)
-        loss = loss_and_grad_sum(m.hvp_block, m.hvp_exact, m.HAS_EXACT,
-                                 X.shape[1] >= PARALLEL_FROM, both, X, 0, X.shape[1], out)
-        hv[:] = out[n:]
-        return loss
+        loss_and_grad_sum(m.hvp_block, m.hvp_exact, m.HAS_EXACT,
+                          X.shape[1] >= PARALLEL_FROM, both, X, 0, X.shape[1], out)
+        return out[n:] / X.shape[1]
 
     def _second_generated(self) -> GeneratedModule:
         """The training module with the second-order blocks, rendered when first needed."""
