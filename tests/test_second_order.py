@@ -483,3 +483,20 @@ def test_user_rule_has_a_second_order():
     closed = (x * y) / (1 + sp.exp(-x * y)) + y**2
     want = sympy_hessian(closed, [x, y], [0.7, -1.3])
     assert err(f.hessian(0.7, -1.3), want) <= 1e-12
+
+
+def test_save_order_2_is_standalone(tmp_path):
+    import importlib.util
+
+    x, y = sp.symbols("x y")
+    f = sg.compile(sg.softplus(x * y) + sp.sin(y), wrt=[x, y], fast_math=True)
+    path = f.save(tmp_path / "second.py", order=2)
+    source = path.read_text()
+    assert "def hessian_array(" in source and "from symgrad" not in source
+    spec = importlib.util.spec_from_file_location("second_saved", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    hess = np.empty((2, 2))
+    module.hessian_array(np.array([0.4, -1.2]), np.empty(2), hess)
+    assert err(hess, f.hessian(0.4, -1.2)) <= 1e-15
+    assert err(hess, sympy_hessian(sg.softplus(x * y) + sp.sin(y), [x, y], [0.4, -1.2])) <= 1e-12

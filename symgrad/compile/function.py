@@ -451,10 +451,14 @@ class CompiledFunction:
         """The gradient as a dict keyed by the ``wrt`` symbols."""
         return dict(zip(self.wrt, self.value_and_grad(*args, **kwargs)[1], strict=True))
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the standalone module (needs only NumPy and Numba) to ``path``."""
+    def save(self, path: str | os.PathLike, order: int = 1) -> Path:
+        """Write the standalone module (needs only NumPy and Numba) to ``path``; ``order=2``
+        writes the one with the second-order kernels ``hvp_array`` and ``hessian_array``."""
+        if order not in (1, 2):
+            raise ValueError(f"order must be 1 or 2, got {order!r}")
         path = Path(path)
-        path.write_text(self.source, encoding="utf-8")
+        source = self.source if order == 1 else self.second_order.render(standalone=True).source
+        path.write_text(source, encoding="utf-8")
         return path
 
     def __repr__(self) -> str:

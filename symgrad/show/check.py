@@ -201,8 +201,9 @@ def check_gradients(
         from .arrays import check_arrays
 
         if hessian:
-            raise NotSupportedError("the Hessian check is not available for matrix models (they "
-                                    "have no second order yet); call it without hessian=True.")
+            raise NotSupportedError("the Hessian check covers compiled functions and per-sample "
+                                    "models; for a matrix model call it without hessian=True "
+                                    "(model.hessian(data) gives the Hessian itself).")
         rows, title = check_arrays(source, args, kwargs, samples, seed, tol, _row)
     elif source.kind == "model":
         rows, title = _check_model(source, args, kwargs, samples, seed, tol, hessian)
