@@ -500,3 +500,15 @@ def test_save_order_2_is_standalone(tmp_path):
     module.hessian_array(np.array([0.4, -1.2]), np.empty(2), hess)
     assert err(hess, f.hessian(0.4, -1.2)) <= 1e-15
     assert err(hess, sympy_hessian(sg.softplus(x * y) + sp.sin(y), [x, y], [0.4, -1.2])) <= 1e-12
+
+
+def test_model_hvp_on_all_cores_equals_chunked_sums():
+    """From 50,000 samples the pass runs blocks in parallel (prange): same sums."""
+    model = sg.Model(sg.losses.mse(PRED, YS), params=dict(PARAMS), data=[XS, YS])
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(0, 10, 60_000), rng.normal(size=60_000)
+    v = np.arange(1.0, 6.0)
+    full = model.hvp(v, {XS: x, YS: y})
+    chunks = sum(model.hvp(v, {XS: x[k:k + 20_000], YS: y[k:k + 20_000]})
+                 for k in range(0, 60_000, 20_000)) / 3
+    assert err(full, chunks) <= 1e-14
