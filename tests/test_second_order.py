@@ -512,3 +512,53 @@ def test_model_hvp_on_all_cores_equals_chunked_sums():
     chunks = sum(model.hvp(v, {XS: x[k:k + 20_000], YS: y[k:k + 20_000]})
                  for k in range(0, 60_000, 20_000)) / 3
     assert err(full, chunks) <= 1e-14
+
+
+U, V = sp.symbols("u v", real=True)
+_ARG = U * V + sp.Rational(3, 10) * U  # two inputs, so the Hessian has a cross term
+_FROZEN = (sp.sign, sp.Heaviside, sp.floor, sp.ceiling)  # zero derivative almost everywhere
+BUILT_INS = [
+    ("exp", sp.exp(_ARG), (0.4, 0.7)), ("log", sp.log(_ARG), (0.8, 0.9)),
+    ("sqrt", sp.sqrt(_ARG), (0.8, 0.9)), ("pow", _ARG ** V, (0.8, 0.9)),
+    ("reciprocal", 1 / _ARG, (0.8, 0.9)), ("cube", _ARG**3, (0.4, -0.7)),
+    ("sin", sp.sin(_ARG), (0.4, 0.7)), ("cos", sp.cos(_ARG), (0.4, 0.7)),
+    ("tan", sp.tan(_ARG), (0.4, 0.7)), ("tanh", sp.tanh(_ARG), (0.4, 0.7)),
+    ("sinh", sp.sinh(_ARG), (0.4, 0.7)), ("cosh", sp.cosh(_ARG), (0.4, 0.7)),
+    ("asin", sp.asin(_ARG), (0.4, 0.7)), ("acos", sp.acos(_ARG), (0.4, 0.7)),
+    ("atan", sp.atan(_ARG), (0.4, 0.7)), ("atan2", sp.atan2(_ARG, V + 2), (0.4, 0.7)),
+    ("asinh", sp.asinh(_ARG), (0.4, 0.7)), ("acosh", sp.acosh(_ARG + 1), (0.4, 0.7)),
+    ("atanh", sp.atanh(_ARG), (0.4, 0.7)), ("erf", sp.erf(_ARG), (0.4, 0.7)),
+    ("erfc", sp.erfc(_ARG), (0.4, 0.7)), ("Abs", sp.Abs(_ARG) * U, (0.4, -0.7)),
+    ("sign", sp.sign(_ARG) * U**2 * V, (0.4, -0.7)),
+    ("Heaviside", sp.Heaviside(_ARG) * U**2 * V, (0.4, 0.7)),
+    ("floor", sp.floor(3 * _ARG) * U**2 * V, (0.4, 0.7)),
+    ("ceiling", sp.ceiling(3 * _ARG) * U**2 * V, (0.4, 0.7)),
+    ("Max", sp.Max(_ARG, V**2) * U, (0.4, 0.7)), ("Min", sp.Min(_ARG, V**2) * U, (0.4, 0.7)),
+    ("Piecewise", sp.Piecewise((_ARG**2, U > V), (sp.sin(_ARG), True)), (0.4, 0.7)),
+    ("sigmoid", sg.sigmoid(_ARG), (0.4, 0.7)), ("relu", sg.relu(_ARG) * U, (0.4, 0.7)),
+    ("leaky_relu", sg.leaky_relu(_ARG) * U, (0.4, -0.7)),
+    ("elu", sg.elu(_ARG) * U, (0.4, -0.7)), ("elu+", sg.elu(_ARG) * U, (0.4, 0.7)),
+    ("softplus", sg.softplus(_ARG), (0.4, 0.7)),
+]
+
+
+@pytest.mark.parametrize("name, expr, point", BUILT_INS, ids=[b[0] for b in BUILT_INS])
+def test_every_built_in_function_has_a_second_order(name, expr, point):
+    """On the tape (no compile per function); the flat code is checked all at once below."""
+    f = sg.compile(expr, wrt=[U, V], backend="tape")
+    frozen = expr.replace(lambda e: isinstance(e, _FROZEN),
+                          lambda e: e.subs(dict(zip((U, V), point))))  # constant near point
+    want = sympy_hessian(frozen, [U, V], point)
+    assert err(f.hessian(*point), want) <= 1e-12, (name, f.hessian(*point), want)
+
+
+def test_every_built_in_function_in_flat_code():
+    points = {(0.4, 0.7): [], (0.4, -0.7): [], (0.8, 0.9): []}
+    for _, expr, point in BUILT_INS:
+        points[point].append(expr)
+    for point, exprs in points.items():
+        total = sp.Add(*exprs)
+        f = sg.compile(total, wrt=[U, V])
+        at = dict(zip((U, V), point))
+        frozen = total.replace(lambda e: isinstance(e, _FROZEN), lambda e, at=at: e.subs(at))
+        assert err(f.hessian(*point), sympy_hessian(frozen, [U, V], point)) <= 1e-12, point
