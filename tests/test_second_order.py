@@ -398,6 +398,8 @@ def test_matrix_model_hessian_matches_differences_of_its_gradient():
                          for (p, a), k in zip(params.items(), (0, 8, 12, 20))}, data)
     assert [a.shape for a in as_dict.values()] == [a.shape for a in params.values()]
     assert err(np.concatenate([a.ravel() for a in as_dict.values()]), hess @ v) <= 1e-12
+    check = sg.check_gradients(model, data, samples=2, hessian=True, verbose=False)
+    assert check.passed and len(check.rows) == 4 * 2 + (4 * 2) ** 2
     listing = model.listing(order=2)
     assert "dot_s7 = dot_s6 @ W2 + s6 @ dot_W2" in listing
     assert "dot_grad_W1 = X.T @ dot_grad_s4" in listing

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sympy as sp
 
-from ..errors import InputError, NotSupportedError
+from ..errors import InputError
 from ..train.data import columns as data_columns
 from .source import Source, source_of
 from .trace import align_decimals, format_number
@@ -189,9 +189,9 @@ def check_gradients(
     parameters. ``eps``, ``rtol`` and ``atol`` override the dtype's defaults
     (:data:`TOLERANCES`); ``verbose=False`` does not print. ``hessian=True`` also checks
     the second derivatives: every Hessian entry (row ``w0,x1``: d/dx1 of the gradient's
-    ``w0`` entry) against central differences of the compiled gradient (scalar functions
-    and per-sample models). A symbol whose name is one of these options is given in the
-    dict form.
+    ``w0`` entry) against central differences of the compiled gradient (for a matrix model:
+    between every two of the checked entries). A symbol whose name is one of these options
+    is given in the dict form.
     """
     source = source_of(obj)
     base = TOLERANCES.get(source.dtype, TOLERANCES["float64"])
@@ -200,11 +200,7 @@ def check_gradients(
     if source.matrix:
         from .arrays import check_arrays
 
-        if hessian:
-            raise NotSupportedError("the Hessian check covers compiled functions and per-sample "
-                                    "models; for a matrix model call it without hessian=True "
-                                    "(model.hessian(data) gives the Hessian itself).")
-        rows, title = check_arrays(source, args, kwargs, samples, seed, tol, _row)
+        rows, title = check_arrays(source, args, kwargs, samples, seed, tol, _row, hessian)
     elif source.kind == "model":
         rows, title = _check_model(source, args, kwargs, samples, seed, tol, hessian)
     else:
