@@ -1,6 +1,7 @@
 """Bad input gets an error that names the problem and the fix, never a Numba traceback."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -117,3 +118,21 @@ def test_constant_expression():
 def test_a_bare_symbol_is_a_valid_expression():
     f = sg.compile(w, wrt=[w])
     assert f.value_and_grad(3.0) == (3.0, (1.0,))
+
+
+@pytest.mark.parametrize("expr, shown", [
+    (sp.exp(-sp.oo * x), "-oo (in -oo*x)"),
+    (x + sp.oo, "oo (in x + oo)"),
+    (sp.Piecewise((x, x < sp.oo), (0, True)), "oo (in x < oo)"),
+])
+def test_infinite_constants_are_refused(expr, shown):
+    """exp(-oo*x) was accepted and computed NaN (issue 14)."""
+    with pytest.raises(sg.ExpressionError, match=re.escape(f"infinite constant {shown}")):
+        sg.compile(expr, wrt=[x])
+
+
+def test_infinite_constants_in_a_matrix_loss_are_refused():
+    n = sp.Symbol("n", integer=True, positive=True)
+    X, W = sp.MatrixSymbol("X", n, 2), sp.MatrixSymbol("W", 2, 1)
+    with pytest.raises(sg.ExpressionError, match="infinite constant -oo"):
+        sg.Model(sg.sum(sg.exp(-sp.oo * X * W)), params={W: np.ones((2, 1))}, data=[X])

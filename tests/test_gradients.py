@@ -164,3 +164,60 @@ def test_array_form_matches_scalar_form(compiled):
         f.value_and_grad_array(np.ones(4))
     with pytest.raises(sg.InputError, match="input y is NaN"):
         f.value_and_grad_array(np.array([0.3, np.nan, 1.0]))
+
+
+# -- conventions at kinks and edges (issue 14), against torch where installed ----------------
+
+w = sp.Symbol("w")
+
+
+@pytest.mark.parametrize("op", [sp.Max, sp.Min])
+def test_n_way_ties_split_the_gradient_evenly(op):
+    """A tie among all n inputs gives each 1/n (it gave 1/4, 1/4, 1/2 for three: nested
+    binary nodes); a tie among some gives those an equal share, the rest none."""
+    f = sg.compile(op(x, y, z, w), wrt=[x, y, z, w])
+    assert f.value_and_grad(2.0, 2.0, 2.0, 2.0) == (2.0, (0.25, 0.25, 0.25, 0.25))
+    g = sg.compile(op(x, y, z), wrt=[x, y, z])
+    assert g.value_and_grad(1.0, 1.0, 1.0)[1] == pytest.approx((1 / 3, 1 / 3, 1 / 3), rel=1e-15)
+    other = 5.0 if op is sp.Min else -5.0  # loses to the tied pair
+    assert g.value_and_grad(1.0, other, 1.0)[1] == (0.5, 0.0, 0.5)
+    assert g.value_and_grad(1.0, -other, 3.0)[1] == (0.0, 1.0, 0.0)
+    assert sum(f.value_and_grad(3.0, 3.0, 1.0, 3.0)[1]) == pytest.approx(1.0, rel=1e-15)
+
+
+@pytest.mark.parametrize("op, reduce", [(sp.Max, "amax"), (sp.Min, "amin")])
+def test_n_way_ties_match_torch(op, reduce):
+    torch = requires("torch")
+    f = sg.compile(2 * op(x, y, z, w) + op(x, y, 0), wrt=[x, y, z, w])
+    for point in [(1.0, 1.0, 1.0, 1.0), (0.0, 0.0, -1.0, 2.0), (0.0, 0.0, 0.0, 0.0),
+                  (3.0, -2.0, 3.0, 0.5)]:
+        t = torch.tensor(point, dtype=torch.float64, requires_grad=True)
+        amax = getattr(torch, reduce)
+        (2 * amax(t) + amax(torch.cat([t[:2], torch.zeros(1, dtype=torch.float64)]))).backward()
+        value, grad = f.value_and_grad(*point)
+        assert grad == pytest.approx(t.grad.tolist(), rel=1e-15, abs=0), point
+
+
+POW_POINTS = [(0.0, 2.0), (0.0, 0.0), (0.0, 0.5), (0.0, 1.0), (0.0, -1.0), (2.0, 0.0),
+              (1.5, 2.5), (-2.0, 3.0)]
+
+
+def test_power_gradients_at_zero_are_finite_where_torchs_are():
+    """d(x**y)/dy at x = 0, y >= 0 is 0 (it was 0 * log(0) = NaN); d/dx at y = 0 is 0."""
+    f = sg.compile(x**y, wrt=[x, y])
+    assert f.value_and_grad(0.0, 2.0) == (0.0, (0.0, 0.0))
+    assert f.value_and_grad(0.0, 0.0) == (1.0, (0.0, 0.0))
+    assert f.value_and_grad(0.0, 1.0) == (0.0, (1.0, 0.0))
+    assert f.value_and_grad(2.0, 0.0)[1] == (0.0, pytest.approx(math.log(2.0), rel=1e-15))
+
+
+def test_power_gradients_match_torch():
+    torch = requires("torch")
+    f = sg.compile(x**y, wrt=[x, y])
+    for px, py in POW_POINTS:
+        tx = torch.tensor(px, dtype=torch.float64, requires_grad=True)
+        ty = torch.tensor(py, dtype=torch.float64, requires_grad=True)
+        torch.pow(tx, ty).backward()
+        value, grad = f.value_and_grad(px, py)
+        want = [tx.grad.item(), ty.grad.item()]
+        np.testing.assert_allclose(grad, want, rtol=1e-14, err_msg=str((px, py)))

@@ -660,3 +660,22 @@ def test_residual_connections_get_the_right_gradient():
 
     assert value == pytest.approx(np_loss(init), rel=1e-12)
     assert_grads_close(grads, fd_grad(np_loss, init), rtol=1e-7)
+
+
+def test_maxout_of_three_tied_pieces_splits_the_gradient_in_thirds():
+    """Three equal pieces tie everywhere: each gets a third of the gradient that a single
+    piece gets (nested binary max nodes gave 1/4, 1/4, 1/2; issue 14)."""
+    Xd, Yd = sp.MatrixSymbol("X", n, 2), sp.MatrixSymbol("Y", n, 2)
+    A, B, C = (sp.MatrixSymbol(k, 2, 2) for k in "ABC")
+    rng = np.random.default_rng(4)
+    m0, xs = rng.normal(size=(2, 2)), rng.normal(size=(12, 2))
+    data = {Xd: xs, Yd: sg.one_hot((xs[:, 0] > 0).astype(int), 2)}
+    three = sg.Model(sg.softmax_cross_entropy(sg.maxout(Xd * A, Xd * B, Xd * C), Yd),
+                     params={A: m0, B: m0.copy(), C: m0.copy()}, data=[Xd, Yd])
+    one = sg.Model(sg.softmax_cross_entropy(Xd * A, Yd), params={A: m0}, data=[Xd, Yd])
+    loss3, grads = three.value_and_grad(data)
+    loss1, grad1 = one.value_and_grad(data)
+    want = grad1[A]
+    assert loss3 == pytest.approx(loss1, rel=1e-14)
+    for p in (A, B, C):
+        np.testing.assert_allclose(grads[p], want / 3, rtol=1e-13, atol=1e-16)

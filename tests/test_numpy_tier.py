@@ -133,21 +133,28 @@ def test_status_numbers_and_end_of_epoch_agree_with_the_kernels():
 
     assert (history.DONE, history.DIVERGED, history.EARLY_STOPPING) == (
         loops.DONE, loops.DIVERGED, loops.EARLY_STOPPING)
-    cases = [(0.5, 0.7, True, [1.0, 2.0], [0.6, 3, 1], 0),  # better: new best
+    before = [0.5, 1.5]  # the parameters the epoch started from
+    cases = [(0.9, 0.5, True, [1.0, 2.0], [0.6, 3, 1], 0),  # better: new best
              (0.5, 0.9, True, [1.0, 2.0], [0.6, 3, 1], 2),  # no better: wait 2 -> stop
              (0.5, 0.0, False, [1.0, np.inf], [0.6, 3, 0], 0),  # non-finite parameter
              (0.5, np.nan, True, [1.0, 2.0], [0.6, 3, 0], 0),  # non-finite validation loss
-             (0.4, 0.0, False, [1.0, 2.0], [0.6, 3, 0], 5)]  # training loss monitored
-    for loss, monitor, validating, params, best, patience in cases:
+             (0.4, 0.0, False, [1.0, 2.0], [0.6, 3, 0], 5),  # training loss monitored
+             (0.7, 0.0, False, [1.0, np.inf], [0.6, 3, 0], 0),  # diverged, no better
+             (np.inf, 0.0, False, [1.0, 2.0], [0.6, 3, 0], 0)]  # non-finite loss
+    expected = [(0, [0.5, 4, 0], [1.0, 2.0]), (2, [0.6, 3, 2], [0, 0]),
+                (1, [0.5, 4, 0], before), (1, [0.6, 3, 0], [0, 0]), (0, [0.4, 4, 0], before),
+                (1, [0.6, 3, 0], [0, 0]), (1, [0.6, 3, 0], [0, 0])]
+    for (loss, monitor, validating, params, best, patience), want in zip(cases, expected):
         out = []
         for fn in (loops.end_epoch, end_epoch):
             p, b = np.array(params), np.array(best, dtype=float)
             losses, val_losses, best_params = np.zeros(9), np.zeros(9), np.zeros(2)
-            status = fn(4, loss, monitor, validating, p, losses, val_losses, b, best_params,
-                        patience)
+            status = fn(4, loss, monitor, validating, p, np.array(before), losses,
+                        val_losses, b, best_params, patience)
             out.append((status, losses.tolist(), val_losses.tolist(), b.tolist(),
                         best_params.tolist()))
         np.testing.assert_equal(out[0], out[1])  # NaN equals NaN here
+        assert (out[0][0], out[0][3], out[0][4]) == want
 
 
 def test_dropout_models_train_compiled_only():
@@ -159,3 +166,28 @@ def test_dropout_models_train_compiled_only():
     with pytest.raises(ValueError, match="dropout"):
         model.fit(_data(), epochs=1, verbose=0, engine="numpy")
     assert model._numpy_first() is False  # auto: compiled from the start
+
+
+def _diverging_line():
+    """A linear matrix model with far too large a step: it diverges (issue 14)."""
+    Z, T = sp.MatrixSymbol("Z", n, 2), sp.MatrixSymbol("T", n, 1)
+    W, c = sp.MatrixSymbol("W", 2, 1), sp.MatrixSymbol("c", 1, 1)
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(40, 2))
+    model = sg.Model(sg.losses.mse(Z * W + c, T), params={W: np.zeros((2, 1)), c: np.zeros((1, 1))},
+                     data=[Z, T], optimizer=sg.optim.SGD(lr=50.0))
+    return model, {Z: z, T: z @ np.array([[2.0], [-1.0]]) + 0.5}
+
+
+@pytest.mark.parametrize("engine", ["numpy", "compiled"])
+def test_divergence_keeps_the_parameters_best_loss_belongs_to(engine):
+    model, data = _diverging_line()
+    with pytest.warns(sg.DivergenceWarning):
+        hist = model.fit(data, epochs=500, verbose=0, engine=engine)
+    assert hist.stop_reason == "diverged" and hist.best_epoch == 0
+    for p, value in model.params.items():
+        np.testing.assert_array_equal(value, hist.best_params[p])
+    # full batch: the epoch's loss is the kept parameters' loss (the NumPy tier sums with
+    # NumPy's own rounding, evaluate runs the compiled code)
+    tol = 0.0 if engine == "compiled" else 1e-14
+    assert model.evaluate(data) == pytest.approx(hist.best_loss, rel=tol, abs=0.0)

@@ -1,6 +1,9 @@
 """The compiled trainer: optimizers against independent transcriptions, batching, fit()."""
 
 import math
+import os
+import signal
+import threading
 import warnings
 
 import numpy as np
@@ -236,6 +239,139 @@ def test_callbacks_and_interrupt():
     assert hist.stop_reason == "interrupted" and len(hist) == 3
     assert any("interrupted" in str(w.message) for w in caught)
     assert hist.best_params and model.history is hist
+    assert model.params == hist.best_params  # restored, as after divergence
+
+
+# -- lost or wrong work (issue 14) -------------------------------------------------------------
+
+w, v = sp.symbols("w v")
+LINE_X = RNG.normal(size=50)
+LINE = {x: LINE_X, y: 3 * LINE_X + 1 + 0.1 * RNG.normal(size=50)}
+
+
+def _line(lr=5.0):
+    return sg.Model((w * x + v - y) ** 2, {w: 0.0, v: 0.0}, [x, y], optimizer=optim.SGD(lr=lr))
+
+
+def test_divergence_keeps_the_parameters_best_loss_belongs_to():
+    """SGD(lr=5) on a line diverges: best_loss is epoch 0's, measured before its update, so
+    the kept parameters are the ones the epoch started from (it kept those after it)."""
+    model = _line()
+    with pytest.warns(sg.DivergenceWarning):
+        hist = model.fit(LINE, epochs=1000, verbose=0)
+    assert hist.stop_reason == "diverged"
+    assert model.params == hist.best_params
+    assert model.evaluate(LINE) == hist.best_loss  # full batch: exactly the epoch's loss
+    assert hist.best_loss == min(hist.loss[:-1])
+    want = np.mean((0.0 * LINE_X + 0.0 - LINE[y]) ** 2)  # the loss at the initial values
+    assert hist.best_epoch == 0 and hist.best_loss == pytest.approx(want, rel=1e-13)
+
+
+def test_best_parameters_are_where_the_best_epoch_started():
+    """Full batch without validation: best_params are the parameters after best_epoch
+    epochs (found again by a fresh run of that many epochs), their loss is best_loss; with
+    minibatches the same parameters are kept, the ones the best epoch started from."""
+    for batch_size in (None, 16):
+        model = _line(lr=0.02)
+        hist = model.fit(LINE, epochs=40, batch_size=batch_size, early_stopping=3, verbose=0)
+        again = _line(lr=0.02)
+        again.fit(LINE, epochs=hist.best_epoch, batch_size=batch_size, verbose=0)
+        assert again.params == hist.best_params
+        if batch_size is None:
+            assert again.evaluate(LINE) == hist.best_loss
+
+
+def test_divergence_within_an_epoch_keeps_its_best_loss():
+    """An epoch whose loss is finite but whose update overflows still counts: its loss and
+    the parameters it started from are kept (they were lost: the parameters stayed -inf)."""
+    model = sg.Model(sp.exp(w * x), {w: 709.0}, [x], optimizer=optim.SGD(lr=10.0))
+    data = {x: np.array([1.0])}
+    with pytest.warns(sg.DivergenceWarning):
+        hist = model.fit(data, epochs=5, verbose=0)
+    assert hist.stop_reason == "diverged" and len(hist) == 1 and hist.best_epoch == 0
+    assert model.params == {w: 709.0} and model.evaluate(data) == hist.best_loss
+    assert hist.best_loss == pytest.approx(math.exp(709.0), rel=1e-15)
+
+
+def test_interrupt_restores_the_best_parameters():
+    """Ctrl-C kept the last parameters, while the README promised the best ones."""
+    def ctrl_c(epoch, logs):
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    model = _line(lr=1.2)  # too large a step: the loss grows from epoch 0 on
+    with pytest.warns(RuntimeWarning, match="interrupted after 4 epochs"):
+        hist = model.fit(LINE, epochs=10, callbacks=[ctrl_c], verbose=0)
+    assert hist.stop_reason == "interrupted" and hist.best_epoch == 0
+    assert model.params == {w: 0.0, v: 0.0} == hist.best_params
+    assert model.evaluate(LINE) == hist.best_loss == hist.loss[0] < hist.loss[3]
+
+
+def test_sigint_during_the_compiled_loop_keeps_every_epoch_it_ran():
+    """A real Ctrl-C while the compiled loop runs: it is held until the chunk of epochs
+    returns, so every epoch run is in the History (the chunk in flight was lost)."""
+    model = _line(lr=1e-6)  # a loss that falls every epoch: the best epoch is the last run
+    model.fit(LINE, epochs=1, verbose=0)  # compiled before the Ctrl-C comes
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.warns(RuntimeWarning, match="interrupted"):
+            hist = model.fit(LINE, epochs=2_000_000, verbose=0)
+    finally:
+        timer.cancel()
+    assert hist.stop_reason == "interrupted" and 0 < len(hist) < 2_000_000
+    assert hist.best_epoch == len(hist) - 1 and hist.best_loss == hist.loss[-1]
+    assert model.params == hist.best_params
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigint_between_epochs_stops_there():
+    def press_ctrl_c(epoch, logs):
+        if epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, held until the epoch ends
+
+    model = _model()
+    with pytest.warns(RuntimeWarning, match="interrupted after 3 epochs"):
+        hist = model.fit(DATA, optimizer=optim.SGD(lr=0.1), epochs=10,
+                         callbacks=[press_ctrl_c], verbose=0)
+    assert hist.stop_reason == "interrupted" and len(hist) == 3
+    assert model.params == hist.best_params and hist.best_epoch == 2
+
+
+def test_sigint_during_the_first_compile_is_a_clean_keyboard_interrupt():
+    """Ctrl-C while the model's code compiles: the compile finishes (Numba cannot be
+    interrupted safely), then fit raises KeyboardInterrupt; the next fit works."""
+    model = _model()
+    blocks = model._blocks
+
+    def interrupted_blocks():
+        os.kill(os.getpid(), signal.SIGINT)
+        return blocks()  # loads the module: compiles the block kernel
+
+    model._blocks = interrupted_blocks
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(DATA, optimizer=optim.SGD(lr=0.1), epochs=5, verbose=0)
+    assert model.history is None and model.params == INIT
+    assert "compile_s" in model.timings  # the compile ran to its end: Numba's state is whole
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    model._blocks = blocks
+    hist = model.fit(DATA, optimizer=optim.SGD(lr=0.1), epochs=5, verbose=0)
+    fresh = _model()
+    fresh.fit(DATA, optimizer=optim.SGD(lr=0.1), epochs=5, verbose=0)
+    assert hist.stop_reason == "completed" and model.params == fresh.params
+
+
+def test_a_callback_that_raises_is_recorded_and_reraised():
+    def broken(epoch, logs):
+        if epoch == 2:
+            raise ValueError("callback bug")
+
+    model = _model()
+    with pytest.raises(ValueError, match="callback bug"):
+        model.fit(DATA, optimizer=optim.SGD(lr=0.1), epochs=10, callbacks=[broken], verbose=0)
+    hist = model.history
+    assert hist.stop_reason == "error" and len(hist) == 3
+    assert hist.best_params and model.params == hist.best_params
 
 
 @pytest.mark.parametrize(
@@ -321,3 +457,36 @@ def test_huge_sin_arguments_fall_back_to_libm():
     assert abs(1e-14 * grad) > 1e-2
     assert model.params[w] == pytest.approx(0.5 - 1e-14 * grad, rel=1e-12)
     assert math.isfinite(model.history.loss[0])
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: optim.Adam(beta1=2.0), r"Adam.beta1 must be in \[0, 1\), got 2.0"),
+    (lambda: optim.AMSGrad(beta2=1.0), r"AMSGrad.beta2 must be in \[0, 1\)"),
+    (lambda: optim.SGD(lr=-0.1), r"SGD.lr must be > 0 and finite, got -0.1"),
+    (lambda: optim.SGD(lr=math.inf), r"SGD.lr must be > 0 and finite, got inf"),
+    (lambda: optim.Momentum(momentum=1.5), r"Momentum.momentum must be in \[0, 1\)"),
+    (lambda: optim.Nesterov(weight_decay=math.nan), r"Nesterov.weight_decay must be >= 0"),
+    (lambda: optim.Adagrad(eps=0.0), r"Adagrad.eps must be > 0"),
+    (lambda: optim.Adagrad(initial_accumulator_value=-1), r"initial_accumulator_value must"),
+    (lambda: optim.RMSprop(alpha=-0.5), r"RMSprop.alpha must be in \[0, 1\)"),
+    (lambda: optim.Adadelta(rho=1.01), r"Adadelta.rho must be in \[0, 1\]"),
+    (lambda: optim.SGD(l1="0.1"), r"SGD.l1 must be a number"),
+])
+def test_optimizer_hyperparameters_are_checked(make, message):
+    """Adam(beta1=2.0) was accepted (issue 14); each field has a range, named in the error."""
+    with pytest.raises(sg.InputError, match=message):
+        make()
+
+
+def test_hyperparameters_set_after_construction_are_checked_by_fit():
+    """A negative lr set after construction trained uphill and reported "completed"."""
+    opt = optim.SGD(lr=0.1)
+    opt.lr = -0.1
+    model = _model()
+    with pytest.raises(sg.InputError, match="SGD.lr must be > 0"):
+        model.fit(DATA, optimizer=opt, epochs=5, verbose=0)
+    assert model.params == INIT and model.history is None
+    model.optimizer.beta1 = 1.0  # the model's default Adam
+    with pytest.raises(sg.InputError, match="Adam.beta1 must be in"):
+        model.fit(DATA, epochs=5, verbose=0)
+    assert optim.Adadelta(rho=1.0).hyper().tolist() == [1.0, 0.0, 0.0, 1.0, 1e-6]  # bounds ok

@@ -34,6 +34,7 @@ from sympy.matrices.expressions import (
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from ..errors import ExpressionError, ShapeError
+from .validate import check_constants
 
 __all__ = [
     "ArrayOp", "Elementwise", "Lowered", "colsum", "dropout", "dropout_mask", "elementwise", "exp",
@@ -578,6 +579,7 @@ def lower(expr: sp.Basic) -> Lowered:
         raise ExpressionError(f"the loss has shape {_fmt(shape)}; reduce it to a scalar "
                               "(symgrad.sum, symgrad.mean or a loss such as "
                               "symgrad.softmax_cross_entropy).")
+    check_constants(lowered)
     out.expr = lowered
     return out
 

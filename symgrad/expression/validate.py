@@ -16,7 +16,7 @@ from sympy.matrices.expressions import MatrixExpr
 
 from ..errors import ExpressionError
 
-__all__ = ["as_expression", "free_symbols", "walk"]
+__all__ = ["as_expression", "check_constants", "free_symbols", "walk"]
 
 _NEEDS_DOIT = (sp.Derivative, sp.Integral, sp.Sum, sp.Product, sp.Limit)
 
@@ -79,11 +79,7 @@ def _check_node(node: sp.Basic) -> None:
             f"the expression contains the imaginary unit (in {_short(node)}); symgrad works "
             "with real numbers only."
         )
-    if node is sp.nan or node is sp.zoo:
-        raise ExpressionError(
-            f"the expression contains {node} (undefined, e.g. from a division by zero); "
-            "check how it was built."
-        )
+    _check_constants(node)
     if isinstance(node, _NEEDS_DOIT):
         raise ExpressionError(
             f"the expression contains an unevaluated {type(node).__name__}: {_short(node)}. "
@@ -101,6 +97,29 @@ def _check_node(node: sp.Basic) -> None:
             f"indexed objects such as {_short(node)} are not supported; use one symbol per "
             "value."
         )
+
+
+def check_constants(expr: sp.Basic) -> None:
+    """Refuse NaN and infinite constants anywhere in ``expr`` (``as_expression`` does this
+    too; matrix losses are checked after lowering)."""
+    for node in walk(expr):
+        _check_constants(node)
+
+
+def _check_constants(node: sp.Basic) -> None:
+    if node is sp.nan or node is sp.zoo:
+        raise ExpressionError(
+            f"the expression contains {node} (undefined, e.g. from a division by zero); "
+            "check how it was built."
+        )
+    for part in (node, *node.args):
+        if part is sp.oo or part is sp.S.NegativeInfinity:
+            where = "" if part is node else f" (in {_short(node)})"
+            raise ExpressionError(
+                f"the expression contains the infinite constant {part}{where}; symgrad "
+                "computes with finite constants (with oo, 0*oo and oo - oo give NaN, not the "
+                "limit oo may stand for). Write the limit by hand, or use a finite number."
+            )
 
 
 def _short(node: sp.Basic, limit: int = 60) -> str:

@@ -3,7 +3,9 @@
 One iterative post-order walk (no recursion, so depth 1,000 and beyond is fine) memoized on
 the SymPy node, which makes shared subexpressions one node. n-ary ``Add``/``Mul``/``Max``/
 ``Min``/``And``/``Or`` are split into binary nodes in a canonical order: constants first,
-then computed values in the order they were built, then inputs in the order they were met.
+then computed values in the order they were built, then inputs in the order they were met;
+except ``Max``/``Min`` of three or more, which stay one node (operands in that order), so
+that a tie among all of them shares the gradient evenly (``rules/scalar.py``).
 Binary nodes are hash-consed. SymPy flattens ``x_k + t_k`` into one long sum at every level
 of a recursion; to keep such graphs linear, a sum (or product) whose operands are those of an
 earlier one plus its newest operand reuses the earlier node, and one that differs from an
@@ -83,6 +85,8 @@ class _Builder:
     def combine(self, expr: sp.Basic, ops: list[Operand]) -> Operand:
         if all(not isinstance(o, Node) for o in ops):
             return expr
+        if isinstance(expr, (sp.Max, sp.Min)) and len(ops) > 2:
+            return self.node(type(expr), tuple(_canonical(ops)[0]))  # ties split evenly
         if isinstance(expr, _NARY):
             return self.nary(type(expr), ops)
         op = sp.Piecewise if isinstance(expr, sp.Piecewise) else type(expr)
@@ -91,20 +95,7 @@ class _Builder:
 
     def nary(self, op: type, ops: list[Operand]) -> Operand:
         """Split an n-ary operation into binary nodes, reusing earlier partial results."""
-        consts, computed, inputs = [], [], []
-        for o in ops:
-            if not isinstance(o, Node):
-                consts.append(o)
-            elif o.symbol is None:
-                computed.append(o)
-            else:
-                inputs.append(o)
-        # computed values first, inputs last, each in the order they were built (sorting by
-        # an attrgetter: no Python call per operand, and W5's sums make this O(depth^2))
-        computed.sort(key=_ID)
-        inputs.sort(key=_ID)
-        ordered = consts + computed + inputs
-        keys = [("c", o) for o in consts] + [o.id for o in computed] + [o.id for o in inputs]
+        ordered, keys = _canonical(ops)
         const = ordered[0] if not isinstance(ordered[0], Node) else None
         terms = keys[1:] if const is not None else keys
         newest = ordered[-1]
@@ -145,6 +136,24 @@ class _Builder:
         if delta == identity:
             return earlier
         return self.node(op, (delta, earlier))
+
+
+def _canonical(ops: list[Operand]) -> tuple[list[Operand], list]:
+    """Operands in the canonical order: constants, computed values, inputs (the last two in
+    the order they were built; sorting by an attrgetter: no Python call per operand, and
+    W5's sums make this O(depth^2)), and their hash-consing keys."""
+    consts, computed, inputs = [], [], []
+    for o in ops:
+        if not isinstance(o, Node):
+            consts.append(o)
+        elif o.symbol is None:
+            computed.append(o)
+        else:
+            inputs.append(o)
+    computed.sort(key=_ID)
+    inputs.sort(key=_ID)
+    keys = [("c", o) for o in consts] + [o.id for o in computed] + [o.id for o in inputs]
+    return consts + computed + inputs, keys
 
 
 def _key(operand: Operand) -> int | tuple:

@@ -44,33 +44,42 @@ def add_rows(buf, rows, m, acc):
 
 
 @njit(cache=True, error_model="numpy")
-def end_epoch(epoch, loss, monitor, validating, params, losses, val_losses, best, best_params,
-              patience):
+def end_epoch(epoch, loss, monitor, validating, params, before, losses, val_losses, best,
+              best_params, patience):
     """The end of an epoch, the same in every training loop: record its loss (and the
-    validation loss ``monitor`` when ``validating``), stop on a non-finite loss or parameter
-    (DIVERGED), keep the best monitored loss in best = [loss, epoch, wait] with its
-    parameters, stop after ``patience`` epochs without improvement (EARLY_STOPPING, when
-    patience > 0); otherwise DONE (go on)."""
+    validation loss ``monitor`` when ``validating``), keep the best monitored loss in
+    best = [loss, epoch, wait] with the parameters it belongs to, stop on a non-finite loss
+    or parameter (DIVERGED), stop after ``patience`` epochs without improvement
+    (EARLY_STOPPING, when patience > 0); otherwise DONE (go on).
+
+    The validation loss is measured after the epoch's updates, at ``params``; the training
+    loss during the epoch, starting at ``before`` (the parameters when the epoch began: for
+    full-batch training the epoch's loss is exactly their loss). So the best parameters kept
+    are ``params`` when validating and ``before`` otherwise, and a best loss is kept even
+    when the epoch's update then diverged.
+    """
     losses[epoch] = loss
     ok = finite(loss)
     for k in range(params.shape[0]):
         ok = ok and finite(params[k])
-    if not ok:
-        return DIVERGED
     if validating:
         val_losses[epoch] = monitor
-        if not finite(monitor):
-            return DIVERGED
+        ok = ok and finite(monitor)
+        kept = params
     else:
         monitor = loss
-    if monitor < best[0]:
+        kept = before
+    if finite(monitor) and monitor < best[0]:
+        for k in range(kept.shape[0]):
+            if not finite(kept[k]):
+                return DIVERGED
         best[0] = monitor
         best[1] = epoch
         best[2] = 0
-        for k in range(params.shape[0]):
-            best_params[k] = params[k]
-    else:
+        for k in range(kept.shape[0]):
+            best_params[k] = kept[k]
+    elif ok:
         best[2] += 1
         if patience > 0 and best[2] >= patience:
             return EARLY_STOPPING
-    return DONE
+    return DONE if ok else DIVERGED

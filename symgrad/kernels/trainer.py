@@ -104,7 +104,8 @@ def train(block, exact, has_exact, parallel, kind, params, state, step, hyper, d
     Writes each epoch's mean training loss (over the batches, at the parameters each batch
     saw) and validation loss (after the epoch) into losses/val_losses. Tracks the best
     monitored loss (validation if given, else training) in best = [loss, epoch, wait] and
-    its parameters in best_params (see loops.end_epoch). Returns (epochs run, status):
+    the parameters it belongs to in best_params (after the epoch when validating, else
+    those the epoch started from; see loops.end_epoch). Returns (epochs run, status):
     DONE, DIVERGED (non-finite loss or parameters) or EARLY_STOPPING.
     """
     n = data.shape[1]
@@ -113,8 +114,12 @@ def train(block, exact, has_exact, parallel, kind, params, state, step, hyper, d
     grad = np.empty(params.shape[0])
     buffer = np.empty((data.shape[0], size))
     order = np.empty(n, dtype=np.int64)
+    before = np.empty_like(params)
+    validating = val.shape[1] > 0
     for e in range(epochs):
         epoch = first + e
+        if not validating:
+            before[:] = params
         if shuffle:
             permute(order, seed * 1000003 + epoch)
         total = 0.0
@@ -137,10 +142,9 @@ def train(block, exact, has_exact, parallel, kind, params, state, step, hyper, d
                 grad[k] /= m
             step[0] += 1
             update(kind, params, grad, state, step[0], hyper)
-        validating = val.shape[1] > 0
         monitor = (loss_sum(block, exact, has_exact, parallel, params, val) / val.shape[1]
                    if validating else 0.0)
-        status = end_epoch(epoch, total / seen, monitor, validating, params, losses,
+        status = end_epoch(epoch, total / seen, monitor, validating, params, before, losses,
                            val_losses, best, best_params, patience)
         if status != DONE:
             return e + 1, status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 
 import sympy as sp
 
@@ -31,14 +32,21 @@ def _identity(node, out, g):
 
 @rule(sp.Pow)
 def _pow(node, out, g):
+    """``x**n``: ``n x**(n-1)`` and ``x**n log(x)``, with PyTorch's values where these are
+    0 * inf: the exponent's gradient is 0 at x = 0 for n >= 0 (``0**n`` does not depend on
+    ``n`` there), the base's is 0 for n = 0 (``x**0`` is constant)."""
     x, n = node.args
     if n == sp.S.Half:
         dx = g / (2 * out)
     elif n == -1:
         dx = -g / x**2
-    else:
+    elif n.is_number:
         dx = g * n * x ** (n - 1)
-    return (dx, g * out * sp.log(x))
+    else:
+        dx = sp.Piecewise((0, sp.Eq(n, 0)), (g * n * x ** (n - 1), True))
+    if x.is_number:
+        return (dx, g * out * sp.log(x))
+    return (dx, sp.Piecewise((0, sp.Eq(x, 0) & (n >= 0)), (g * out * sp.log(x), True)))
 
 
 @rule(sp.exp)
@@ -146,30 +154,36 @@ def _abs(node, out, g):
     return (g * sp.sign(x),)
 
 
-def _router(a, b, g, a_wins):
-    """Gradient router of max/min: the winner takes it all; at a tie each input gets half.
+def _router(node, out, g, wins):
+    """Gradient router of max/min: the winner takes it all; at a tie the tied inputs share it
+    evenly (1/2 each of two, 1/3 each of three tied among three, ...).
 
     Splitting a tie evenly is PyTorch's convention for ``torch.maximum``/``minimum``: it is a
     valid subgradient, symmetric in the inputs, and keeps the sum of the adjoints equal to the
-    upstream gradient (the lecture's formula would give both inputs all of it).
+    upstream gradient (the lecture's formula would give both inputs all of it). The graph
+    keeps a max/min of three or more inputs as one node (nested binary nodes would split a
+    three-way tie 1/4, 1/4, 1/2): each input gets ``g / ties`` when it equals the output,
+    ``ties`` counting the inputs that do.
     """
-    tie = sp.Eq(a, b)
-    return (
-        sp.Piecewise((g, a_wins), (g / 2, tie), (0, True)),
-        sp.Piecewise((0, a_wins), (g / 2, tie), (g, True)),
-    )
+    if len(node.args) == 2:
+        a, b = node.args
+        tie = sp.Eq(a, b)
+        return (
+            sp.Piecewise((g, wins(a, b)), (g / 2, tie), (0, True)),
+            sp.Piecewise((0, wins(a, b)), (g / 2, tie), (g, True)),
+        )
+    ties = sp.Add(*[sp.Piecewise((1, sp.Eq(a, out)), (0, True)) for a in node.args])
+    return tuple(sp.Piecewise((g / ties, sp.Eq(a, out)), (0, True)) for a in node.args)
 
 
 @rule(sp.Max)
 def _max(node, out, g):
-    a, b = node.args
-    return _router(a, b, g, a > b)
+    return _router(node, out, g, operator.gt)
 
 
 @rule(sp.Min)
 def _min(node, out, g):
-    a, b = node.args
-    return _router(a, b, g, a < b)
+    return _router(node, out, g, operator.lt)
 
 
 @rule(sp.Piecewise)

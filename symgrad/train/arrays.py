@@ -209,7 +209,7 @@ class ArrayModel(Model):
         gathered = tuple(self._batch_array(a, f, 1) for a, f in zip(X, self._flipped()))
         buffers = (module.alloc(n), module.alloc(1), module.alloc(1), gathered, gathered)
         state = np.zeros((1, self._values.size), dtype=self._np_dtype)
-        hyper = self.optimizer.hyper()
+        hyper = np.zeros(1)  # evaluating runs no update: no hyperparameters are read
 
         def at(values: np.ndarray) -> tuple[float, np.ndarray]:
             t0 = time.perf_counter()

@@ -6,23 +6,35 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-__all__ = ["DIVERGED", "DONE", "EARLY_STOPPING", "History"]
+__all__ = ["DIVERGED", "DONE", "EARLY_STOPPING", "RESTORES_BEST", "History"]
 
 #: How a training loop's epochs ended; the compiled loops return the same numbers
 #: (``symgrad.kernels.loops``; kept equal by a test, not imported: that module loads Numba).
 DONE, DIVERGED, EARLY_STOPPING = 0, 1, 2
+#: The stop reasons after which ``fit`` puts the best parameters back into the model (after
+#: "completed" and "callback" the model keeps the last ones).
+RESTORES_BEST = ("diverged", "early_stopping", "interrupted", "error")
 
 
 @dataclass
 class History:
     """Per-epoch record of a fit (Keras-style), plus the best parameters seen.
 
-    ``loss`` is each epoch's mean training loss (over its batches, at the parameters each
-    batch saw); ``val_loss`` the validation loss after the epoch. ``best_params`` are the
-    parameters after the epoch with the lowest monitored loss (validation if given, else
-    training). ``stop_reason`` is ``"completed"``, ``"early_stopping"``, ``"diverged"``,
-    ``"interrupted"`` or ``"callback"``. ``engine`` says per epoch which loop ran it:
-    ``"compiled"`` or, for a matrix model while its loop was being compiled, ``"numpy"``.
+    ``loss`` is each epoch's mean training loss (over its batches, weighted by their sizes,
+    at the parameters each batch saw); ``val_loss`` the validation loss after the epoch.
+    ``best_loss`` is the lowest monitored loss (validation if given, else training), at epoch
+    ``best_epoch``, and ``best_params`` the parameters that loss belongs to: with validation
+    data, those after that epoch; without, those the epoch started from (where its first
+    batch was evaluated). With full batches the epoch's loss is exactly their loss
+    (``model.evaluate(training data) == best_loss`` once they are restored); with
+    minibatches it is the mean over the batches while the epoch moved away from them.
+
+    ``stop_reason`` says what happened: ``"completed"``, ``"callback"`` (a callback returned
+    True), ``"early_stopping"``, ``"diverged"``, ``"interrupted"`` (Ctrl-C) or ``"error"``
+    (an exception, e.g. from a callback, which ``fit`` re-raises after recording it); after
+    the last four the model's parameters are ``best_params`` (:data:`RESTORES_BEST`).
+    ``engine`` says per epoch which loop ran it: ``"compiled"`` or, for a matrix model
+    while its loop was being compiled, ``"numpy"``.
     """
 
     epoch: list[int] = field(default_factory=list)

@@ -4,7 +4,8 @@ The whole loop (epochs, shuffling, minibatches, the per-sample flat forward/back
 inlined in a loop over samples, the optimizer update) runs in one generated Numba module;
 Python only runs between chunks of epochs, sized to ~0.1 s, for the history, the progress
 bar and callbacks. Nothing is lost when a run stops: the history and the best parameters
-are kept on divergence, early stopping and Ctrl-C alike.
+are kept on divergence, early stopping, Ctrl-C and an exception alike, and the model gets
+the best parameters back (see ``History``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from ..expression import as_expression, free_symbols
 from ..graph import Graph, Node, build
 from ..rules import Program, differentiate, linearize
 from .data import columns
-from .history import DIVERGED, EARLY_STOPPING, History
+from .history import DIVERGED, EARLY_STOPPING, RESTORES_BEST, History
+from .interrupt import COMPILING, TRAINING, Interrupts
 from .metrics import METRICS
 from .optim import Adam, Optimizer
 
@@ -218,6 +220,10 @@ class Model:
         parameters. ``metrics`` are names from ``symgrad.metrics`` or ``f(y_true, y_pred)``
         and need ``prediction`` and ``target``; metrics and ``callbacks(epoch, logs)`` (which
         may return True to stop) run after every epoch. ``verbose=0`` hides the progress bar.
+        Ctrl-C stops between chunks of epochs (a second one at once; while Numba compiles, it
+        waits for the compile), and like divergence, early stopping or an exception (which is
+        re-raised) keeps the history and restores the best parameters; ``stop_reason`` says
+        which happened.
 
         ``engine`` (default ``$SYMGRAD_ENGINE`` or ``"auto"``): ``"compiled"`` runs the
         compiled loop (compiling it first if needed); ``"auto"`` does too, except that a
@@ -240,33 +246,40 @@ class Model:
         optimizer = optimizer if optimizer is not None else self.optimizer
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be one of symgrad.optim's, got {optimizer!r}")
+        optimizer.check()  # again: its fields may have been set since it was made
         self.optimizer = optimizer
 
         drop_last, seed = bool(drop_last), int(seed)
-        train = self._train_function(optimizer, size, X, V, engine)
-        state = optimizer.state_for(len(self._values), self._values.dtype)
         hyper = optimizer.hyper()
         losses = np.full(max(epochs, 1), np.nan)
         val_losses = np.full(max(epochs, 1), np.nan)
         best = np.array([np.inf, -1.0, 0.0])
         best_params = self._values.copy()
+        state = optimizer.state_for(len(self._values), self._values.dtype)
 
         def run(first: int, count: int) -> tuple[int, int]:
             return train(self._values, state, optimizer.step, hyper, first, count, size,
                          drop_last, shuffle, seed, patience, losses, val_losses, best,
                          best_params)
 
-        if "compile_s" not in self.timings and getattr(train, "engine", "compiled") == "compiled":
-            t0 = time.perf_counter()
-            run(0, 0)  # zero epochs: only makes Numba compile (or load) the loop
-            self.timings["compile_s"] = time.perf_counter() - t0
+        interrupts = Interrupts()
+        with interrupts.held(note=COMPILING):  # a Ctrl-C waits for the compile to finish
+            train = self._train_function(optimizer, size, X, V, engine)
+            if ("compile_s" not in self.timings
+                    and getattr(train, "engine", "compiled") == "compiled"):
+                t0 = time.perf_counter()
+                run(0, 0)  # zero epochs: only makes Numba compile (or load) the loop
+                self.timings["compile_s"] = time.perf_counter() - t0
+        interrupts.check()  # then stops here, before training: there is nothing to keep
         history = History()
         self.history = history
         per_epoch = bool(metric_fns or callbacks)
         chunk, done, bar = 1, 0, None
         start = time.perf_counter()
+        interrupts.start(forceable=True, note=TRAINING)  # a Ctrl-C stops between chunks
         try:
             while done < epochs:
+                interrupts.check()
                 t0 = time.perf_counter()
                 was = getattr(train, "engine", "compiled")
                 ran, status = run(done, min(chunk, epochs - done))
@@ -294,17 +307,23 @@ class Model:
                     chunk = max(1, min(epochs, int(0.1 * ran / max(dt, 1e-9))))
         except KeyboardInterrupt:
             history.stop_reason = "interrupted"
-            warnings.warn(f"training interrupted after {len(history)} epochs; the history and "
-                          "the best parameters so far are kept.", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"training interrupted after {len(history)} epochs; the history is "
+                          "kept and the best parameters so far are restored.", RuntimeWarning,
+                          stacklevel=2)
+        except BaseException:
+            if history.stop_reason == "completed":
+                history.stop_reason = "error"  # e.g. a callback or metric raised
+            raise
         finally:
+            interrupts.stop()
             if bar is not None:
                 bar.close()
             if best[1] >= 0:
                 history.best_epoch = int(best[1])
                 history.best_loss = float(best[0])
                 history.best_params = self._unflatten(best_params)
-            if history.stop_reason in ("diverged", "early_stopping") and best[1] >= 0:
-                self._values[:] = best_params
+                if history.stop_reason in RESTORES_BEST:
+                    self._values[:] = best_params
         return history
 
     def evaluate(self, data: Mapping) -> float:

@@ -95,26 +95,27 @@ def numpy_update(kind: int, p: np.ndarray, g: np.ndarray, state: np.ndarray, t: 
         p -= g2
 
 
-def end_epoch(epoch, loss, monitor, validating, params, losses, val_losses, best,
+def end_epoch(epoch, loss, monitor, validating, params, before, losses, val_losses, best,
               best_params, patience) -> int:
     """``symgrad.kernels.loops.end_epoch`` in Python (see there)."""
     losses[epoch] = loss
-    if not (math.isfinite(loss) and np.all(np.isfinite(params))):
-        return DIVERGED
+    ok = math.isfinite(loss) and bool(np.all(np.isfinite(params)))
     if validating:
         val_losses[epoch] = monitor
-        if not math.isfinite(monitor):
+        ok = ok and math.isfinite(monitor)
+        kept = params
+    else:
+        monitor, kept = loss, before
+    if math.isfinite(monitor) and monitor < best[0]:
+        if not np.all(np.isfinite(kept)):
             return DIVERGED
-    else:
-        monitor = loss
-    if monitor < best[0]:
         best[:] = monitor, epoch, 0
-        best_params[:] = params
-    else:
+        best_params[:] = kept
+    elif ok:
         best[2] += 1
         if patience > 0 and best[2] >= patience:
             return EARLY_STOPPING
-    return DONE
+    return DONE if ok else DIVERGED
 
 
 class NumpyLoop:
@@ -174,10 +175,12 @@ class NumpyLoop:
         size = n if batch <= 0 or batch > n else batch
         batches = n // size if drop_last else (n + size - 1) // size
         whole = size == n and not shuffle
+        before = np.empty_like(values)
         for e in range(epochs):
             epoch = first + e
+            before[:] = values
             order = permutation(n, seed * 1000003 + epoch) if shuffle else None
-            total, seen = 0.0, 0
+            mean, seen = 0.0, 0
             with np.errstate(all="ignore"):
                 for b in range(batches):
                     start = b * size
@@ -186,13 +189,13 @@ class NumpyLoop:
                     part = data if whole else [a[rows] if bt else a
                                                for a, bt in zip(data, self._batched)]
                     loss, grad = self._run(values, part, m)
-                    total += float(loss) * m
                     seen += m
+                    mean += (float(loss) - mean) * (m / seen)
                     step[0] += 1
                     numpy_update(kind, values, grad, state, int(step[0]), hyper)
                 monitor = (float(self._run(values, val, n_val, backward=False)[0])
                            if n_val > 0 else 0.0)
-            status = end_epoch(epoch, total / seen, monitor, n_val > 0, values, losses,
+            status = end_epoch(epoch, mean, monitor, n_val > 0, values, before, losses,
                                val_losses, best, best_params, patience)
             if status != DONE:
                 return e + 1, status

@@ -11,13 +11,17 @@ torch) and ``l1`` adds ``l1 * sign(theta)`` (the lecture's L1 penalty).
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, fields
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = [
-    "KINDS", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Momentum", "Nesterov", "Optimizer",
-    "RMSprop",
+    "KINDS", "RANGES", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Momentum", "Nesterov",
+    "Optimizer", "RMSprop",
 ]
 
 
@@ -26,9 +30,29 @@ __all__ = [
 KINDS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "amsgrad")
 
 
+#: Each hyperparameter's valid range, as (low, high, low included, high included): where the
+#: update rule stays a descent with finite steps (a decay rate of 1 or more never forgets and
+#: can make a second moment negative; eps = 0 makes 0/0 at a zero gradient).
+RANGES = {
+    "lr": (0.0, math.inf, False, False),
+    "weight_decay": (0.0, math.inf, True, False),
+    "l1": (0.0, math.inf, True, False),
+    "momentum": (0.0, 1.0, True, False),
+    "eps": (0.0, math.inf, False, False),
+    "initial_accumulator_value": (0.0, math.inf, True, False),
+    "alpha": (0.0, 1.0, True, False),
+    "rho": (0.0, 1.0, True, True),
+    "beta1": (0.0, 1.0, True, False),
+    "beta2": (0.0, 1.0, True, False),
+}
+_ANY = (-math.inf, math.inf, False, False)  # a field of a user's subclass: any finite number
+
+
 @dataclass
 class Optimizer:
-    """Base class: hyperparameters are the dataclass fields, in order."""
+    """Base class: hyperparameters are the dataclass fields, in order, each checked against
+    its range in :data:`RANGES` when the optimizer is made and again when ``fit`` reads it
+    (fields can be reassigned in between)."""
 
     template = ""
     n_state = 0
@@ -37,16 +61,24 @@ class Optimizer:
     l1: float = 0.0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-                raise ValueError(f"{type(self).__name__}.{f.name} must be a number, got {value!r}")
-            if value < 0:
-                raise ValueError(f"{type(self).__name__}.{f.name} must be >= 0, got {value}")
-        if self.lr <= 0:
-            raise ValueError(f"{type(self).__name__}.lr must be > 0, got {self.lr}")
+        self.check()
         self.state: np.ndarray | None = None
         self.step = np.zeros(1, dtype=np.int64)
+
+    def check(self) -> None:
+        """Raise InputError naming the first hyperparameter outside its valid range."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            low, high, low_in, high_in = RANGES.get(f.name, _ANY)
+            name = f"{type(self).__name__}.{f.name}"
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                raise InputError(f"{name} must be a number, {_allowed(low, high, low_in, high_in)}"
+                                 f"; got {value!r}")
+            ok = ((low < value or low_in and value == low)
+                  and (value < high or high_in and value == high) and math.isfinite(value))
+            if not ok:
+                raise InputError(f"{name} must be {_allowed(low, high, low_in, high_in)}, got "
+                                 f"{value!r}")
 
     @property
     def kind(self) -> int:
@@ -54,6 +86,8 @@ class Optimizer:
         return KINDS.index(self.template)
 
     def hyper(self) -> np.ndarray:
+        """The hyperparameters as the compiled update reads them, checked first."""
+        self.check()
         return np.array([float(getattr(self, f.name)) for f in fields(self)])
 
     def state_for(self, n_params: int, dtype=np.float64) -> np.ndarray:
@@ -72,6 +106,15 @@ class Optimizer:
     def reset(self) -> None:
         self.state = None
         self.step[0] = 0
+
+
+def _allowed(low: float, high: float, low_in: bool, high_in: bool) -> str:
+    """A range as the error message says it: "in [0, 1)", "> 0 and finite", ..."""
+    if low == -math.inf:
+        return "a finite number"
+    if high == math.inf:
+        return f"{'>=' if low_in else '>'} {low:g} and finite"
+    return f"in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
 
 
 @dataclass
