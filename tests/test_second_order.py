@@ -536,6 +536,8 @@ BUILT_INS = [
     ("floor", sp.floor(3 * _ARG) * U**2 * V, (0.4, 0.7)),
     ("ceiling", sp.ceiling(3 * _ARG) * U**2 * V, (0.4, 0.7)),
     ("Max", sp.Max(_ARG, V**2) * U, (0.4, 0.7)), ("Min", sp.Min(_ARG, V**2) * U, (0.4, 0.7)),
+    ("Max3", sp.Max(_ARG, V**2, U / 3) * U, (0.4, 0.7)),  # one n-ary node
+    ("Min3", sp.Min(_ARG, V**2, U / 3) * V, (0.4, 0.7)),
     ("Piecewise", sp.Piecewise((_ARG**2, U > V), (sp.sin(_ARG), True)), (0.4, 0.7)),
     ("sigmoid", sg.sigmoid(_ARG), (0.4, 0.7)), ("relu", sg.relu(_ARG) * U, (0.4, 0.7)),
     ("leaky_relu", sg.leaky_relu(_ARG) * U, (0.4, -0.7)),
