@@ -49,6 +49,7 @@ from .train import (
     one_hot,
     optim,
 )
+from .trust import CacheWarning
 
 # The package face sits above every layer: it gives the compiled artifacts their display
 # methods (f.trace(...), model.graph(...), notebook display), so compile and train never
@@ -57,6 +58,7 @@ show.attach(CompiledFunction, Model)
 
 __all__ = [
     "ArrayModel",
+    "CacheWarning",
     "CompileError",
     "CompiledFunction",
     "DivergenceWarning",

@@ -24,6 +24,7 @@ import sympy as sp
 from . import __version__
 from .compile import CompiledFunction, cache_dir, cache_info, clear_cache
 from .compile import compile as compile_function
+from .compile.cache import clear_kernels
 from .errors import SymgradError
 from .train import Model
 
@@ -99,8 +100,12 @@ def _parser() -> argparse.ArgumentParser:
                             "room they take, clear them, or compile symgrad's kernel library "
                             "once for this machine.")
     p.add_argument("action", nargs="?", choices=["info", "clear", "warm"], default="info",
-                   help="info (default): location, size and cap; clear: delete the cached "
-                   "modules; warm: compile the kernel library now (once per machine)")
+                   help="info (default): where the caches are, their size and cap, and whether "
+                   "they are used; clear: delete the cached modules and Numba's files for them "
+                   "(also under $NUMBA_CACHE_DIR) and the kernel library's machine code; warm: "
+                   "compile the kernel library now (once per machine)")
+    p.add_argument("--keep-kernels", action="store_true",
+                   help="with clear: keep the compiled kernel library")
     p.set_defaults(run=_cache)
     return parser
 
@@ -167,7 +172,13 @@ def _graph(args) -> int:
 def _cache(args) -> int:
     where = cache_dir(args.cache_dir)
     if args.action == "clear":
-        print(f"removed {clear_cache(where)} files from {where}")
+        modules = clear_cache(where, kernels=False)
+        print(f"removed {modules} files from {where} (generated modules and Numba's files "
+              "for them)")
+        if not args.keep_kernels:
+            place = cache_info(where)["kernels_path"]
+            print(f"removed {clear_kernels()} files of the kernel library's machine code from "
+                  f"{place}")
         return 0
     if args.action == "warm":
         print(f"symgrad's kernel library is compiled and cached ({_warm():.1f} s)")
@@ -175,6 +186,11 @@ def _cache(args) -> int:
     info = cache_info(where)
     print(f"{where}: {info['modules']} generated modules, {info['bytes'] / 1e6:.1f} MB "
           f"(cap {info['max_bytes'] / 1e6:.0f} MB: least recently used modules go first)")
+    if info["problem"]:
+        print(f"  not used ({info['problem']}): symgrad compiles in a private temporary "
+              "directory instead")
+    print(f"kernel library's machine code: {info['kernels_files']} Numba files, "
+          f"{info['kernels_bytes'] / 1e6:.1f} MB in {info['kernels_path']}")
     return 0
 
 

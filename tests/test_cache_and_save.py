@@ -37,7 +37,8 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     assert len(calls) == 1 and os.path.dirname(calls[0][0]) == str(tmp_path)
     assert cache.write_module("X = 1\n", tmp_path) == (path, True)
     assert len(calls) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    # the module and the (private, empty) folder for Numba's files: no temp file is left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["__pycache__", path.name]
 
 
 def test_numba_cache_files_are_written(tmp_path):
@@ -45,7 +46,7 @@ def test_numba_cache_files_are_written(tmp_path):
     f = sg.compile(sp.cos(x) ** 2, wrt=[x], cache_dir=tmp_path)
     f.value_and_grad(0.3)
     assert any(p.suffix in {".nbi", ".nbc"} for p in (tmp_path / "__pycache__").iterdir())
-    assert sg.clear_cache(tmp_path) >= 3
+    assert sg.clear_cache(tmp_path, kernels=False) >= 3
     assert not list(tmp_path.glob("sg_*.py"))
 
 

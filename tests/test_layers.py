@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "symgrad"
-ORDER = ["errors", "_version", "expression", "graph", "rules", "emit", "compile", "train", "show",
-         "cli", "__main__"]
+ORDER = ["errors", "_version", "trust", "expression", "graph", "rules", "emit", "compile", "train",
+         "show", "cli", "__main__"]
 RANK = {name: k for k, name in enumerate(ORDER)}
 
 

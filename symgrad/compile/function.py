@@ -161,11 +161,11 @@ def _check_inputs(inputs, symbols: list[sp.Symbol], wrt: list[sp.Symbol]) -> lis
     return inputs
 
 
-def _import(path: Path) -> ModuleType:
+def _import(path: Path, source: str) -> ModuleType:
     from numba.core.errors import NumbaError
 
     try:
-        return load_module(path)
+        return load_module(path, source)
     except NumbaError as exc:
         raise _numba_failed(exc, path) from None
 
@@ -257,7 +257,8 @@ class CompiledFunction:
         kernel is first called, and then only that kernel (Numba's disk cache keeps it)."""
         if self._module is None:
             start = time.perf_counter()
-            self._module = _import(self.path)
+            self._module = _import(self.path, self.generated.source)
+            self.path = Path(self._module.__file__)  # moved if the cache was not usable
             self.timings["load_s"] = time.perf_counter() - start
         return self._module
 

@@ -33,10 +33,13 @@ from sympy.logic.boolalg import BooleanAtom
 
 from ..expression.functions import elu, leaky_relu, relu, sigmoid, softplus
 from ..graph import Identity
+from ..kernels import ready
 from ..kernels import tape_vm as vm
 from ..rules import Program, lookup
 
 __all__ = ["Tape", "compile_tape", "lower"]
+
+ready()  # Numba's cache of the interpreter is checked before anything can load from it
 
 _OP = vm.OPCODES
 _UNARY = {

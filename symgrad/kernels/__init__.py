@@ -14,18 +14,90 @@ afterwards; generated modules import them and compile only the model's own code:
 
 A saved standalone module carries a copy of the kernels it needs (:func:`standalone`), so
 it still runs with only NumPy and Numba.
+
+Numba keeps the library's machine code beside it (``__pycache__``), in ``$NUMBA_CACHE_DIR``
+or in its user-wide cache, whichever it can write. :func:`ready`, which symgrad calls before
+any kernel can compile, checks that place first (:mod:`symgrad.trust`: the user, root or the
+package's owner owns it and its files, and nobody else can write them) and removes damaged
+files; if the place is not trusted, the kernels keep their machine code in a private
+temporary directory instead (one warning; they then compile once per process). Importing
+this package itself does not import Numba.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
+import importlib
 from pathlib import Path
 
-__all__ = ["MODULES", "standalone"]
+from ..trust import (
+    LOCK,
+    discard_corrupt,
+    fallback,
+    numba_cache_at,
+    numba_location,
+    numba_locations,
+)
+from ..trust import problem as trust_problem
+
+__all__ = ["MODULES", "cache_files", "cache_location", "ready", "standalone"]
 
 #: The kernel modules in dependency order.
 MODULES = ("vecmath", "loops", "optim", "trainer")
+#: Every module of Numba functions here (the tape interpreter is not copied into saved
+#: modules, so it is not in :data:`MODULES`).
+ALL = (*MODULES, "tape_vm")
+_HERE = Path(__file__).parent
+_LOCATION: list[Path] = []
+
+
+def ready() -> Path:
+    """Import every kernel module, with Numba's cache for them checked (once per process);
+    return where their machine code is kept. Call it before a kernel can first compile."""
+    with LOCK:  # the cache layer's lock: one lock, so no two can be taken in turn
+        if not _LOCATION:
+            _LOCATION.append(_check([importlib.import_module(f"{__name__}.{name}")
+                                     for name in ALL]))
+        return _LOCATION[0]
+
+
+def _check(modules) -> Path:
+    """Where the imported kernel ``modules`` keep their machine code: Numba's place for them
+    if it passes the trust checks (damaged files removed), else the private directory."""
+    place = numba_location(_HERE)
+    if place is None:
+        reason = "Numba can write none of its cache places for symgrad's kernel library"
+    else:
+        files = [f for name in ALL for f in place.glob(f"{name}.*.nb[ic]")]
+        owner = (_HERE.stat().st_uid,) if place == _HERE / "__pycache__" else ()
+        reason = trust_problem([place, *files], owner)
+        if reason is None:
+            discard_corrupt(files)
+            return place
+    private = fallback(place or _HERE, reason, "make the path named yours and writable by "
+                       "you only (chmod go-w), or set NUMBA_CACHE_DIR to a directory only you "
+                       "can write")
+    from numba.core.dispatcher import Dispatcher
+
+    with numba_cache_at(str(private)):  # nothing compiled yet: point the caches there
+        for module in modules:
+            for obj in vars(module).values():
+                if isinstance(obj, Dispatcher) and obj.py_func.__module__ == module.__name__:
+                    obj.enable_caching()
+        return numba_locations(_HERE)[0]
+
+
+def cache_location() -> Path | None:
+    """Where Numba keeps the kernel library's machine code in this process (after
+    :func:`ready`; before it, where it would: None if Numba can write nowhere)."""
+    return _LOCATION[0] if _LOCATION else numba_location(_HERE)
+
+
+def cache_files() -> list[Path]:
+    """Numba's files for the kernel library in :func:`cache_location`."""
+    place = cache_location()
+    return [] if place is None else sorted(f for name in ALL for f in place.glob(f"{name}.*.nb*"))
 
 
 @functools.cache
@@ -67,6 +139,7 @@ def warm() -> float:
     from . import loops, optim, trainer, vecmath
 
     start = time.perf_counter()
+    ready()
     for name in ("vexp", "vexpm1", "vtanh", "vlog", "vlog1p", "vsin", "vcos", "vsin_fast",
                  "vcos_fast"):
         getattr(vecmath, name)(0.5)

@@ -2,7 +2,8 @@
 
 ``fit`` on a model whose compiled loop is not in the cache yet starts ``python -m
 symgrad.train.background SPEC``: the child imports the generated module (after checking
-that the file's SHA-256 is its name, so it runs only what symgrad wrote) and calls its
+that the file's SHA-256 is its name, so it runs only what symgrad wrote, and with the cache
+checks of :func:`symgrad.compile.cache.load_module`) and calls its
 ``train`` for zero epochs with arguments of the same types as the parent's, which makes
 Numba compile the loop and store it in the cache beside the module. The parent keeps
 training with NumPy and, between chunks of epochs, loads the compiled loop once the child
@@ -106,6 +107,8 @@ def _main(argv: list[str]) -> int:
     if path.name != f"sg_{hashlib.sha256(path.read_bytes()).hexdigest()}.py":
         return 2  # not a module symgrad wrote: run nothing
     module = load_module(path)
+    if Path(module.__file__) != path:
+        return 3  # the cache was not usable here: what this child compiles, the parent never sees
     dtype = np.dtype(spec["dtype"])
     values = np.zeros(spec["n_params"], dtype=dtype)
     X = tuple(np.zeros(s, dtype=dtype) for s in spec["X"])

@@ -114,6 +114,7 @@ class Model:
         self.name = name
         self.fast_math = fast_math
         self.cache_dir = cache_dir
+        _cache_dir(cache_dir)  # an empty one is refused now, not at the first fit
         self.history: History | None = None
         self.timings: dict = {}
         self._modules: dict = {}  # the generated module: "generated", its "path", "module"
@@ -525,7 +526,8 @@ class Model:
         if "module" not in self._modules:
             path = self._module_file()
             t0 = time.perf_counter()
-            self._modules["module"] = load_module(path)
+            self._modules["module"] = load_module(path, self._generated().source)
+            self._modules["path"] = Path(self._modules["module"].__file__)  # moved if unusable
             self.timings["load_s"] = time.perf_counter() - t0
         return self._modules["module"]
 
