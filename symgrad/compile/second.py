@@ -64,8 +64,9 @@ class SecondOrder:
         """The imported second-order module (flat backend)."""
         if self._module is None:
             start = time.perf_counter()
-            self.path, _ = write_module(self.generated.source, _cache_dir(self._cache_dir))
-            self._module = load_module(self.path)
+            source = self.generated.source
+            self.path, _ = write_module(source, _cache_dir(self._cache_dir))
+            self._module = load_module(self.path, source)
             self.timings["load_s"] = time.perf_counter() - start
         return self._module
 

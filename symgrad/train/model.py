@@ -411,9 +411,10 @@ class Model:
     def _second(self) -> ModuleType:
         """That module imported (its block kernels compile, or load from the cache, now)."""
         if "order2" not in self._modules:
-            path, _ = write_module(self._second_generated().source, _cache_dir(self.cache_dir))
+            source = self._second_generated().source
+            path, _ = write_module(source, _cache_dir(self.cache_dir))
             t0 = time.perf_counter()
-            self._modules["order2"] = load_module(path)
+            self._modules["order2"] = load_module(path, source)
             self.timings["second_order_load_s"] = time.perf_counter() - t0
         return self._modules["order2"]
 
