@@ -10,7 +10,8 @@ import pytest
 REFERENCE = Path(__file__).resolve().parent / "data" / "lecture_examples.json"
 
 #: Optional extras some tests need, and the pip extra that installs each.
-EXTRAS = {"torch": "torch", "matplotlib": "show", "pygments": "show", "sklearn": "examples"}
+EXTRAS = {"torch": "torch", "matplotlib": "show", "pygments": "show", "sklearn": "examples",
+          "dask": "distributed", "distributed": "distributed"}
 
 os.environ.setdefault("SYMGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="symgrad-test-cache-"))
 # The tests of training check the compiled loops; tests/test_numpy_tier.py checks the NumPy

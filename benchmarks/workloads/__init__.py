@@ -13,6 +13,7 @@ WORKLOADS = {
     "W3": "benchmarks.workloads.w3",
     "W4": "benchmarks.workloads.w4",
     "W4P": "benchmarks.workloads.w4p",
+    "W4D": "benchmarks.workloads.w4d",
     "W5": "benchmarks.workloads.w5",
     "H1": "benchmarks.workloads.h1",
 }

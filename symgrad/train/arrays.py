@@ -202,22 +202,15 @@ class ArrayModel(Model):
         It runs ``train()`` with epochs = -1 (one evaluation pass), so the code ``fit()``
         runs is the code evaluated, compiled once.
         """
-        X, V, n, _ = self._fit_data(data, None)
+        X, _, n, _ = self._fit_data(data, None)
         module = self._trainer()
-        grad = np.empty_like(self._values)
-        loss = np.zeros(1)
-        gathered = tuple(self._batch_array(a, f, 1) for a, f in zip(X, self._flipped()))
-        buffers = (module.alloc(n), module.alloc(1), module.alloc(1), gathered, gathered)
-        state = np.zeros((1, self._values.size), dtype=self._np_dtype)
-        hyper = np.zeros(1)  # evaluating runs no update: no hyperparameters are read
+        buffers = module.alloc(n)
 
         def at(values: np.ndarray) -> tuple[float, np.ndarray]:
             t0 = time.perf_counter()
-            module.train(values, grad, state, np.zeros(1, dtype=np.int64), hyper, 0, X, V,
-                         buffers, module.DIMS, 0, -1, 0, False, False, 0, 0, loss, np.zeros(1),
-                         np.array([np.inf, -1.0, 0.0]), np.empty_like(values))
+            loss, grad = evaluate_batch(module, X, buffers, self._flipped(), values)
             self.timings.setdefault("first_call_s", time.perf_counter() - t0)
-            return float(loss[0]), grad.copy()
+            return loss, grad
 
         return at
 
@@ -287,12 +280,23 @@ class ArrayModel(Model):
             parts.append(a.ravel())
         return self._point(np.concatenate(parts), "v")
 
-    def evaluate(self, data: Mapping) -> float:
-        """The loss on ``data`` (all of it as one batch) at the current parameters."""
+    def evaluate(self, data: Mapping, *, client=None) -> float:
+        """The loss on ``data`` (all of it as one batch) at the current parameters; with a
+        Dask ``client``, on the cluster (see ``symgrad.train.distributed``)."""
+        if client is not None:
+            from .distributed import evaluate
+
+            return evaluate(self, client, data)
         return self.value_and_grad(data)[0]
 
-    def predict(self, expr: sp.Basic | None = None, data: Mapping | None = None) -> np.ndarray:
-        """``expr`` (default: ``prediction``) evaluated with NumPy on ``data``."""
+    def predict(self, expr: sp.Basic | None = None, data: Mapping | None = None, *,
+                client=None) -> np.ndarray:
+        """``expr`` (default: ``prediction``) evaluated with NumPy on ``data``; with a Dask
+        ``client``, chunk by chunk on the cluster (a dask array)."""
+        if client is not None:
+            from .distributed import predict
+
+            return predict(self, client, expr, data)
         expr = self._prediction_or(expr)
         if data is None:
             raise InputError("predict needs data: a dict from data matrices to arrays.")
@@ -544,6 +548,25 @@ def batch_array(a: np.ndarray, flip: bool, m: int, dtype) -> np.ndarray:
     """An empty buffer for ``m`` samples of the data matrix stored as ``a`` (transposed,
     samples innermost, when ``flip``)."""
     return np.empty((a.shape[0], m) if flip else (m, a.shape[1]), dtype=dtype)
+
+
+def evaluate_batch(module, X: tuple, buffers: tuple, flipped,
+                   values: np.ndarray) -> tuple[float, np.ndarray]:
+    """The loss of all of ``X`` (as stored) as one batch and its gradient, by the compiled
+    ``train`` in evaluation mode (epochs = -1); ``buffers = module.alloc(rows)``. Used by
+    ``evaluator`` and by the workers of a distributed fit, with arguments of the same types,
+    so the loop compiles once for both. Evaluating runs no update: no hyperparameters are
+    read (they are zeros)."""
+    dtype = values.dtype
+    gathered = tuple(batch_array(a, f, 1, dtype) for a, f in zip(X, flipped))
+    grad = np.empty_like(values)
+    loss = np.zeros(1)
+    module.train(values, grad, np.zeros((1, values.size), dtype=dtype),
+                 np.zeros(1, dtype=np.int64), np.zeros(1), 0, X, gathered,
+                 (buffers, module.alloc(1), module.alloc(1), gathered, gathered), module.DIMS,
+                 0, -1, 0, False, False, 0, 0, loss, np.zeros(1), np.array([np.inf, -1.0, 0.0]),
+                 np.empty_like(values))
+    return float(loss[0]), grad
 
 
 def loop_arguments(module, X: tuple, size: int, n_val: int, batched, flipped, dtype,

@@ -9,7 +9,7 @@ import sympy as sp
 
 from ..errors import InputError
 
-__all__ = ["columns"]
+__all__ = ["columns", "match_columns"]
 
 
 def columns(data, symbols: Sequence[sp.Symbol], what: str = "data") -> np.ndarray:
@@ -18,6 +18,23 @@ def columns(data, symbols: Sequence[sp.Symbol], what: str = "data") -> np.ndarra
     ``data`` maps symbols (or their names) to 1-D arrays of one length. Missing or unknown
     columns, other shapes, non-numeric dtypes, NaN and inf are refused with the column named.
     """
+    arrays = [_column(s, v, what) for s, v in zip(symbols, match_columns(data, symbols, what))]
+    lengths = {len(a) for a in arrays}
+    if len(lengths) > 1:
+        sizes = ", ".join(f"{s.name}: {len(a)}" for s, a in zip(symbols, arrays))
+        raise InputError(f"{what} columns have different lengths ({sizes}); every column "
+                         "needs one value per sample.")
+    if not arrays:
+        return np.empty((0, 0))
+    n = lengths.pop()
+    if n == 0:
+        raise InputError(f"{what} has no samples.")
+    return np.ascontiguousarray(np.vstack(arrays), dtype=np.float64)
+
+
+def match_columns(data, symbols: Sequence[sp.Symbol], what: str = "data") -> list:
+    """``data``'s value of every symbol, in the order of ``symbols``; a missing or unknown
+    column is refused with its name."""
     if not isinstance(data, Mapping):
         raise InputError(
             f"{what} must be a dict from data symbols to arrays, e.g. {{x: X, y: Y}}; "
@@ -39,18 +56,7 @@ def columns(data, symbols: Sequence[sp.Symbol], what: str = "data") -> np.ndarra
     if missing:
         raise InputError(f"{what} lacks the column(s) {', '.join(missing)}; give one array "
                          "per data symbol.")
-    arrays = [_column(s, found[s], what) for s in symbols]
-    lengths = {len(a) for a in arrays}
-    if len(lengths) > 1:
-        sizes = ", ".join(f"{s.name}: {len(a)}" for s, a in zip(symbols, arrays))
-        raise InputError(f"{what} columns have different lengths ({sizes}); every column "
-                         "needs one value per sample.")
-    if not arrays:
-        return np.empty((0, 0))
-    n = lengths.pop()
-    if n == 0:
-        raise InputError(f"{what} has no samples.")
-    return np.ascontiguousarray(np.vstack(arrays), dtype=np.float64)
+    return [found[s] for s in symbols]
 
 
 def _column(symbol: sp.Symbol, value, what: str) -> np.ndarray:

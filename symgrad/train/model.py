@@ -211,6 +211,7 @@ class Model:
         callbacks: Iterable[Callable[[int, dict], bool | None]] = (),
         verbose: int = 1,
         engine: str | None = None,
+        client=None,
     ) -> History:
         """Train for ``epochs`` epochs and return the History (also kept as ``self.history``).
 
@@ -232,11 +233,20 @@ class Model:
         while another process compiles the loop, and switches to it between chunks of epochs
         once it is ready (the progress bar and ``History.engine`` show which ran);
         ``"numpy"`` runs the NumPy tier only.
+
+        ``client`` (a ``dask.distributed.Client``) trains data-parallel on its cluster, with
+        ``data`` (and ``validation``) mapping each data symbol to a ``dask.array`` chunked
+        along the samples: see ``symgrad.train.distributed``.
         """
         engine = engine or os.environ.get("SYMGRAD_ENGINE") or "auto"
         if engine not in ("auto", "compiled", "numpy"):
             raise ValueError(f"engine must be 'auto', 'compiled' or 'numpy', got {engine!r}")
-        X, V, n, n_val = self._fit_data(data, validation)
+        if client is not None:
+            from .distributed import fit_job
+
+            X, V, n, n_val, distributed = fit_job(self, client, data, validation, metrics)
+        else:
+            X, V, n, n_val = self._fit_data(data, validation)
         epochs = _count(epochs, "epochs", 0)
         size = n if batch_size is None else _count(batch_size, "batch_size", 1)
         size = min(size, n)
@@ -265,7 +275,8 @@ class Model:
 
         interrupts = Interrupts()
         with interrupts.held(note=COMPILING):  # a Ctrl-C waits for the compile to finish
-            train = self._train_function(optimizer, size, X, V, engine)
+            train = (distributed(optimizer, size, shuffle, drop_last) if client is not None
+                     else self._train_function(optimizer, size, X, V, engine))
             if ("compile_s" not in self.timings
                     and getattr(train, "engine", "compiled") == "compiled"):
                 t0 = time.perf_counter()
@@ -327,8 +338,13 @@ class Model:
                     self._values[:] = best_params
         return history
 
-    def evaluate(self, data: Mapping) -> float:
-        """Mean loss over ``data`` at the current parameters."""
+    def evaluate(self, data: Mapping, *, client=None) -> float:
+        """Mean loss over ``data`` at the current parameters; with a Dask ``client``, on the
+        cluster (see ``symgrad.train.distributed``)."""
+        if client is not None:
+            from .distributed import evaluate
+
+            return evaluate(self, client, data)
         from ..kernels.trainer import loss_sum
 
         X = columns(data, self._data_syms, "data")
@@ -457,8 +473,14 @@ class Model:
             return data
         return columns(data, self._data_syms, "data")
 
-    def predict(self, expr: sp.Expr | None = None, data: Mapping | None = None) -> np.ndarray:
-        """Evaluate ``expr`` (default: ``prediction``) at the current parameters on ``data``."""
+    def predict(self, expr: sp.Expr | None = None, data: Mapping | None = None, *,
+                client=None) -> np.ndarray:
+        """Evaluate ``expr`` (default: ``prediction``) at the current parameters on ``data``;
+        with a Dask ``client``, chunk by chunk on the cluster (a dask array)."""
+        if client is not None:
+            from .distributed import predict
+
+            return predict(self, client, expr, data)
         expr = as_expression(self._prediction_or(expr))
         if data is None:
             raise InputError("predict needs data: a dict from data symbols to arrays.")
