@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import importlib
 import importlib.util
+import math
 import sys
 import traceback
 from collections.abc import Sequence
@@ -33,6 +34,23 @@ __all__ = ["main"]
 
 class CliError(Exception):
     """A problem with the command line itself: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """A command's parser: options may stand before, between or after the positional
+    arguments (``check TARGET --rtol 1e-3 w=2``, as the usage line shows them), which plain
+    argparse refuses once a ``nargs="*"`` positional has been matched."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:  # parse_known_intermixed_args calls back in here
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,10 +81,8 @@ def _parser() -> argparse.ArgumentParser:
         "function or a symgrad Model. Run 'symgrad COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"symgrad {__version__}")
-    parser.add_argument("--cache-dir", metavar="DIR",
-                        help="where generated modules are cached (default $SYMGRAD_CACHE_DIR "
-                        "or ~/.cache/symgrad)")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--cache-dir", metavar="DIR", help=_CACHE_DIR_HELP)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = _command(commands, "listing", _listing, "print the flat forward/backward code")
     p.add_argument("--columns", action="store_true", help="forward and backward side by side")
@@ -76,14 +92,16 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _command(commands, "trace", _trace, "print the listing with every line's value at a point",
                  point=True)
-    p.add_argument("--digits", type=int, default=4, help="significant digits (default 4)")
+    p.add_argument("--digits", type=_whole(1, 17), default=4,
+                   help="significant digits, 1 to 17 (default 4)")
     p.add_argument("--columns", action="store_true", help="forward and backward side by side")
 
     p = _command(commands, "check", _check, "compare the gradient with central differences "
                  "(exit status 1 if it fails)", point=True)
-    p.add_argument("--rtol", type=float, help="relative tolerance (default by dtype)")
-    p.add_argument("--atol", type=float, help="absolute tolerance (default by dtype)")
-    p.add_argument("--eps", type=float, help="relative step h (default by dtype)")
+    p.add_argument("--rtol", type=float, help="relative tolerance in [0, 1) (default by dtype)")
+    p.add_argument("--atol", type=float, help="absolute tolerance in [0, 1) (default by dtype)")
+    p.add_argument("--eps", type=float, help="relative step h, between machine epsilon and 1 "
+                   "(default by dtype)")
     p.add_argument("--hessian", action="store_true",
                    help="also check every Hessian entry (differences of the gradient)")
 
@@ -93,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="picture file: .svg, .png (needs matplotlib) or .dot")
     p.add_argument("--max-nodes", type=int, default=60,
                    help="draw at most this many nodes, those nearest the output (0: all)")
-    p.add_argument("--digits", type=int, default=2, help="decimals on the wires (default 2)")
+    p.add_argument("--digits", type=_whole(0, 17), default=2,
+                   help="decimals on the wires, 0 to 17 (default 2)")
 
     p = commands.add_parser("cache", help="show, clear or warm the caches",
                             description="Show where generated modules are cached and how much "
@@ -106,8 +125,27 @@ def _parser() -> argparse.ArgumentParser:
                    "compile the kernel library now (once per machine)")
     p.add_argument("--keep-kernels", action="store_true",
                    help="with clear: keep the compiled kernel library")
+    p.add_argument("--cache-dir", metavar="DIR", default=argparse.SUPPRESS, help=_CACHE_DIR_HELP)
     p.set_defaults(run=_cache)
     return parser
+
+
+_CACHE_DIR_HELP = ("where generated modules are cached (default $SYMGRAD_CACHE_DIR or "
+                   "~/.cache/symgrad); before or after the command")
+
+
+def _whole(low: int, high: int):
+    """An argparse type: a whole number in ``[low, high]``."""
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+    convert.__name__ = "whole number"  # argparse names the type in its messages
+    return convert
 
 
 def _command(commands, name: str, run, help_text: str, point: bool = False):
@@ -123,6 +161,7 @@ def _command(commands, name: str, run, help_text: str, point: bool = False):
                    help="for an expression: comma-separated symbols to differentiate with "
                    "respect to (default: all)")
     p.add_argument("--name", default="L", help="for an expression: the output's name (default L)")
+    p.add_argument("--cache-dir", metavar="DIR", default=argparse.SUPPRESS, help=_CACHE_DIR_HELP)
     p.set_defaults(run=run)
     return p
 
@@ -288,10 +327,18 @@ def _point(tokens: Sequence[str]) -> dict[str, float]:
     point: dict[str, float] = {}
     for token in tokens:
         name, sep, text = token.partition("=")
+        name = name.strip()
         if not sep or not name:
             raise CliError(f"expected NAME=VALUE, got {token!r}.")
+        if name in point:
+            raise CliError(f"{name} is given twice ({name}={point[name]:g} and {token}); give "
+                           "each value once.")
         try:
-            point[name.strip()] = float(text)
+            value = float(text)
         except ValueError:
             raise CliError(f"the value of {name} is {text!r}, which is not a number.") from None
+        if math.isinf(value) and text.strip().lstrip("+-").lower() not in ("inf", "infinity"):
+            raise CliError(f"the value of {name}, {text}, is too large for a float64 (largest "
+                           f"{sys.float_info.max:.4g}).")
+        point[name] = value
     return point

@@ -105,6 +105,15 @@ def test_cache_info_and_clear(tmp_path, capsys):
     (["listing", "{target}:compiled", "--wrt", "w0"], "--wrt applies to expressions"),
     (["listing", "{target}:L", "--wrt", "q"], "--wrt names 'q'"),
     (["graph", "{target}:L", *POINT, "-o", "x.bmp"], "save as .svg, .png or .dot"),
+    (["trace", "{target}:L", *POINT, "w0=5"], "w0 is given twice (w0=2 and w0=5)"),
+    (["trace", "{target}:L", *POINT[1:], "w0=1e400"], "w0, 1e400, is too large for a float64"),
+    (["check", "{target}:L", *POINT, "--eps", "0"], "eps is the relative step"),
+    (["check", "{target}:L", *POINT, "--eps", "1e300"], "must lie in [2.22e-16, 1)"),
+    (["check", "{target}:L", *POINT, "--rtol", "-1"], "rtol is a tolerance: it must lie in [0, 1)"),
+    (["check", "{target}:L", *POINT, "--rtol", "nan"], "got nan"),
+    (["check", "{target}:L", *POINT, "--rtol", "1e9"], "rtol is a tolerance"),
+    (["check", "{target}:L", *POINT, "--atol", "1e300"], "atol is a tolerance"),
+    (["check", "{target}:L", *POINT, "--atol", "inf"], "atol is a tolerance"),
 ])
 def test_errors_are_one_clear_line(target, capsys, argv, message):
     assert main([a.replace("{target}", target) for a in argv]) == 2
@@ -134,3 +143,30 @@ def test_python_dash_m_symgrad():
     assert done.returncode == 0
     for command in ("listing", "export", "trace", "check", "graph", "cache"):
         assert command in done.stdout
+
+
+def test_options_may_follow_the_target_and_the_point(target, tmp_path, capsys):
+    """The usage line shows options after TARGET; argparse alone refused them there."""
+    assert main(["check", f"{target}:L", "--rtol", "1e-4", *POINT]) == 0
+    assert main(["check", f"{target}:L", *POINT[:2], "--atol", "1e-8", *POINT[2:]]) == 0
+    assert capsys.readouterr().out.count("passed: 5 of 5") == 2
+    assert main(["trace", f"{target}:chain", *POINT, "--digits", "2"]) == 0
+    assert "0.73" in capsys.readouterr().out
+    cache = tmp_path / "cache"
+    assert main(["listing", f"{target}:L", "--cache-dir", str(cache)]) == 0
+    assert list(cache.glob("sg_*.py"))  # the option after the command was used
+    assert main(["cache", "--cache-dir", str(cache)]) == 0
+    assert f"{cache}: 1 generated modules" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["trace", "{target}:L", *POINT, "--digits", "-3"], "--digits: -3 is not between 1 and 17"),
+    (["trace", "{target}:L", *POINT, "--digits", "x"], "'x' is not a whole number"),
+    (["graph", "{target}:L", *POINT, "-o", "g.svg", "--digits", "-1"], "not between 0 and 17"),
+])
+def test_bad_option_values_are_usage_errors(target, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        main([a.replace("{target}", target) for a in argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -159,8 +159,10 @@ def test_divergence_callbacks_and_interrupt_as_local(client):
                      client=client, callbacks=[lambda e, logs: e == 3])
     assert hist.stop_reason == "callback" and len(hist) == 4
 
+    start = model.epochs_trained  # this fit numbers its epochs on from the last one's
+
     def ctrl_c(epoch, logs):
-        if epoch == 2:
+        if epoch == start + 2:
             raise KeyboardInterrupt
 
     with warnings.catch_warnings(record=True) as caught:
@@ -277,13 +279,13 @@ def test_matrix_model_fit_evaluate_predict_match_local(client):
     assert all(counts[digest] == 1 for counts in client.run(dist.loaded_modules).values())
     # one epoch of shuffled minibatches: each step is the loss of the union of its pieces
     # (a mean over rows splits over chunks), here evaluated by the local model
-    start = model._values.copy()
+    start, epoch = model._values.copy(), model.epochs_trained  # epochs go on: 100
     model.fit(data, optimizer=optim.SGD(lr=0.5), epochs=1, batch_size=100, seed=5, verbose=0,
               client=client)
     orders = []
     for k, (s, rows) in enumerate([(0, 250), (250, 250), (500, 100)]):
         order = np.empty(rows, dtype=np.int64)
-        permute(order, (5 * 1000003 + 0) * 1009 + k)
+        permute(order, (5 * 1000003 + epoch) * 1009 + k)
         orders.append(s + order)
     local._values[:] = start
     for step in range(6):
@@ -379,3 +381,14 @@ def test_a_worker_killed_during_a_fit_does_not_change_the_result(client):
     assert victim not in client.run(os.getpid).values()  # the worker did die
     assert model.params == calm.params  # chunk-ordered sums: bit for bit the undisturbed run
     assert _gap(_vector(model.params), _vector(local.params)) < 1e-10
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["1.5"] * 4, "data column x holds text"),
+    ([1.0, None, 2.0, 3.0], "data column x at index 1 must be a real number, got None"),
+])
+def test_data_that_is_not_numbers_is_named(client, bad, message):
+    """The one rule for numbers (issue 14) holds for a distributed fit of local data too."""
+    ys = [1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(sg.InputError, match=message):
+        _model().fit({x: bad, y: ys}, epochs=1, verbose=0, client=client)

@@ -7,6 +7,7 @@ import pytest
 import sympy as sp
 
 import symgrad as sg
+from symgrad.graph import names
 
 HOSTILE = [
     "lambda", "if", "x.y", "1x", "x y", "sin", "exp", "np", "math", "s0", "grad_x",
@@ -76,3 +77,35 @@ def test_output_name_is_sanitized():
     f = sg.compile(x**2, wrt=[x], name="loss\nimport os")
     assert f.generated.output.isidentifier()
     assert f.value_and_grad(3.0) == (9.0, (6.0,))
+
+
+def test_very_long_names_become_short_distinct_identifiers():
+    """Two 2,000-character names sharing a prefix were an llvmlite "redefinition of
+    argument"; identifiers now keep a readable prefix and a hash of the whole name."""
+    a, b = sp.Symbol("w" * 2000 + "1"), sp.Symbol("w" * 2000 + "2")
+    x = sp.Symbol("x")
+    f = sg.compile(a * sp.sin(x) + b**2, wrt=[a, b, x])
+    ida, idb = f.generated.params[:2]
+    assert ida != idb and ida.startswith("w" * 40) and idb.startswith("w" * 40)
+    assert len(ida) == len(idb) == names.MAX_LENGTH and ida.isidentifier()
+    value, grad = f.value_and_grad(2.0, 3.0, 0.5)
+    assert value == pytest.approx(2 * math.sin(0.5) + 9, rel=1e-15)
+    assert grad == pytest.approx((math.sin(0.5), 6.0, 2 * math.cos(0.5)), rel=1e-15)
+    assert f.value_and_grad(**{a.name: 2.0, b.name: 3.0, "x": 0.5}) == (value, grad)
+    assert names.identifier(a.name) == ida  # deterministic: the same name, the same identifier
+    assert names.identifier("short_name") == "short_name"
+
+
+def test_long_hostile_and_unicode_names_stay_within_the_bound():
+    for name in ["α" * 3000, "1" * 500, "grad_" + "x" * 100, "s" + "0" * 100, "a.b" * 100]:
+        ident = names.identifier(name)
+        assert ident.isidentifier() and len(ident) <= names.MAX_LENGTH
+        assert not ident.startswith("grad") and not ident[1:].isdigit()
+
+
+def test_a_model_with_a_very_long_parameter_name_trains():
+    w, x, y = sp.Symbol("weight_" * 300), sp.Symbol("x"), sp.Symbol("y")
+    model = sg.Model(loss=(w * x - y) ** 2, params={w: 0.0}, data=[x, y])
+    data = {x: [1.0, 2.0, 3.0], y: [2.0, 4.0, 6.0]}
+    model.fit(data, optimizer=sg.optim.SGD(lr=0.05), epochs=200, batch_size=3, verbose=0)
+    assert model.params[w] == pytest.approx(2.0, rel=1e-6)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import gc
 import math
-import numbers
 import os
 import time
 import warnings
@@ -27,13 +26,16 @@ import sympy as sp
 from ..emit import GeneratedModule, render
 from ..errors import CompileError, ExpressionError, InputError
 from ..expression import as_expression, free_symbols
+from ..expression import stabilize as _stabilize
 from ..graph import Graph, build
 from ..rules import Program, differentiate
 from .cache import cache_dir as _cache_dir
 from .cache import load_module, write_module
+from .inputs import nan_input, real_array, real_number
+from .nonfinite import NonFiniteWarning, explain
 from .second import SecondOrder
 
-__all__ = ["CompiledFunction", "compile"]
+__all__ = ["CompiledFunction", "NonFiniteWarning", "compile"]
 
 
 def compile(
@@ -45,6 +47,7 @@ def compile(
     cache_dir: str | os.PathLike | None = None,
     fast_math: bool = False,
     backend: str = "auto",
+    stabilize: bool = False,
 ) -> CompiledFunction:
     """Compile ``expr`` and its gradient with respect to ``wrt`` into Numba code.
 
@@ -62,13 +65,22 @@ def compile(
     interpreter, compiled once per machine (no per-model compile, ~6 ns per operation);
     ``"auto"`` (default) takes the tape above :data:`TAPE_FROM` lines of flat code, where
     a flat compile would take seconds. The listing is the same either way.
+
+    ``stabilize=True`` first rewrites plain forms that overflow (``1/(1 + exp(-x))``,
+    ``log(sigmoid(x))``, ``log(1 + exp(x))``, ``log(exp(a) + exp(b))``, ...) into
+    ``sigmoid``, ``log_sigmoid``, ``softplus``, ``logsumexp`` (see
+    ``symgrad.expression.stabilize``); the listing shows the rewritten code. By default the
+    expression is compiled gate by gate as written, and a call that returns inf or NaN at
+    finite inputs gives a :class:`NonFiniteWarning` naming the line and the stable form.
     """
     if backend not in ("auto", "flat", "tape"):
         raise ValueError(f"backend must be 'auto', 'flat' or 'tape', got {backend!r}")
     start = time.perf_counter()
     expr = as_expression(expr)
+    if stabilize:
+        expr = _stabilize(expr)
     if not isinstance(name, str):
-        raise TypeError(f"name must be a string, got {type(name).__name__}")
+        raise ExpressionError(f"name must be a string, got {type(name).__name__}.")
     symbols = free_symbols(expr)
     if not symbols:
         raise ExpressionError(
@@ -123,6 +135,10 @@ def _check_wrt(wrt, symbols: list[sp.Symbol]) -> list[sp.Symbol]:
         return sorted(symbols, key=lambda s: s.name)
     if isinstance(wrt, sp.Symbol):
         wrt = [wrt]
+    if isinstance(wrt, (set, frozenset)) or not isinstance(wrt, Iterable):
+        what = "an unordered set" if isinstance(wrt, (set, frozenset)) else type(wrt).__name__
+        raise ExpressionError(f"wrt must be a symbol or a list of symbols (in the order the "
+                              f"gradient should have), got {what}: {wrt!r:.60}.")
     wrt = list(wrt)
     present = set(symbols)
     for s in wrt:
@@ -147,7 +163,14 @@ def _check_inputs(inputs, symbols: list[sp.Symbol], wrt: list[sp.Symbol]) -> lis
         chosen = set(wrt)
         rest = sorted((s for s in symbols if s not in chosen), key=lambda s: s.name)
         return [*wrt, *rest]
+    if isinstance(inputs, (set, frozenset)) or not isinstance(inputs, Iterable):
+        raise ExpressionError(f"inputs must be a list of symbols (in the order of the "
+                              f"arguments), got {type(inputs).__name__}: {inputs!r:.60}.")
     inputs = list(inputs)
+    if not all(isinstance(s, sp.Symbol) for s in inputs):
+        bad = next(s for s in inputs if not isinstance(s, sp.Symbol))
+        raise ExpressionError(f"inputs must list SymPy symbols, got {bad!r:.60} "
+                              f"({type(bad).__name__}).")
     given, present = set(inputs), set(symbols)
     if len(given) != len(inputs) or given != present:
         missing = [s.name for s in symbols if s not in given]
@@ -225,6 +248,7 @@ class CompiledFunction:
         self._index = _keyword_index(self.inputs, self._safe)
         self._ir = graph
         self._program = program
+        self._warned = False  # a NonFiniteWarning was given
         self._second = second  # builds the SecondOrder when first needed
 
     @property
@@ -334,8 +358,8 @@ class CompiledFunction:
         vec = self._direction(v)
         grad, hv = np.empty(len(self.wrt)), np.empty(len(self.wrt))
         value = self._second_call("hvp_array", x, vec, grad, hv)
-        if value != value:
-            self._explain_nan(x.tolist())
+        if value - value != 0.0 or not np.isfinite(grad).all():  # inf or NaN
+            self._nonfinite(x.tolist(), value, grad.tolist())
         return hv
 
     def hessian(self, *args, **kwargs) -> np.ndarray:
@@ -345,8 +369,8 @@ class CompiledFunction:
         n = len(self.wrt)
         grad, hess = np.empty(n), np.empty((n, n))
         value = self._second_call("hessian_array", x, grad, hess)
-        if value != value:
-            self._explain_nan(x.tolist())
+        if value - value != 0.0 or not np.isfinite(grad).all():  # inf or NaN
+            self._nonfinite(x.tolist(), value, grad.tolist())
         return hess
 
     def value_grad_hvp(self, x: np.ndarray, v: np.ndarray) -> tuple[float, np.ndarray,
@@ -409,8 +433,8 @@ class CompiledFunction:
         """The value of the expression."""
         values = self._bind(args, kwargs)
         result = _compiled(self.value_kernel, *values, path=self.path)
-        if result != result:
-            self._explain_nan(values)
+        if result - result != 0.0:  # inf or NaN
+            self._nonfinite(values, result, None)
         return result
 
     def value_and_grad(self, *args, **kwargs) -> tuple[float, tuple[float, ...]]:
@@ -420,10 +444,12 @@ class CompiledFunction:
         kernel = self._kernel or self.kernel
         try:
             result = kernel(*args)
-        except (TypeError, ValueError):
-            result = kernel(*self._bind(args, {}))
-        if result[0] != result[0]:
-            self._explain_nan(args)
+        except (TypeError, ValueError, OverflowError):  # not all floats: convert or refuse
+            args = self._bind(args, {})
+            result = kernel(*args)
+        total = sum(result[1], result[0])
+        if total - total != 0.0:  # inf or NaN somewhere (or a finite sum that overflowed)
+            self._nonfinite(args, *result)
         return result
 
     def value_and_grad_array(
@@ -434,18 +460,22 @@ class CompiledFunction:
         The fast form for many inputs: no tuple of floats is built, and the gradient is
         written into ``out`` (a float64 array of length ``len(wrt)``) when one is given.
         """
-        if not (isinstance(x, np.ndarray) and x.dtype == np.float64 and x.shape == (self._n,)):
-            x = np.asarray(x, dtype=np.float64)
+        if not (type(x) is np.ndarray and x.dtype == np.float64 and x.shape == (self._n,)
+                and x.flags.carray):  # C-contiguous and writable, else Numba compiles anew
+            x = real_array("x", x)
             if x.shape != (self._n,):
                 raise InputError(f"x must have shape ({self._n},) (one value per input of "
                                  f"{self._signature()}), got {x.shape}.")
+            x = np.array(x, dtype=np.float64, order="C")  # a private, writable copy
         if out is None:
             out = np.empty(len(self.wrt))
-        elif out.shape != (len(self.wrt),) or out.dtype != np.float64:
-            raise InputError(f"out must be a float64 array of shape ({len(self.wrt)},).")
+        elif not (type(out) is np.ndarray and out.dtype == np.float64
+                  and out.shape == (len(self.wrt),) and out.flags.writeable):
+            _check_out("out", out, (len(self.wrt),))  # says what is wrong
         value = _compiled(self.module.value_and_grad_array, x, out, path=self.path)
-        if value != value:
-            self._explain_nan(x.tolist())
+        total = value + out.sum()
+        if total - total != 0.0:
+            self._nonfinite(x.tolist(), value, out.tolist())
         return value, out
 
     def gradient(self, *args, **kwargs) -> dict[sp.Symbol, float]:
@@ -495,25 +525,23 @@ class CompiledFunction:
         if out is None:
             value, grad = np.empty(n), np.empty((len(self.wrt), n))
         else:
+            if not (isinstance(out, tuple | list) and len(out) == 2):
+                raise InputError(f"out must be a pair (values, grads) of float64 arrays of "
+                                 f"shapes ({n},) and ({len(self.wrt)}, {n}); got "
+                                 f"{type(out).__name__}.")
             value, grad = out
-            if (value.shape, grad.shape) != ((n,), (len(self.wrt), n)) or not (
-                value.dtype == grad.dtype == np.float64
-            ):
-                raise InputError(f"out must be float64 arrays of shapes ({n},) and "
-                                 f"({len(self.wrt)}, {n}).")
+            _check_out("out[0] (values)", value, (n,))
+            _check_out("out[1] (grads)", grad, (len(self.wrt), n))
         _compiled(self.module.value_and_grad_batch, columns, value, grad, path=self.path)
-        self._check_batch(columns, value)
+        self._check_batch(columns, value, grad)
         return value, grad
 
     def _bind_columns(self, args: tuple, kwargs: dict) -> tuple[np.ndarray, ...]:
         arrays = []
         for s, v in zip(self.inputs, self._collect(args, kwargs)):
-            try:
-                a = np.asarray(v, dtype=np.float64)
-                if a.ndim == 1 and not a.flags.c_contiguous:
-                    a = np.ascontiguousarray(a)
-            except (TypeError, ValueError):
-                _refuse(s, v)
+            a = real_array(s.name, v)
+            if a.ndim == 1 and not a.flags.carray:  # C-contiguous and writable
+                a = np.array(a, order="C")  # the layout the compiled loop was made for
             if a.ndim > 1:
                 raise InputError(f"{s.name} must be a number or a 1-D array, got shape {a.shape}.")
             arrays.append(a)
@@ -526,15 +554,32 @@ class CompiledFunction:
         n = lengths.pop() if lengths else 1
         return tuple(a if a.ndim == 1 else np.full(n, a[()]) for a in arrays)
 
-    def _check_batch(self, columns: tuple[np.ndarray, ...], value: np.ndarray) -> None:
-        """NaN inputs are refused; checked only where a value came out NaN (cheap otherwise)."""
-        if not np.isnan(value).any():
+    def _check_batch(self, columns: tuple[np.ndarray, ...], value: np.ndarray,
+                     grad: np.ndarray | None = None) -> None:
+        """NaN inputs are refused, and the first sample whose value or gradient is not finite
+        at finite inputs gets a NonFiniteWarning; checked only where a sum of the results is
+        not finite (cheap otherwise)."""
+        total = float(value.sum()) + (float(grad.sum()) if grad is not None else 0.0)
+        if total - total == 0.0:
             return
         for s, column in zip(self.inputs, columns):
             bad = np.flatnonzero(np.isnan(column))
             if bad.size:
                 raise InputError(f"input {s.name} is NaN at index {bad[0]} ({bad.size} NaN in "
                                  "all); remove or fill those points first.")
+        if self._warned:
+            return
+        bad = ~np.isfinite(value)
+        if grad is not None:
+            bad |= ~np.isfinite(grad).all(axis=0)
+        for column in columns:
+            bad &= np.isfinite(column)
+        samples = np.flatnonzero(bad)
+        if samples.size:
+            i = int(samples[0])
+            self._nonfinite([c[i] for c in columns], float(value[i]),
+                            None if grad is None else grad[:, i].tolist(),
+                            f"at sample {i} ({samples.size} such samples in all)", stacklevel=4)
 
     def _bind(self, args: tuple, kwargs: dict) -> list[float]:
         return [_number(s, v) for s, v in zip(self.inputs, self._collect(args, kwargs))]
@@ -568,16 +613,22 @@ class CompiledFunction:
             )
         return values
 
-    def _explain_nan(self, values: Sequence) -> None:
-        bad = [s.name for s, v in zip(self.inputs, values) if isinstance(v, float) and v != v]
+    def _nonfinite(self, values: Sequence, value: float, grads: Sequence[float] | None,
+                   where: str = "", stacklevel: int = 3) -> None:
+        """Called where a result may be inf or NaN: a NaN input is refused; at finite inputs,
+        the first time for this function, a NonFiniteWarning names the line that overflowed
+        (found by running the program as data) and the stable form to write."""
+        point = [float(v) for v in values]
+        bad = [s.name for s, v in zip(self.inputs, point) if v != v]  # float32 NaN too
         if bad:
-            raise _nan_input(", ".join(bad))
-        warnings.warn(
-            f"{self.generated.output} is NaN at this point although every input is a number "
-            "(e.g. log of a negative value, 0/0 or inf - inf); check the inputs' domain.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+            raise nan_input(", ".join(bad))
+        if self._warned or not all(map(math.isfinite, point)):
+            return
+        if math.isfinite(value) and (grads is None or all(map(math.isfinite, grads))):
+            return  # a sum of finite results overflowed
+        self._warned = True
+        warnings.warn(explain(self, point, value, grads, where), NonFiniteWarning,
+                      stacklevel=stacklevel)
 
 
 _MISSING = object()
@@ -597,33 +648,17 @@ def _keyword_index(inputs: Sequence[sp.Symbol], safe: Sequence[str]) -> dict:
 
 
 def _number(symbol: sp.Symbol, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        shape = getattr(value, "shape", None)
-        if shape not in (None, ()):
-            raise InputError(
-                f"{symbol.name} got an array of shape {shape}; this function takes one number "
-                "per input."
-            )
-        if isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real):
-            raise InputError(f"{symbol.name} got the complex number {value!r}; use real numbers.")
-        try:
-            return float(value) if shape == () else _refuse(symbol, value)
-        except (TypeError, ValueError):
-            _refuse(symbol, value)
-    out = float(value)
-    if math.isnan(out):
-        raise _nan_input(symbol.name)
-    return out
+    return real_number(symbol.name, value)
 
 
-def _nan_input(name: str) -> InputError:
-    return InputError(
-        f"input {name} is NaN; symgrad refuses NaN inputs because every result would be NaN. "
-        "Check the data or the computation that produced it."
-    )
-
-
-def _refuse(symbol: sp.Symbol, value) -> float:
-    raise InputError(
-        f"{symbol.name} must be a real number, got {type(value).__name__} {value!r:.40}."
-    )
+def _check_out(name: str, out, shape: tuple) -> None:
+    """``out`` must be a writable float64 NumPy array of ``shape`` (Numba writes into it)."""
+    if not isinstance(out, np.ndarray):
+        raise InputError(f"{name} must be a float64 NumPy array of shape {shape} "
+                         f"(e.g. np.empty({shape})), got {type(out).__name__}.")
+    if out.shape != shape or out.dtype != np.float64:
+        raise InputError(f"{name} must be a float64 array of shape {shape}, got "
+                         f"{out.dtype} of shape {out.shape}.")
+    if not out.flags.writeable:
+        raise InputError(f"{name} is read-only; pass a writable array (or out=None for a new "
+                         "one).")

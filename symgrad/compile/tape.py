@@ -21,7 +21,6 @@ a value after its last read. Both passes are linear in the size of the program.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -31,7 +30,15 @@ from sympy.codegen.cfunctions import Sqrt, expm1, log1p, log2, log10
 from sympy.core.mul import _keep_coeff
 from sympy.logic.boolalg import BooleanAtom
 
-from ..expression.functions import elu, leaky_relu, relu, sigmoid, softplus
+from ..expression.functions import (
+    elu,
+    leaky_relu,
+    log_sigmoid,
+    logsumexp,
+    relu,
+    sigmoid,
+    softplus,
+)
 from ..graph import Identity
 from ..kernels import ready
 from ..kernels import tape_vm as vm
@@ -49,7 +56,7 @@ _UNARY = {
     sp.erfc: "ERFC", sp.Abs: "ABS", sp.floor: "FLOOR", sp.ceiling: "CEIL", sp.sign: "SIGN",
     sigmoid: "SIGMOID", relu: "RELU", softplus: "SOFTPLUS", sp.gamma: "GAMMA",
     sp.loggamma: "LGAMMA", expm1: "EXPM1", log1p: "LOG1P", log2: "LOG2", log10: "LOG10",
-    Sqrt: "SQRT",
+    Sqrt: "SQRT", log_sigmoid: "LOG_SIGMOID",
 }
 _UNARY = {cls: _OP[name] for cls, name in _UNARY.items()}
 _BINARY = {sp.atan2: _OP["ATAN2"], leaky_relu: _OP["LEAKY_RELU"], elu: _OP["ELU"],
@@ -138,6 +145,11 @@ class _Lowering:
                 return False, reg
         if isinstance(expr, sp.Not):
             return False, self.emit(_OP["NOT"], self.value(expr.args[0]))
+        if cls is logsumexp:  # the helper's fold of logaddexp, from -inf
+            reg = self.const(-math.inf)
+            for arg in expr.args:
+                reg = self.emit(_OP["LOGADDEXP"], reg, self.value(arg))
+            return False, reg
         if cls is Identity:
             return self.lower(expr.args[0])
         if isinstance(expr, sp.Function):
@@ -213,7 +225,7 @@ class _Lowering:
                 return self.emit(_DIV, self.const(1.0), root)
             if exp is sp.S.NegativeOne:
                 return self.emit(_DIV, self.const(1.0), self.value(base))
-        if exp.is_Integer:
+        if exp.is_Integer and -(2**31) <= exp.p < 2**31:  # the code's column is int32
             return self.emit(_OP["POWI"], self.value(base), 0, int(exp))
         return self.emit(_OP["POW"], self.value(base), self.value(exp))
 
@@ -360,27 +372,20 @@ class Tape:
     def _point(self, xs: tuple) -> np.ndarray:
         if len(xs) != self._n:
             raise TypeError(f"expected {self._n} numbers, got {len(xs)} arguments")
-        return np.fromiter(xs, np.float64, self._n)  # the fastest conversion of many floats
-
-    def _refuse_non_numbers(self, xs: tuple) -> None:
-        """Called where a result is NaN: NumPy turned None into NaN, the module refuses it."""
-        for v in xs:
-            if not isinstance(v, numbers.Real):
+        for v in xs:  # what Numba's float64 signature takes; NumPy would also parse text
+            if type(v) is not float and not isinstance(v, _REAL_SCALARS):
                 raise TypeError(f"expected real numbers, got {type(v).__name__}")
+        return np.fromiter(xs, np.float64, self._n)  # the fastest conversion of many floats
 
     def value(self, *xs) -> float:
         value = vm.value_point(self._forward, self.consts, self.n_slots, self._point(xs),
                                self.out_slot)
-        if value != value:
-            self._refuse_non_numbers(xs)
         return value
 
     def value_and_grad(self, *xs) -> tuple[float, tuple[float, ...]]:
         grad = np.empty(self.grad_slots.shape[0])
         value = vm.value_and_grad_point(self.code, self.consts, self.n_slots, self._point(xs),
                                         self.out_slot, self.grad_slots, grad)
-        if value != value:
-            self._refuse_non_numbers(xs)
         return value, tuple(grad.tolist())
 
     def value_and_grad_array(self, x: np.ndarray, grad: np.ndarray) -> float:
@@ -425,6 +430,8 @@ class Tape:
 
 
 _F64 = np.dtype(np.float64)
+#: Scalars the point kernels take, as the flat module's float64 signature does.
+_REAL_SCALARS = (int, float, np.integer, np.float16, np.float32, np.float64, np.bool_)
 
 
 def _fits(array, shape: tuple) -> bool:

@@ -28,7 +28,8 @@ FAST_MATH_NAMES = ("exp", "log", "sin", "cos", "tanh", "log1p", "expm1")
 #: Replaced in loops over samples only, by versions that return NaN past a range limit; a
 #: block whose sums come out NaN is recomputed with libm (the ``exact`` lines).
 FAST_RANGE_NAMES = ("sin", "cos")
-_HELPER_MATH = {"sigmoid": {"exp"}, "softplus": {"exp", "log1p"}, "elu": {"expm1"}}
+_HELPER_MATH = {"sigmoid": {"exp"}, "softplus": {"exp", "log1p"}, "elu": {"expm1"},
+                "log_sigmoid": {"exp", "log1p"}, "logsumexp": {"exp", "log1p"}}
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,23 @@ import math
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
-from ..expression.functions import elu, leaky_relu, relu, sigmoid, softplus
+from ..expression.functions import (
+    elu,
+    leaky_relu,
+    log_sigmoid,
+    logsumexp,
+    relu,
+    sigmoid,
+    softplus,
+)
 from ..graph import GENERATED_CODE_NAMES
 from ..rules import lookup
 
 __all__ = ["FlatCodePrinter"]
 
 _HELPERS = {sigmoid: "sigmoid", relu: "relu", leaky_relu: "leaky_relu", elu: "elu",
-            softplus: "softplus", sp.sign: "sign", sp.Heaviside: "heaviside"}
+            softplus: "softplus", sp.sign: "sign", sp.Heaviside: "heaviside",
+            log_sigmoid: "log_sigmoid", logsumexp: "logsumexp"}
 
 
 class FlatCodePrinter(PythonCodePrinter):
@@ -61,7 +70,32 @@ class FlatCodePrinter(PythonCodePrinter):
         return f"{self._print(expr.lhs)} += {self._print(expr.rhs)}"
 
     def _print_Float(self, expr):
-        return repr(float(expr))
+        return self._float_literal(float(expr))
+
+    def _print_Integer(self, expr):
+        # Numba types an integer literal as int64: a larger one is printed as the float64 it
+        # would be converted to in the arithmetic (a literal of 10**20 does not compile).
+        if -(2**63) <= expr.p < 2**63:
+            return str(expr.p)
+        try:
+            return self._float_literal(float(expr.p))
+        except OverflowError:
+            return self._float_literal(math.copysign(math.inf, expr.p))
+
+    def _print_Pow(self, expr, rational=False):
+        exp = expr.exp
+        if expr.is_commutative and exp.is_Integer and -0x10000 <= exp.p <= -2:
+            # Numba's x**-n inverts outside the numpy error model: ZeroDivisionError where
+            # x**n is 0 (x = 0, or 1e-200**2). 1/x**n is the same arithmetic (x**n unrolled,
+            # then 1/r) and gives inf there. (Beyond 0x10000 Numba calls pow, which does not
+            # raise.) As a base of another power it is parenthesized (same precedence).
+            return "1/" + self._print(sp.Pow(expr.base, -exp, evaluate=False))
+        return super()._print_Pow(expr, rational=rational)
+
+    def _float_literal(self, value: float) -> str:
+        if math.isinf(value):  # a derived constant beyond float64 (the user's are refused)
+            return ("-" if value < 0 else "") + self._module_format("math.inf")
+        return repr(value)
 
     def _print_Exp1(self, expr):
         return repr(math.e)

@@ -8,6 +8,7 @@ and the walk stops at the first node it cannot accept, naming it.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterator
 
@@ -120,10 +121,38 @@ def _check_constants(node: sp.Basic) -> None:
                 "computes with finite constants (with oo, 0*oo and oo - oo give NaN, not the "
                 "limit oo may stand for). Write the limit by hand, or use a finite number."
             )
+    if isinstance(node, sp.Number) and node.is_finite and math.isinf(_as_float(node)):
+        raise ExpressionError(
+            f"the constant {_magnitude(node)} is too large for a float64 (largest "
+            f"{_FLOAT_MAX:.4g}), the precision the generated code computes in; rescale the "
+            "expression (other units, or work with its logarithm)."
+        )
+
+
+_FLOAT_MAX = 1.7976931348623157e308
+
+
+def _as_float(number: sp.Number) -> float:
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf
+
+
+def _magnitude(number: sp.Number) -> str:
+    """``1.0000e+400``; a huge integer by its digits (Python refuses to print those)."""
+    if number.is_Integer and abs(number.p).bit_length() > 10_000:
+        return f"of about {int(abs(number.p).bit_length() * math.log10(2)) + 1} digits"
+    return str(sp.Float(number, 5))
 
 
 def _short(node: sp.Basic, limit: int = 60) -> str:
-    text = sp.sstr(node) if _small(node) else f"<{type(node).__name__} expression>"
+    text = f"<{type(node).__name__} expression>"
+    if _small(node):
+        try:
+            text = sp.sstr(node)
+        except ValueError:  # an integer beyond Python's digit limit for printing
+            pass
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

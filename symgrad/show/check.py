@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -187,16 +188,19 @@ def check_gradients(
     dict). For a Model give data: one sample's values, or arrays (a dict as for ``fit``) of
     which ``samples`` samples are checked (chosen reproducibly from ``seed``), at the current
     parameters. ``eps``, ``rtol`` and ``atol`` override the dtype's defaults
-    (:data:`TOLERANCES`); ``verbose=False`` does not print. ``hessian=True`` also checks
-    the second derivatives: every Hessian entry (row ``w0,x1``: d/dx1 of the gradient's
-    ``w0`` entry) against central differences of the compiled gradient (for a matrix model:
-    between every two of the checked entries). A symbol whose name is one of these options
-    is given in the dict form.
+    (:data:`TOLERANCES`): ``eps`` lies between machine epsilon and 1, ``rtol`` and ``atol``
+    in [0, 1) (a tolerance of 1 or more would pass a gradient of the wrong sign).
+    ``verbose=False`` does not print. ``hessian=True`` also checks the second derivatives:
+    every Hessian entry (row ``w0,x1``: d/dx1 of the gradient's ``w0`` entry) against
+    central differences of the compiled gradient (for a matrix model: between every two of
+    the checked entries). A symbol whose name is one of these options is given in the
+    dict form.
     """
     source = source_of(obj)
     base = TOLERANCES.get(source.dtype, TOLERANCES["float64"])
-    tol = Tolerance(base.eps if eps is None else eps, base.rtol if rtol is None else rtol,
-                    base.atol if atol is None else atol, base.unit)
+    tol = Tolerance(_option("eps", eps, base.eps, base.unit),
+                    _option("rtol", rtol, base.rtol, 0.0),
+                    _option("atol", atol, base.atol, 0.0), base.unit)
     if source.matrix:
         from .arrays import check_arrays
 
@@ -211,6 +215,21 @@ def check_gradients(
     if verbose:
         print(result, end="")
     return result
+
+
+def _option(name: str, value, default: float, low: float) -> float:
+    """A tolerance or step: a real number in ``[low, 1)``, or ``default`` for None."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"{name} must be a number, got {type(value).__name__} {value!r:.40}.")
+    v = float(value)
+    if not low <= v < 1.0:  # NaN fails this too
+        what = ("the relative step of the central difference" if name == "eps"
+                else "a tolerance")
+        raise InputError(f"{name} is {what}: it must lie in [{low:.3g}, 1) "
+                         f"(default {default:.3g}), got {v!r}.")
+    return v
 
 
 def _check_function(source: Source, args, kwargs, tol: Tolerance, hessian: bool = False):

@@ -24,7 +24,7 @@ from .draw import draw
 from .labels import wires
 from .source import Source, source_of
 from .svg import to_png, to_svg
-from .trace import Trace, run
+from .trace import Trace, check_digits, run
 
 __all__ = ["Picture", "graph"]
 
@@ -47,6 +47,7 @@ def graph(
     parameters defaulting to the current ones). ``max_nodes=None`` draws every node.
     ``digits`` is the number of decimals on the wires (2, as on the slides).
     """
+    check_digits("digits", digits, 0)
     if max_nodes is not None and max_nodes < 2:
         raise ValueError(f"max_nodes must be at least 2 (or None for all), got {max_nodes}")
     source = source_of(obj)

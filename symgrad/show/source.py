@@ -11,8 +11,6 @@ graph and program they hold (nothing is rebuilt).
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +18,7 @@ import numpy as np
 import sympy as sp
 
 from ..compile import CompiledFunction
+from ..compile.inputs import real_number
 from ..errors import InputError
 from ..graph import Graph
 from ..rules import Program
@@ -147,19 +146,11 @@ def _pick(symbol: sp.Symbol, value, sample: int | None):
 
 
 def _scalar(symbol: sp.Symbol, value) -> float:
-    if isinstance(value, np.ndarray) and value.shape == ():
-        value = value[()]
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        shape = getattr(value, "shape", None)
-        if shape:
-            raise InputError(f"{symbol.name} got an array of shape {shape}; give one number "
-                             "(or pass sample=k to pick entry k of data arrays).")
-        raise InputError(f"{symbol.name} must be a real number, got {type(value).__name__} "
-                         f"{value!r:.40}.")
-    out = float(value)
-    if math.isnan(out):
-        raise InputError(f"input {symbol.name} is NaN; give a number.")
-    return out
+    shape = getattr(value, "shape", None)
+    if shape:
+        raise InputError(f"{symbol.name} got an array of shape {shape}; give one number "
+                         "(or pass sample=k to pick entry k of data arrays).")
+    return real_number(symbol.name, value)  # the compiled function's rule for numbers
 
 
 def expression_text(expr: sp.Basic, limit: int = 100) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import math
+import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import sympy as sp
 from sympy.codegen.ast import AddAugmentedAssignment
 
 from ..emit import evaluate_line
+from ..errors import InputError
 from .source import Source, expression_text, source_of
 
 __all__ = ["Trace", "TraceLine", "align_decimals", "execute", "format_number", "run", "trace"]
@@ -115,7 +117,7 @@ class Trace:
 
         ``columns=True`` puts forward and backward side by side, as on the slides.
         """
-        digits = self.digits if digits is None else digits
+        digits = self.digits if digits is None else check_digits("digits", digits, 1)
         bad = self.first_nonfinite
         forward = [("# forward", None), *((line.code, line) for line in self.forward)]
         backward = [("# backward", None), *((line.code, line) for line in self.backward)]
@@ -152,6 +154,7 @@ def trace(
     (give them by name to override). ``sample=k`` takes entry ``k`` of data arrays instead.
     A symbol named ``sample`` or ``digits`` is given in the dict form.
     """
+    check_digits("digits", digits, 1)
     source = source_of(obj)
     if source.matrix:
         from .arrays import run_arrays
@@ -198,6 +201,14 @@ def _consumer(assignment) -> str | None:
     """The node whose adjoint a backward line reads (``grad_<node>``: no input is named so)."""
     grads = sorted(s.name for s in assignment.rhs.free_symbols if s.name.startswith("grad_"))
     return grads[0][len("grad_"):] if grads else None
+
+
+def check_digits(name: str, digits, low: int) -> int:
+    """``digits`` as an int in ``[low, 17]`` (17 significant digits show any float64)."""
+    if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or not (
+            low <= digits <= 17):
+        raise InputError(f"{name} must be a whole number from {low} to 17, got {digits!r:.40}.")
+    return int(digits)
 
 
 def format_number(value: float | bool, digits: int = 4) -> str:

@@ -18,10 +18,12 @@ import numpy as np
 import sympy as sp
 from sympy.matrices.expressions import MatrixSymbol
 
+from ..compile.inputs import real_array
 from ..emit.arrays import render_arrays
 from ..errors import ExpressionError, InputError, ShapeError
 from ..expression.arrays import Lowered, lower
 from ..expression.evaluate import evaluate_numpy, lower_any
+from ..expression.stabilize import stabilize as _stabilize
 from ..expression.validate import as_expression
 from ..graph import Node, build
 from ..rules import Program, differentiate, linearize
@@ -68,6 +70,7 @@ class ArrayModel(Model):
         dtype: str = "float64",
         fast_math: bool = True,
         cache_dir: str | os.PathLike | None = None,
+        stabilize: bool = True,
     ) -> None:
         if isinstance(loss, str):
             as_expression(loss)  # the uniform "no strings" error
@@ -90,6 +93,8 @@ class ArrayModel(Model):
             raise ExpressionError(f"{', '.join(s.name for s in both)} is listed as both a "
                                   "parameter and data; it can be only one.")
         self._lowered = lower(loss)
+        if stabilize:  # entry-wise plain forms that overflow -> sigmoid, softplus, ...
+            self._lowered.expr = _stabilize(self._lowered.expr)
         self.loss = loss
         matrices = self._lowered.matrices
         unknown = [m.name for m in matrices if m not in set(self._param_syms) |
@@ -109,7 +114,7 @@ class ArrayModel(Model):
             lo += shape[0] * shape[1]
         self._values = np.concatenate([
             self._initial(p, v).ravel() for p, v in params.items()]).astype(self._np_dtype)
-        self._settings(prediction, target, optimizer, name, fast_math, cache_dir)
+        self._settings(prediction, target, optimizer, name, fast_math, cache_dir, stabilize)
         self._numpy_loop_cache = None
         self._graph = build(self._lowered.expr, output_name=name, shapes=self._lowered.shapes)
         node_of = self._graph.input_nodes()
@@ -307,6 +312,8 @@ class ArrayModel(Model):
         lowered = self._predictors.get(expr)
         if lowered is None:
             lowered = self._predictors[expr] = lower_any(expr)
+            if self.stabilize:
+                lowered.expr = _stabilize(lowered.expr)
         return lowered
 
     # -- plumbing (hooks of Model.fit) -----------------------------------------------------
@@ -419,10 +426,7 @@ class ArrayModel(Model):
 
     def _initial(self, p: MatrixSymbol, value) -> np.ndarray:
         shape = tuple(int(d) for d in p.shape)
-        a = np.asarray(value)
-        if a.dtype.kind not in "biuf":
-            raise InputError(f"initial value of {p.name} has dtype {a.dtype}; it must hold real "
-                             "numbers.")
+        a = _real(f"initial value of {p.name}", value)
         if a.shape != shape:
             raise ShapeError(f"initial value of {p.name} has shape {a.shape}, but {p.name} is "
                              f"{shape[0]}x{shape[1]}; pass an array of shape {shape}.")
@@ -456,10 +460,7 @@ class ArrayModel(Model):
         rows = {}
         out = {}
         for d, value in found.items():
-            a = np.asarray(value)
-            if a.dtype.kind not in "biuf":
-                raise InputError(f"{what} {d.name} has dtype {a.dtype}; it must hold real "
-                                 "numbers.")
+            a = _real(f"{what} {d.name}", value)
             if a.ndim == 1 and d.shape[1] == 1:
                 a = a[:, None]
             if a.ndim != 2:
@@ -614,3 +615,12 @@ class _Tiered:
                                         self._V, first, count, *rest)
         return self._loop.train(values, state, step, hyper, self._kind, self._X, self._V,
                                 first, count, *rest)
+
+
+def _real(name: str, value) -> np.ndarray:
+    """``value`` as an array of real numbers, kept in its dtype when it has a real one (no
+    copy of a large float32 matrix); anything else by the one rule for numbers
+    (:func:`symgrad.compile.inputs.real_array`), which names what is wrong."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return value
+    return real_array(name, value)

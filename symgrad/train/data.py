@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import sympy as sp
 
+from ..compile.inputs import real_array
 from ..errors import InputError
 
 __all__ = ["columns", "match_columns"]
@@ -16,7 +17,9 @@ def columns(data, symbols: Sequence[sp.Symbol], what: str = "data") -> np.ndarra
     """Stack ``data[symbol]`` for every symbol into a (len(symbols), N) float64 array.
 
     ``data`` maps symbols (or their names) to 1-D arrays of one length. Missing or unknown
-    columns, other shapes, non-numeric dtypes, NaN and inf are refused with the column named.
+    columns, other shapes, NaN and inf are refused with the column named, and so is anything
+    that is not a real number (text is never parsed, complex values are not cut to their real
+    part, ``None`` is named as such: :func:`symgrad.compile.inputs.real_array`).
     """
     arrays = [_column(s, v, what) for s, v in zip(symbols, match_columns(data, symbols, what))]
     lengths = {len(a) for a in arrays}
@@ -60,14 +63,10 @@ def match_columns(data, symbols: Sequence[sp.Symbol], what: str = "data") -> lis
 
 
 def _column(symbol: sp.Symbol, value, what: str) -> np.ndarray:
-    a = np.asarray(value)
-    if a.dtype.kind not in "biuf":
-        raise InputError(f"{what} column {symbol.name} has dtype {a.dtype}; it must hold real "
-                         "numbers (convert it with np.asarray(..., dtype=float)).")
+    a = real_array(f"{what} column {symbol.name}", value)
     if a.ndim != 1:
         raise InputError(f"{what} column {symbol.name} has shape {a.shape}; each column must be "
                          "1-D (one value per sample).")
-    a = a.astype(np.float64, copy=False)
     bad = np.flatnonzero(~np.isfinite(a))
     if bad.size:
         kind = "NaN" if np.isnan(a[bad[0]]) else "inf"

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compile.cache import cache_dir, load_module, module_path, write_module
+from ..compile.inputs import real_array
 from ..errors import CompileError, ExpressionError, InputError, ShapeError
 from .data import match_columns
 from .history import DONE
@@ -324,7 +325,9 @@ class Job:
         if hasattr(value, "to_dask_array"):
             value = value.to_dask_array(lengths=True)
         if not isinstance(value, da.Array):
-            value = np.asarray(value)
+            if not (isinstance(value, np.ndarray) and value.dtype.kind in "biuf"):
+                # the one rule for numbers: text never parsed, None and ragged lists named
+                value = real_array(f"{what} {'column ' if ndim == 1 else ''}{name}", value)
             if value.dtype.kind in "biuf" and value.ndim >= 1 and value.shape[0]:
                 value = da.from_array(value, chunks=(-(-value.shape[0] // self._workers()),
                                                      *value.shape[1:]))

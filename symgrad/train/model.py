@@ -26,13 +26,15 @@ from ..compile import CompiledFunction
 from ..compile import compile as compile_function
 from ..compile.cache import cache_dir as _cache_dir
 from ..compile.cache import load_module, write_module
+from ..compile.inputs import real_number
 from ..emit import GeneratedModule, render_trainer
 from ..errors import ExpressionError, InputError, NotSupportedError
 from ..expression import as_expression, free_symbols
+from ..expression import stabilize as _stabilize
 from ..graph import Graph, Node, build
 from ..rules import Program, differentiate, linearize
 from .data import columns
-from .history import DIVERGED, EARLY_STOPPING, RESTORES_BEST, History
+from .history import DIVERGED, DONE, EARLY_STOPPING, RESTORES_BEST, History
 from .interrupt import COMPILING, TRAINING, Interrupts
 from .metrics import METRICS
 from .optim import Adam, Optimizer
@@ -54,6 +56,9 @@ class Model:
 
     The risk minimised is the mean of ``loss`` over the samples (of a batch). ``prediction``
     and ``target`` (optional) let ``fit`` report metrics such as accuracy or R².
+    ``stabilize=True`` (default) rewrites plain forms that overflow, such as
+    ``log(1 + exp(z))`` or ``log(1/(1 + exp(-z)))``, into ``softplus``, ``log_sigmoid``,
+    ``logsumexp`` (see ``symgrad.expression.stabilize``); ``False`` trains the loss as written.
     """
 
     def __new__(cls, loss=None, params=None, *args, **kwargs):
@@ -75,8 +80,11 @@ class Model:
         name: str = "loss",
         fast_math: bool = True,
         cache_dir: str | os.PathLike | None = None,
+        stabilize: bool = True,
     ) -> None:
         self.loss = as_expression(loss)
+        if stabilize:  # plain forms that overflow -> sigmoid, softplus, logsumexp, ...
+            self.loss = _stabilize(self.loss)
         if not isinstance(params, Mapping) or not params:
             raise ExpressionError("params must be a non-empty dict {symbol: initial value}.")
         self._param_syms = list(params)
@@ -95,7 +103,7 @@ class Model:
                                   "parameter nor a data column; add it to params or data.")
         self._values = np.array([_initial(s, v) for s, v in params.items()])
         self._settings(as_expression(prediction) if prediction is not None else None, target,
-                       optimizer, name, fast_math, cache_dir)
+                       optimizer, name, fast_math, cache_dir, stabilize)
         self._graph = build(self.loss, output_name=name)
         node_of = self._graph.input_nodes()
         for s in self._param_syms:
@@ -106,8 +114,10 @@ class Model:
         self._data_nodes = [node_of.get(s) or _absent(s) for s in self._data_syms]
         self._program = differentiate(self._graph, self._param_nodes)
 
-    def _settings(self, prediction, target, optimizer, name, fast_math, cache_dir) -> None:
+    def _settings(self, prediction, target, optimizer, name, fast_math, cache_dir,
+                  stabilize) -> None:
         """What every model keeps beside its loss and parameters (see ``__init__``)."""
+        self.stabilize = stabilize
         self.prediction = prediction
         self.target = target
         self.optimizer = optimizer if optimizer is not None else Adam()
@@ -116,6 +126,11 @@ class Model:
         self.cache_dir = cache_dir
         _cache_dir(cache_dir)  # an empty one is refused now, not at the first fit
         self.history: History | None = None
+        #: Epochs trained so far: the next ``fit`` numbers its first epoch so (with ``seed``
+        #: it decides the shuffle and dropout masks), like Keras's ``initial_epoch``.
+        self.epochs_trained = 0
+        #: The last ``fit``'s seed, the default of the next one.
+        self.seed = 0
         self.timings: dict = {}
         self._modules: dict = {}  # the generated module: "generated", its "path", "module"
         self._predictors: dict = {}  # compiled (or lowered) predictions by expression
@@ -205,12 +220,15 @@ class Model:
         validation: Mapping | None = None,
         early_stopping: int | None = None,
         shuffle: bool | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         drop_last: bool = False,
         metrics: Iterable[str | Callable] = (),
         callbacks: Iterable[Callable[[int, dict], bool | None]] = (),
         verbose: int = 1,
         engine: str | None = None,
+        initial_epoch: int | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 1,
         client=None,
     ) -> History:
         """Train for ``epochs`` epochs and return the History (also kept as ``self.history``).
@@ -237,6 +255,15 @@ class Model:
         ``client`` (a ``dask.distributed.Client``) trains data-parallel on its cluster, with
         ``data`` (and ``validation``) mapping each data symbol to a ``dask.array`` chunked
         along the samples: see ``symgrad.train.distributed``.
+
+        Consecutive fits continue one run: the epochs are numbered on from
+        ``epochs_trained`` (``initial_epoch=`` sets the first number, as in Keras), the
+        shuffle and dropout masks come from ``seed`` (default: the last fit's) and that
+        number, and the optimizer keeps its state (Adam's moments, its step count) as long
+        as it is the same optimizer object. ``checkpoint=path`` keeps the model saved there
+        (``symgrad.save_model``, atomically) every ``checkpoint_every`` epochs and when the
+        fit ends or stops: ``symgrad.load_model(path).fit(data, ..., epochs=remaining)``
+        ends where the uninterrupted run would, bit for bit.
         """
         engine = engine or os.environ.get("SYMGRAD_ENGINE") or "auto"
         if engine not in ("auto", "compiled", "numpy"):
@@ -260,16 +287,21 @@ class Model:
         optimizer.check()  # again: its fields may have been set since it was made
         self.optimizer = optimizer
 
-        drop_last, seed = bool(drop_last), int(seed)
+        drop_last = bool(drop_last)
+        seed = self.seed = self.seed if seed is None else _count(seed, "seed", 0)
+        first = (self.epochs_trained if initial_epoch is None
+                 else _count(initial_epoch, "initial_epoch", 0))
+        saving = None if checkpoint is None else _checkpoints(checkpoint, checkpoint_every)
         hyper = optimizer.hyper()
-        losses = np.full(max(epochs, 1), np.nan)
-        val_losses = np.full(max(epochs, 1), np.nan)
+        losses = np.full(first + max(epochs, 1), np.nan)  # indexed by epoch number
+        val_losses = np.full(first + max(epochs, 1), np.nan)
         best = np.array([np.inf, -1.0, 0.0])
         best_params = self._values.copy()
         state = optimizer.state_for(len(self._values), self._values.dtype)
+        steps = int(optimizer.step[0])  # updates the model has counted epochs for
 
-        def run(first: int, count: int) -> tuple[int, int]:
-            return train(self._values, state, optimizer.step, hyper, first, count, size,
+        def run(done: int, count: int) -> tuple[int, int]:
+            return train(self._values, state, optimizer.step, hyper, first + done, count, size,
                          drop_last, shuffle, seed, patience, losses, val_losses, best,
                          best_params)
 
@@ -294,16 +326,21 @@ class Model:
                 interrupts.check()
                 t0 = time.perf_counter()
                 was = getattr(train, "engine", "compiled")
-                ran, status = run(done, min(chunk, epochs - done))
+                count = min(chunk, epochs - done)
+                ran, status = run(done, saving.limit(first + done, count) if saving else count)
+                self.epochs_trained, steps = first + done + ran, int(optimizer.step[0])
                 dt = time.perf_counter() - t0
                 now = getattr(train, "engine", "compiled")
                 history.engine.extend([now] * ran)
                 if now != was:
                     self.timings["switched_at_epoch"] = done
                     self.timings["numpy_s"] = t0 - start
-                stop = self._record(history, done, ran, dt, losses, val_losses, V, X, n_val,
-                                    metric_fns, callbacks)
+                stop = self._record(history, first + done, ran, dt, losses, val_losses, V, X,
+                                    n_val, metric_fns, callbacks)
                 done += ran
+                if saving and saving.due(self.epochs_trained) and status == DONE and not stop:
+                    self._keep_best(history, best, best_params)
+                    saving.save(self)
                 bar = self._progress(bar, verbose, done, epochs, start, history, now, was)
                 if status == DIVERGED:
                     history.stop_reason = "diverged"
@@ -330,13 +367,27 @@ class Model:
             interrupts.stop()
             if bar is not None:
                 bar.close()
-            if best[1] >= 0:
-                history.best_epoch = int(best[1])
-                history.best_loss = float(best[0])
-                history.best_params = self._unflatten(best_params)
-                if history.stop_reason in RESTORES_BEST:
-                    self._values[:] = best_params
+            self._keep_best(history, best, best_params)
+            if best[1] >= 0 and history.stop_reason in RESTORES_BEST:
+                self._values[:] = best_params
+            if saving:  # the model as fit leaves it; not after a stop inside a chunk (a
+                # forced Ctrl-C), whose epochs ran but are not counted
+                saving.save(self, consistent=int(optimizer.step[0]) == steps)
         return history
+
+    def _keep_best(self, history: History, best: np.ndarray, best_params: np.ndarray) -> None:
+        """The best epoch so far, its loss and parameters, into ``history``."""
+        if best[1] >= 0:
+            history.best_epoch = int(best[1])
+            history.best_loss = float(best[0])
+            history.best_params = self._unflatten(best_params)
+
+    def __reduce__(self):
+        """Pickling goes through the saved-model format (no pickled internals): the copy is
+        ``symgrad.load_model`` of the bytes ``symgrad.save_model`` would write."""
+        from .persist import model_bytes, model_from_bytes
+
+        return (model_from_bytes, (model_bytes(self),))
 
     def evaluate(self, data: Mapping, *, client=None) -> float:
         """Mean loss over ``data`` at the current parameters; with a Dask ``client``, on the
@@ -578,7 +629,8 @@ class Model:
             if unknown:
                 raise ExpressionError(f"{', '.join(unknown)} is neither a parameter nor a data "
                                       "column of this model.")
-            f = compile_function(expr, wrt=syms[:1], cache_dir=self.cache_dir)
+            f = compile_function(expr, wrt=syms[:1], cache_dir=self.cache_dir,
+                                 stabilize=self.stabilize)
             self._predictors[expr] = f
         return f
 
@@ -661,6 +713,12 @@ class Model:
         )
 
 
+def _checkpoints(path, every):
+    from .persist import Checkpoints
+
+    return Checkpoints(path, every)
+
+
 def _uses_matrices(loss, params) -> bool:
     from sympy.matrices.expressions import MatrixSymbol
 
@@ -672,9 +730,7 @@ def _uses_matrices(loss, params) -> bool:
 
 
 def _initial(symbol: sp.Symbol, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InputError(f"initial value of {symbol.name} must be a real number, got {value!r}")
-    value = float(value)
+    value = real_number(f"initial value of {symbol.name}", value, nan_ok=True)  # f(...)'s rule
     if not math.isfinite(value):
         raise InputError(f"initial value of {symbol.name} is {value}; start from a finite value.")
     return value
