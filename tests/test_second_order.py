@@ -566,3 +566,36 @@ def test_every_built_in_function_in_flat_code():
         at = dict(zip((U, V), point))
         frozen = total.replace(lambda e: isinstance(e, _FROZEN), lambda e, at=at: e.subs(at))
         assert err(f.hessian(*point), sympy_hessian(frozen, [U, V], point)) <= 1e-12, point
+
+
+@pytest.mark.parametrize("x0", [-1e3, -30.0, 0.3, 30.0, 1e3])
+def test_log_sigmoid_and_logsumexp_second_derivatives_stay_finite(x0):
+    """log_sigmoid'' = -s(1 - s); logsumexp's Hessian diag(p) - p p^T (p the softmax),
+    against mpmath at 50 digits, on both backends."""
+    x, y, z = sp.symbols("x y z", real=True)
+    mpmath.mp.dps = 50
+    s = _mp_sigmoid(mpmath.mpf(x0))
+    pt = [x0, 0.5 * x0, -0.2]
+    xs = [mpmath.mpf(p) for p in pt]
+    w = [mpmath.exp(a - max(xs)) for a in xs]
+    p = [a / sum(w) for a in w]
+    lse_want = np.array([[float((p[i] if i == j else 0) - p[i] * p[j]) for j in range(3)]
+                         for i in range(3)])
+    for backend in ("flat", "tape"):
+        f = sg.compile(sg.log_sigmoid(x), wrt=[x], backend=backend)
+        (h,), = f.hessian(x0)
+        assert math.isfinite(h) and err(h, float(-s * (1 - s))) <= 1e-12, backend
+        g = sg.compile(sg.logsumexp(x, y, z), wrt=[x, y, z], backend=backend)
+        hess = g.hessian(*pt)
+        assert np.isfinite(hess).all() and err(hess, lse_want) <= 1e-12, (backend, hess)
+
+
+def test_log_sigmoid_and_logsumexp_match_sympy():
+    x, y, z = sp.symbols("x y z", real=True)
+    expr = sg.logsumexp(x * y, sp.sin(z), y) + sg.log_sigmoid(x - z * y)
+    closed = (sp.log(sp.exp(x * y) + sp.exp(sp.sin(z)) + sp.exp(y))
+              - sp.log(1 + sp.exp(-(x - z * y))))
+    pt = [0.3, -0.8, 1.1]
+    f = sg.compile(expr, wrt=[x, y, z])
+    assert err(f.hessian(*pt), sympy_hessian(closed, [x, y, z], pt)) <= 1e-12
+    assert "dot_s6 = dot_s4*exp(s4 - s6)" in f.listing(order=2)  # softmax weights, <= 1
