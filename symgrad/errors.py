@@ -30,3 +30,7 @@ class CompileError(SymgradError, RuntimeError):
 class ModelFileError(InputError):
     """A saved model file cannot be loaded: damaged, truncated or edited, written by a newer
     symgrad, or using a function whose ``@symgrad.rule`` is not registered."""
+
+
+class NotSupportedError(SymgradError, NotImplementedError):
+    """A feature symgrad does not offer for this object (the message says what to use)."""

@@ -111,3 +111,23 @@ def test_initialization(tmp_path):
     assert float(symmetry["xavier"]) > 0.1
     assert "rank of the hidden activations [1, 1, 1, 1, 1, 1]" in out
     assert "wrote initialization.png" in out or "skipped the plot" in out
+
+
+@pytest.mark.slow
+def test_second_order(tmp_path):
+    """The issue's target: L-BFGS and Newton-CG reach scipy BFGS's optimum to 1e-8 relative
+    in at most 1/5 of the gradient evaluations the best Adam needs to get within 1e-4."""
+    requires("sklearn")
+    out = run("second_order.py", tmp_path, timeout=600)
+    best = float(re.search(r"^optimum \(scipy BFGS, gtol 1e-10\): loss (\S+)", out, re.M).group(1))
+    rows = {name: (int(evals), float(final), stop) for name, evals, final, stop in re.findall(
+        r"^(Adam lr=\S+|L-BFGS|Newton-CG) +\S+ +\S+ +(\d+) +\d+ +\d+ +\S+ +(\S+) +\S+  (\w+)$",
+        out, re.M)}
+    assert set(rows) == {"Adam lr=0.001", "Adam lr=0.01", "Adam lr=0.1", "L-BFGS", "Newton-CG"}
+    adam = min(evals for name, (evals, _, _) in rows.items() if name.startswith("Adam"))
+    for name in ("L-BFGS", "Newton-CG"):
+        evals, final, stop = rows[name]
+        assert abs(final - best) <= 1e-8 * best and stop == "converged"
+        assert evals <= adam / 5, (name, evals, adam)
+    assert out.count("meets the 1/5 target") == 2
+    assert "wrote second_order.png" in out or "skipped the plot" in out

@@ -33,6 +33,7 @@ from .cache import cache_dir as _cache_dir
 from .cache import load_module, write_module
 from .inputs import nan_input, real_array, real_number
 from .nonfinite import NonFiniteWarning, explain
+from .second import SecondOrder
 
 __all__ = ["CompiledFunction", "NonFiniteWarning", "compile"]
 
@@ -102,14 +103,17 @@ def compile(
         if fast_math:  # the cached module imports symgrad's kernels; a saved one carries them
             standalone = functools.partial(printed, standalone=True)
         safe = [n.name for n in param_nodes]
-        if backend == "tape" or backend == "auto" and (
-                len(program.forward) + len(program.backward) > TAPE_FROM):
+        taped = backend == "tape" or backend == "auto" and (
+            len(program.forward) + len(program.backward) > TAPE_FROM)
+        second = functools.partial(SecondOrder, graph, program, param_nodes, wrt_nodes,
+                                   fast_math, cache_dir, "tape" if taped else "flat")
+        if taped:
             from .tape import lower
 
             tape = lower(program, param_nodes)
             timings = {"codegen_s": time.perf_counter() - start, "backend": "tape"}
             return CompiledFunction(expr, params, wrt_syms, printed, None, timings, graph,
-                                    program, safe, standalone, tape)
+                                    program, safe, standalone, tape, second)
         module = printed()
     finally:
         if collecting:
@@ -118,7 +122,7 @@ def compile(
     path, existed = write_module(module.source, _cache_dir(cache_dir))
     timings = {"codegen_s": codegen, "cache_hit": existed, "backend": "flat"}
     return CompiledFunction(expr, params, wrt_syms, module, path, timings, graph, program,
-                            safe, standalone)
+                            safe, standalone, None, second)
 
 
 #: Lines of flat code (forward + backward) above which ``backend="auto"`` runs a tape: there
@@ -228,6 +232,7 @@ class CompiledFunction:
         safe_names: Sequence[str],
         standalone=None,
         tape=None,
+        second=None,
     ) -> None:
         self.expr = expr
         self.inputs: tuple[sp.Symbol, ...] = tuple(inputs)
@@ -244,6 +249,7 @@ class CompiledFunction:
         self._ir = graph
         self._program = program
         self._warned = False  # a NonFiniteWarning was given
+        self._second = second  # builds the SecondOrder when first needed
 
     @property
     def ir(self) -> Graph:
@@ -309,12 +315,110 @@ class CompiledFunction:
             return self._standalone().source
         return self.generated.source
 
-    def listing(self, columns: bool = False) -> str:
+    def listing(self, columns: bool = False, order: int = 1) -> str:
         """The flat forward and backward code, one primitive per line.
 
         With ``columns=True`` forward and backward stand side by side, as on the slides.
+        ``order=2`` adds the second-order lines below them: the tangent ``dot_x`` of every
+        line along the direction ``dot_<wrt>`` (= ``v``), ending in ``dot_grad_<wrt>``, the
+        entries of Hessian @ v (forward over reverse; see :meth:`hvp`).
         """
-        return self.format_listing(self.generated.forward, self.generated.backward, columns)
+        text = self.format_listing(self.generated.forward, self.generated.backward, columns)
+        if order == 1:
+            return text
+        if order != 2:
+            raise ValueError(f"order must be 1 or 2, got {order!r}")
+        return text + self.format_tangent(self.second_order.generated.tangent)
+
+    @staticmethod
+    def format_tangent(lines: Sequence[str]) -> str:
+        """The second-order block of a listing (see ``listing(order=2)``)."""
+        return "\n".join(["", "# tangent (Hessian @ v; dot_<wrt> = v)", *lines]) + "\n"
+
+    @property
+    def second_order(self) -> SecondOrder:
+        """The second-order code (tangent lines, their module or tape), built when first
+        needed: ``sg.compile`` itself pays nothing for it."""
+        if not isinstance(self._second, SecondOrder):
+            if self._second is None:
+                raise CompileError("this function was built without its program; "
+                                   "compile it with symgrad.compile for second order.")
+            self._second = self._second()
+        return self._second
+
+    def hvp(self, v, *args, **kwargs) -> np.ndarray:
+        """Hessian (with respect to :attr:`wrt`) times ``v`` at a point, without forming
+        the Hessian: shape ``(len(wrt),)``.
+
+        ``v`` is a sequence of ``len(wrt)`` numbers in ``wrt`` order, or a dict keyed by the
+        ``wrt`` symbols (or names); the point is given as for a call. Costs one pass of the
+        forward, backward and tangent lines (forward over reverse: a few gradients' worth).
+        """
+        x = np.array(self._bind(args, kwargs))
+        vec = self._direction(v)
+        grad, hv = np.empty(len(self.wrt)), np.empty(len(self.wrt))
+        value = self._second_call("hvp_array", x, vec, grad, hv)
+        if value - value != 0.0 or not np.isfinite(grad).all():  # inf or NaN
+            self._nonfinite(x.tolist(), value, grad.tolist())
+        return hv
+
+    def hessian(self, *args, **kwargs) -> np.ndarray:
+        """The Hessian with respect to :attr:`wrt` at a point: a symmetric ``(n, n)`` array
+        (``n = len(wrt)``), rows and columns in ``wrt`` order; one tangent pass per column."""
+        x = np.array(self._bind(args, kwargs))
+        n = len(self.wrt)
+        grad, hess = np.empty(n), np.empty((n, n))
+        value = self._second_call("hessian_array", x, grad, hess)
+        if value - value != 0.0 or not np.isfinite(grad).all():  # inf or NaN
+            self._nonfinite(x.tolist(), value, grad.tolist())
+        return hess
+
+    def value_grad_hvp(self, x: np.ndarray, v: np.ndarray) -> tuple[float, np.ndarray,
+                                                                    np.ndarray]:
+        """``(value, gradient, Hessian @ v)`` with the inputs in one array (order of
+        :attr:`inputs`) and ``v`` an array in ``wrt`` order: the fast form for optimizers."""
+        x = self._array(x, self._n, "x", f"one value per input of {self._signature()}")
+        vec = self._array(v, len(self.wrt), "v", "one value per wrt symbol")
+        grad, hv = np.empty(len(self.wrt)), np.empty(len(self.wrt))
+        value = self._second_call("hvp_array", x, vec, grad, hv)
+        return value, grad, hv
+
+    def _second_call(self, kernel: str, *arrays):
+        second = self.second_order
+        if second.backend == "tape":
+            return getattr(second, kernel)(*arrays)
+        module = second.module
+        return _compiled(getattr(module, kernel), *arrays, path=second.path)
+
+    def _direction(self, v) -> np.ndarray:
+        if isinstance(v, Mapping):
+            index = {**{s: k for k, s in enumerate(self.wrt)},
+                     **{s.name: k for k, s in enumerate(self.wrt)}}
+            vec = np.full(len(self.wrt), np.nan)
+            for key, value in v.items():
+                if key not in index:
+                    raise InputError(f"v has the key {_label(key)}, which is not one of wrt "
+                                     f"({', '.join(s.name for s in self.wrt)}).")
+                vec[index[key]] = _number(self.wrt[index[key]], value)
+            missing = [s.name for s, x in zip(self.wrt, vec) if x != x]
+            if missing:
+                raise InputError(f"v has no value for {', '.join(missing)}; give one number "
+                                 "per wrt symbol.")
+            return vec
+        return self._array(v, len(self.wrt), "v", "one value per wrt symbol, in wrt order")
+
+    @staticmethod
+    def _array(values, n: int, name: str, what: str) -> np.ndarray:
+        try:
+            a = np.ascontiguousarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{name} must be {n} real numbers ({what}).") from None
+        if a.shape != (n,):
+            raise InputError(f"{name} must have shape ({n},) ({what}), got {a.shape}.")
+        if np.isnan(a).any():
+            raise InputError(f"{name} has NaN at index {int(np.flatnonzero(np.isnan(a))[0])}; "
+                             "give real numbers.")
+        return a
 
     @staticmethod
     def format_listing(fwd: list[str], bwd: list[str], columns: bool = False) -> str:
@@ -378,10 +482,14 @@ class CompiledFunction:
         """The gradient as a dict keyed by the ``wrt`` symbols."""
         return dict(zip(self.wrt, self.value_and_grad(*args, **kwargs)[1], strict=True))
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the standalone module (needs only NumPy and Numba) to ``path``."""
+    def save(self, path: str | os.PathLike, order: int = 1) -> Path:
+        """Write the standalone module (needs only NumPy and Numba) to ``path``; ``order=2``
+        writes the one with the second-order kernels ``hvp_array`` and ``hessian_array``."""
+        if order not in (1, 2):
+            raise ValueError(f"order must be 1 or 2, got {order!r}")
         path = Path(path)
-        path.write_text(self.source, encoding="utf-8")
+        source = self.source if order == 1 else self.second_order.render(standalone=True).source
+        path.write_text(source, encoding="utf-8")
         return path
 
     def __repr__(self) -> str:

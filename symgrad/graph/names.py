@@ -7,7 +7,8 @@ the same identifier are told apart with ``_2``, ``_3``, ... A name longer than
 :data:`MAX_LENGTH` keeps its first characters and gets a short hash of the whole name
 (Numba's LLVM argument names break on very long identifiers: two 1,500-character names that
 share a prefix were a "redefinition of argument"). The generated code reserves
-``s<k>`` for intermediates and ``grad_<name>`` for adjoints; user names never take those
+``s<k>`` for intermediates, ``grad_<name>`` for adjoints and ``dot_<name>`` for tangents
+(second order); user names never take those
 shapes, so no generated name can collide with a user's.
 """
 
@@ -35,6 +36,7 @@ GENERATED_CODE_NAMES = frozenset(
     vexp vexpm1 vtanh vlog vlog1p vsin vcos vsin_fast vcos_fast SIN_FAST_LIMIT
     finite permute add_rows SUMS KINDS update end_epoch DONE DIVERGED EARLY_STOPPING
     BLOCK BLOCK_SIZE CHUNKS block_sums loss_and_grad_sum loss_sum train float64 int64 types
+    hvp_array hessian_array hvp_block hvp_exact
     """.split()
 )
 
@@ -63,7 +65,7 @@ def identifier(name: str) -> str:
     base = "".join(parts) or "v"
     if base[0].isdigit() or base[0] == "_":
         base = "v_" + base.lstrip("_") if base.strip("_") else "v"
-    if base.startswith("grad"):
+    if base.startswith(("grad", "dot_")):
         base = "v_" + base
     if base in _RESERVED or _INTERMEDIATE.fullmatch(base):
         base += "_"

@@ -28,11 +28,11 @@ from ..compile.cache import cache_dir as _cache_dir
 from ..compile.cache import load_module, write_module
 from ..compile.inputs import real_number
 from ..emit import GeneratedModule, render_trainer
-from ..errors import ExpressionError, InputError
+from ..errors import ExpressionError, InputError, NotSupportedError
 from ..expression import as_expression, free_symbols
 from ..expression import stabilize as _stabilize
 from ..graph import Graph, Node, build
-from ..rules import Program, differentiate
+from ..rules import Program, differentiate, linearize
 from .data import columns
 from .history import DIVERGED, DONE, EARLY_STOPPING, RESTORES_BEST, History
 from .interrupt import COMPILING, TRAINING, Interrupts
@@ -43,6 +43,8 @@ __all__ = ["DivergenceWarning", "Model"]
 
 #: Sample count from which the loops over samples run on all cores (prange).
 PARALLEL_FROM = 50_000
+#: Parameter counts above this get no full Hessian (``hessian``); ``hvp`` has no limit.
+HESSIAN_MAX_PARAMS = 2000
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -190,10 +192,16 @@ class Model:
         path.write_text(self.source, encoding="utf-8")
         return path
 
-    def listing(self, columns: bool = False) -> str:
-        """The per-sample flat forward/backward code that the training loop runs per sample."""
+    def listing(self, columns: bool = False, order: int = 1) -> str:
+        """The per-sample flat forward/backward code that the training loop runs per sample;
+        ``order=2`` adds the tangent lines that :meth:`hvp` runs after them."""
         g = self.generated
-        return CompiledFunction.format_listing(g.forward, g.backward, columns)
+        text = CompiledFunction.format_listing(g.forward, g.backward, columns)
+        if order == 1:
+            return text
+        if order != 2:
+            raise ValueError(f"order must be 1 or 2, got {order!r}")
+        return text + CompiledFunction.format_tangent(self._second_generated().tangent)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{s}={v:.4g}" for s, v in self.params.items())
@@ -413,6 +421,120 @@ class Model:
         from ..kernels.trainer import loss_and_grad_sum
 
         return loss_and_grad_sum(*self._blocks(), False, values, data, 0, data.shape[1], grad)
+
+    # -- second order -----------------------------------------------------------------
+
+    def hvp(self, v, data, values: np.ndarray | None = None):
+        """Hessian of the mean loss over ``data`` times ``v``, without forming the Hessian.
+
+        ``v`` is shaped like :attr:`params`: a dict keyed by parameter (the result is such a
+        dict), or a flat array in parameter order (the result is a flat array). ``data`` is
+        a dict of columns as for ``fit`` (checked), or the checked 2-D array
+        ``loss_and_grad_sum`` takes (one C-contiguous float64 row per data column).
+        ``values`` (flat, parameter order) evaluates elsewhere than the current parameters.
+        One compiled pass over the samples (forward over reverse: the per-sample flat code
+        and its tangent lines, in the block loop that ``fit`` uses).
+        """
+        flat = not isinstance(v, Mapping)
+        vec = self._direction(v)
+        X = self._hvp_data(data)
+        at = self._values if values is None else self._point(values)
+        hv = self._hvp_at(at, vec, X)
+        return hv if flat else self._unflatten(hv)
+
+    def hessian(self, data, values: np.ndarray | None = None) -> np.ndarray:
+        """The Hessian of the mean loss over ``data``: an ``(n, n)`` array, rows and columns in
+        the order of :attr:`params` (``data`` and ``values`` as for :meth:`hvp`).
+
+        One Hessian-vector product per column, so offered up to
+        :data:`HESSIAN_MAX_PARAMS` parameters; above, use :meth:`hvp`.
+        """
+        n = len(self._values)
+        if n > HESSIAN_MAX_PARAMS:
+            raise NotSupportedError(
+                f"the model has {n} parameters: its full Hessian ({n}x{n} entries) is offered "
+                f"up to {HESSIAN_MAX_PARAMS} parameters only. Use model.hvp(v, data) (Hessian "
+                "times a vector, the same cost as a few gradients) instead.")
+        X = self._hvp_data(data)
+        at = self._values if values is None else self._point(values)
+        hess, e = np.empty((n, n)), np.zeros(n)
+        for k in range(n):
+            e[:] = 0.0
+            e[k] = 1.0
+            hess[:, k] = self._hvp_at(at, e, X)
+        return hess
+
+    def _hvp_at(self, values: np.ndarray, v: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Hessian of the mean loss over the samples of ``X`` at ``values``, times ``v``."""
+        from ..kernels.trainer import loss_and_grad_sum
+
+        m = self._second()
+        n = len(self._values)
+        both = np.concatenate([values, v])
+        out = np.empty(2 * n)
+        loss_and_grad_sum(m.hvp_block, m.hvp_exact, m.HAS_EXACT,
+                          X.shape[1] >= PARALLEL_FROM, both, X, 0, X.shape[1], out)
+        return out[n:] / X.shape[1]
+
+    def _second_generated(self) -> GeneratedModule:
+        """The training module with the second-order blocks, rendered when first needed."""
+        if "generated2" not in self._modules:
+            t0 = time.perf_counter()
+            tangent = linearize(self._program, [n.var for n in self._param_nodes])
+            self._modules["generated2"] = render_trainer(
+                self._graph, self._program, self._param_nodes, self._data_nodes,
+                self.fast_math, tangent=tangent)
+            self.timings["second_order_codegen_s"] = time.perf_counter() - t0
+        return self._modules["generated2"]
+
+    def _second(self) -> ModuleType:
+        """That module imported (its block kernels compile, or load from the cache, now)."""
+        if "order2" not in self._modules:
+            source = self._second_generated().source
+            path, _ = write_module(source, _cache_dir(self.cache_dir))
+            t0 = time.perf_counter()
+            self._modules["order2"] = load_module(path, source)
+            self.timings["second_order_load_s"] = time.perf_counter() - t0
+        return self._modules["order2"]
+
+    def _direction(self, v) -> np.ndarray:
+        """``v`` (a dict keyed by parameter, or flat in parameter order) as a flat array."""
+        if isinstance(v, Mapping):
+            unknown = [getattr(k, "name", repr(k)) for k in v if k not in self._param_syms]
+            missing = [s.name for s in self._param_syms if s not in v]
+            if unknown or missing:
+                raise InputError("v must have one entry per parameter"
+                                 + (f"; not parameters: {', '.join(unknown)}" if unknown else "")
+                                 + (f"; missing: {', '.join(missing)}" if missing else "") + ".")
+            return self._point([v[s] for s in self._param_syms], "v")
+        return self._point(v, "v")
+
+    def _point(self, values, name: str = "values") -> np.ndarray:
+        """A flat float64 array of one finite number per parameter (parameter order)."""
+        n = len(self._values)
+        try:
+            a = np.array(values, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise InputError(f"{name} must be {n} real numbers, one per parameter in the order "
+                             "of model.params.") from None
+        if a.shape != (n,):
+            raise InputError(f"{name} must have {n} entries (one per parameter, in the order of "
+                             f"model.params), got {a.size}.")
+        if not np.isfinite(a).all():
+            raise InputError(f"{name} holds NaN or inf at index "
+                             f"{int(np.flatnonzero(~np.isfinite(a))[0])}; give finite numbers.")
+        return a
+
+    def _hvp_data(self, data) -> np.ndarray:
+        if isinstance(data, np.ndarray):
+            rows = len(self._data_syms)
+            if (data.ndim != 2 or data.shape[0] != rows or data.shape[1] == 0
+                    or data.dtype != np.float64 or not data.flags.c_contiguous):
+                raise InputError(f"data as an array must be C-contiguous float64 of shape "
+                                 f"({rows}, samples), one row per data column; or pass a dict "
+                                 "of columns as for fit.")
+            return data
+        return columns(data, self._data_syms, "data")
 
     def predict(self, expr: sp.Expr | None = None, data: Mapping | None = None, *,
                 client=None) -> np.ndarray:

@@ -75,7 +75,7 @@ class _Objective:
         else:
             self._at = _mean_loss_and_grad(model, X)
             self.data = X  # checked columns: hvp takes them as they are
-        self._hvp = _hvp_of(model) if hessian else None
+        self._hvp = model.hvp if hessian else None
         self._x = None
         self._value, self._grad = math.nan, None
         self.counts = np.zeros(3, dtype=np.int64)  # values, gradients, HVPs asked for
@@ -134,14 +134,6 @@ def _mean_loss_and_grad(model, X: np.ndarray):
         return total / n, grad / n
 
     return at
-
-
-def _hvp_of(model):
-    hvp = getattr(model, "hvp", None)
-    if hvp is None:
-        raise TypeError(f"NewtonCG needs Hessian-vector products, which {type(model).__name__} "
-                        "does not provide; use LBFGS.")
-    return hvp
 
 
 def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
