@@ -35,6 +35,7 @@ the same optimum; ``seed`` changes nothing).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -234,10 +235,12 @@ def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
     try:
         if epochs:
             extra = {"hessp": objective.hessp} if objective._hvp is not None else {}
-            result = minimize(objective.fun, accepted.astype(np.float64), jac=objective.jac,
-                              method=optimizer.method, callback=callback,
-                              options={**optimizer.options(), "maxiter": epochs,
-                                       **_unlimited(optimizer)}, **extra)
+            with _blas_threads(model):
+                clock["start"] = clock["epoch"] = time.perf_counter()
+                result = minimize(objective.fun, accepted.astype(np.float64), jac=objective.jac,
+                                  method=optimizer.method, callback=callback,
+                                  options={**optimizer.options(), "maxiter": epochs,
+                                           **_unlimited(optimizer)}, **extra)
     except _NonFinite as e:
         try:
             end(e.loss, DIVERGED)
@@ -292,6 +295,21 @@ def _finish(model, history: History, result, stop: dict, best, best_params) -> N
             "best parameters so far were restored. Check the loss for overflow (symgrad's "
             "stable forms: sg.softplus, sg.losses.bce_with_logits) or start closer.",
             DivergenceWarning, stacklevel=4)
+
+
+def _blas_threads(model):
+    """One BLAS thread while scipy's method runs on a per-sample model: its linear algebra is
+    on vectors and (L-BFGS) 2m x 2m matrices, where waking BLAS threads costs more than it
+    saves (L-BFGS-B took 8 ms per iteration on a busy 2-core machine, 0.15 ms on one thread);
+    the model's own code is Numba's, without BLAS. A matrix model keeps BLAS's threads for its
+    products."""
+    from .arrays import ArrayModel
+
+    if isinstance(model, ArrayModel):
+        return contextlib.nullcontext()
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().limit(limits=1, user_api="blas")
 
 
 def _unlimited(optimizer: ScipyOptimizer) -> dict:
