@@ -10,8 +10,9 @@ Newton-CG (``sg.optim.LBFGS``, ``sg.optim.NewtonCG``: scipy's methods on symgrad
 value, gradient and Hessian-vector product). The optimum's loss comes from an independent
 reference: the same risk written in NumPy, minimised by scipy's BFGS (gtol 1e-10, float64).
 
-Prints a table (iterations, gradient evaluations, time, final loss) counting, for each
-method, the gradient evaluations it needs to reach the optimum's loss: Adam to within 1e-4
+Prints a table (iterations, gradient evaluations, time and final loss of the whole run)
+counting, for each method, the iterations and gradient evaluations it needs to reach the
+optimum's loss: Adam to within 1e-4
 relative, L-BFGS and Newton-CG to within 1e-8 relative (one Hessian-vector product counts
 as one gradient evaluation), and plots the loss gap against gradient evaluations
 (second_order.png).
