@@ -259,24 +259,23 @@ def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
         if clock["bar"] is not None:
             clock["bar"].close()
         values[:] = accepted
-        _finish(model, history, result, stop, best, best_params)
+        _finish(model, history, result, stop, best, best_params, objective.counts - seen)
         if saving:
             saving.save(model)  # the model as fit leaves it
     return history
 
 
-def _finish(model, history: History, result, stop: dict, best, best_params) -> None:
-    """Stop reason, leftover counts, best parameters (restored after the stops of
-    ``RESTORES_BEST``, as in the compiled loops)."""
+def _finish(model, history: History, result, stop: dict, best, best_params, rest) -> None:
+    """Stop reason, the counts of evaluations after the last iteration (``rest``, added to
+    the last epoch), best parameters (restored after the stops of ``RESTORES_BEST``, as in
+    the compiled loops)."""
     from .model import DivergenceWarning
 
     if result is not None:
         history.message = str(result.message)
-        rest = np.array([result.nfev, result.njev, getattr(result, "nhev", 0)]) - np.array(
-            [sum(history.n_fev), sum(history.n_gev), sum(history.n_hvp)])
-        if history.epoch and rest.any():  # evaluations after the last iteration's callback
-            for name, count in zip(("n_fev", "n_gev", "n_hvp"), rest.tolist()):
-                getattr(history, name)[-1] += count
+    if history.epoch and rest.any():
+        for name, count in zip(("n_fev", "n_gev", "n_hvp"), rest.tolist()):
+            getattr(history, name)[-1] += count
     if stop:
         history.stop_reason = stop["reason"]
     elif result is not None and result.status == 0:
