@@ -5,7 +5,9 @@ Numba, so Numba compiles each of them once per machine and loads it from its dis
 afterwards; generated modules import them and compile only the model's own code:
 
 - ``vecmath``: vectorizable exp, log, sin, cos, tanh, log1p, expm1 (pure arithmetic);
-- ``loops``: the seeded shuffle, finiteness checks, row sums;
+- ``loops``: the seeded shuffle, finiteness checks, row sums, the end of an epoch;
+- ``arrays``: matrix models' loops (sums, small matrix products, row-wise softmax and
+  cross-entropy, vectorizable math over a whole matrix);
 - ``optim``: the optimizers' update rules, one function for all of them;
 - ``trainer``: the training loop (epochs, minibatches, block sums, early stopping) that
   calls a model's per-sample block kernel through a first-class function argument;
@@ -44,7 +46,7 @@ from ..trust import problem as trust_problem
 __all__ = ["MODULES", "cache_files", "cache_location", "ready", "standalone"]
 
 #: The kernel modules in dependency order.
-MODULES = ("vecmath", "loops", "optim", "trainer")
+MODULES = ("vecmath", "loops", "arrays", "optim", "trainer")
 #: Every module of Numba functions here (the tape interpreter is not copied into saved
 #: modules, so it is not in :data:`MODULES`).
 ALL = (*MODULES, "tape_vm")
@@ -136,7 +138,7 @@ def warm() -> float:
     import numpy as np
     from numba import cfunc
 
-    from . import loops, optim, trainer, vecmath
+    from . import arrays, loops, optim, trainer, vecmath
 
     start = time.perf_counter()
     ready()
@@ -160,4 +162,24 @@ def warm() -> float:
         p = np.zeros(3, dtype=dtype)
         optim.update(6, p, p.copy(), np.zeros((3, 3), dtype=dtype), 1, np.zeros(6))
     loops.permute(np.empty(3, dtype=np.int64), 0)
+    _warm_arrays(arrays)
     return time.perf_counter() - start
+
+
+def _warm_arrays(arrays) -> None:
+    """Compile the matrix kernels for float64 buffers (other layouts and float32 compile
+    at their first use, once per machine as well)."""
+    import numpy as np
+
+    a, out, w = np.ones((2, 3)), np.zeros((2, 3)), np.zeros((3, 3))
+    arrays.sum2d(a, 2, 3)
+    arrays.sumsq2d(a, 2, 3)
+    arrays.rowsums(a, 2, 3, w[0], False)
+    arrays.mm_dot(a, a, w, 2, 2, 3, False, False)
+    for name in ("exp", "log", "tanh", "sin", "cos"):
+        getattr(arrays, f"map_{name}")(a, out)
+    for fast in (True, False):
+        arrays.softmax_t(a, out, w[0], w[1], False, fast)
+        arrays.softmax_from_lse(a, out, w[1], True, fast)
+        arrays.log_softmax_t(a, out, w[0], w[1], False, fast)
+        arrays.sce_t(a, a, w[0], w[1], w[2], fast)
