@@ -99,6 +99,26 @@ def test_mm_dot_matches_numpy(flip, acc):
             np.testing.assert_allclose(c, want + start if acc else want, rtol=1e-13, atol=1e-14)
 
 
+@pytest.mark.parametrize("a_t, b_t, c_t", [(x, y, z) for x in (False, True)
+                                             for y in (False, True) for z in (False, True)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matmul_matches_numpy_in_every_storage(a_t, b_t, c_t, dtype):
+    """c (+)= A @ B with each of A, B, C stored as itself or its transpose (every loop
+    order the kernel picks), overwriting and accumulating."""
+    A, B = _RNG.standard_normal((5, 3)), _RNG.standard_normal((3, 4))
+    start = _RNG.standard_normal((5, 4))
+    tol = 1e-13 if dtype == np.float64 else 1e-5
+
+    def stored(m, t):
+        return np.ascontiguousarray(m.T if t else m).astype(dtype)
+
+    for acc in (False, True):
+        c = stored(start, c_t)
+        arrays.matmul(stored(A, a_t), stored(B, b_t), c, a_t, b_t, c_t, acc)
+        got = c.T if c_t else c
+        np.testing.assert_allclose(got, A @ B + (start if acc else 0), rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("fast", [False, True])
 def test_row_wise_softmax_kernels_match_numpy(fast):
     """Stored (classes, samples): softmax, log-softmax and cross-entropy per sample (column),

@@ -8,12 +8,12 @@ its listing line as a comment:
 * matrices whose rows are the batch are stored transposed (samples innermost), so
   element-wise loops and most matrix products run along contiguous memory and vectorize;
 * consecutive element-wise lines over the same shape share one loop nest (fused);
-* large matrix products call BLAS (``np.dot`` into a preallocated output); small ones are
-  loops ordered so the innermost runs along contiguous memory, or fast-math dot products;
-* sums, row-wise softmax and cross-entropy, fast-math dot products and the vectorizable
-  math maps are calls of ``symgrad.kernels.arrays`` (the same for every model, so compiled
-  once per machine); sums there are reassociated, so they vectorize; element-wise code
-  stays without fast-math so the vectorizable exp/log/tanh keep their exact arithmetic.
+* large matrix products call BLAS (``np.dot`` into a preallocated output);
+* small matrix products, sums, row-wise softmax and cross-entropy and the vectorizable math
+  maps are calls of ``symgrad.kernels.arrays`` (the same for every model, so compiled once
+  per machine, not once per model); sums there are reassociated, so they vectorize;
+  element-wise code stays without fast-math so the vectorizable exp/log/tanh keep their
+  exact arithmetic.
 
 Parameters are views into one flat vector (so the optimizers of the per-sample trainer
 update them unchanged), and so are their gradients.
@@ -318,8 +318,6 @@ class _Kernel:
         work = 1
         for d in (ra, ka, cb):
             work *= d if isinstance(d, int) else BLAS_BATCH
-        I_, J_ = self.logical(c)
-        K_ = self.logical(a)[0 if ta else 1]
         if work >= BLAS_FROM:
             if c.flip:
                 left = b.name if sw_b else f"{b.name}.T"
@@ -333,30 +331,9 @@ class _Kernel:
             return [f"np.dot({left}, {right}, {t.name})",
                     *self.each(c, f"{c.name}[_a, _b] += {t.name}[_a, _b]")]
 
-        def A(i, p):
-            return f"{a.name}[{p}, {i}]" if sw_a else f"{a.name}[{i}, {p}]"
-
-        def B(p, j):
-            return f"{b.name}[{j}, {p}]" if sw_b else f"{b.name}[{p}, {j}]"
-
-        def C(i, j):
-            return f"{c.name}[{j}, {i}]" if c.flip else f"{c.name}[{i}, {j}]"
-
-        zero = [] if aug else self.each(c, f"{c.name}[_a, _b] = 0.0")
-        if c.flip and sw_a:
-            return zero + [f"for _j in range({J_}):", f"    for _q in range({K_}):",
-                           f"        _x = {B('_q', '_j')}", f"        for _i in range({I_}):",
-                           f"            {C('_i', '_j')} += {A('_i', '_q')} * _x"]
-        if not c.flip and not sw_b:
-            return zero + [f"for _i in range({I_}):", f"    for _q in range({K_}):",
-                           f"        _x = {A('_i', '_q')}", f"        for _j in range({J_}):",
-                           f"            {C('_i', '_j')} += _x * {B('_q', '_j')}"]
-        if not sw_a and sw_b:
-            self.kernels.add("mm_dot")
-            return [f"mm_dot({a.name}, {b.name}, {c.name}, {I_}, {J_}, {K_}, {c.flip}, {aug})"]
-        return [f"for _i in range({I_}):", f"    for _j in range({J_}):", "        _x = 0.0",
-                f"        for _q in range({K_}):", f"            _x += {A('_i', '_q')} * "
-                f"{B('_q', '_j')}", f"        {C('_i', '_j')} {'+=' if aug else '='} _x"]
+        self.kernels.add("matmul")
+        return [f"matmul({a.name}, {b.name}, {c.name}, a_t={sw_a}, b_t={sw_b}, c_t={c.flip}, "
+                f"acc={aug})"]
 
     def axis_sum(self, out: _Var, e, aug: bool) -> list[str]:
         a = self.vars[e.args[0].name]

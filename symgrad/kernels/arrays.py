@@ -83,6 +83,61 @@ def mm_dot(a, b, c, m, l, k, flip, acc):
 
 
 @njit(cache=True, error_model="numpy")
+def zero(c):
+    """c[:, :] = 0."""
+    for x in range(c.shape[0]):
+        for y in range(c.shape[1]):
+            c[x, y] = 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def matmul(a, b, c, a_t, b_t, c_t, acc):
+    """c (+)= A @ B for small products, where A is stored in ``a`` (as its transpose if
+    ``a_t``), B in ``b`` (``b_t``) and the product in ``c`` (``c_t``).
+
+    The loops are ordered so that the innermost runs along contiguous memory: down the
+    columns of c when it is stored transposed, along its rows otherwise; rows of a against
+    rows of b are dot products (:func:`mm_dot`). The same arithmetic in the same order as
+    the loops symgrad wrote into each model before, so results are unchanged.
+    """
+    n_i = c.shape[1] if c_t else c.shape[0]
+    n_j = c.shape[0] if c_t else c.shape[1]
+    n_k = a.shape[0] if a_t else a.shape[1]
+    if not a_t and b_t:
+        mm_dot(a, b, c, n_i, n_j, n_k, c_t, acc)
+    elif c_t and a_t:  # c[j, i] += a[q, i] * B[q, j]
+        if not acc:
+            zero(c)
+        for j in range(n_j):
+            for q in range(n_k):
+                x = b[j, q] if b_t else b[q, j]
+                for i in range(n_i):
+                    c[j, i] += a[q, i] * x
+    elif not c_t and not b_t:  # c[i, j] += A[i, q] * b[q, j]
+        if not acc:
+            zero(c)
+        for i in range(n_i):
+            for q in range(n_k):
+                x = a[q, i] if a_t else a[i, q]
+                for j in range(n_j):
+                    c[i, j] += x * b[q, j]
+    elif c_t:  # a and b stored as they are, c transposed: a dot product per entry
+        for i in range(n_i):
+            for j in range(n_j):
+                x = 0.0
+                for q in range(n_k):
+                    x += a[i, q] * b[q, j]
+                c[j, i] = c[j, i] + x if acc else x
+    else:  # a and b stored transposed, c as it is
+        for i in range(n_i):
+            for j in range(n_j):
+                x = 0.0
+                for q in range(n_k):
+                    x += a[q, i] * b[j, q]
+                c[i, j] = c[i, j] + x if acc else x
+
+
+@njit(cache=True, error_model="numpy")
 def row_lse(a, wm, wz, fast):
     """Row-wise log-sum-exp of a matrix stored (classes, samples): wz[i] for sample i
     (wm[i] its largest score)."""
