@@ -167,19 +167,39 @@ def warm() -> float:
 
 
 def _warm_arrays(arrays) -> None:
-    """Compile the matrix kernels for float64 buffers (other layouts and float32 compile
-    at their first use, once per machine as well)."""
+    """Compile the matrix kernels for float64 buffers as generated modules call them: their
+    flags are constants there, which Numba compiles as a signature of their own, so they are
+    called here from a compiled function too (other flags, layouts and float32 compile at
+    their first use, once per machine as well)."""
     import numpy as np
+    from numba import njit
 
-    a, out, w = np.ones((2, 3)), np.zeros((2, 3)), np.zeros((3, 3))
-    arrays.sum2d(a, 2, 3)
-    arrays.sumsq2d(a, 2, 3)
-    arrays.rowsums(a, 2, 3, w[0], False)
-    arrays.matmul(w, w.copy(), np.zeros((3, 3)), False, False, True, False)  # one compile
-    for name in ("exp", "log", "tanh", "sin", "cos"):
-        getattr(arrays, f"map_{name}")(a, out)
+    @njit
+    def calls(a, out, w, sq, fast):
+        arrays.sum2d(a, a.shape[0], a.shape[1])
+        arrays.sumsq2d(a, a.shape[0], a.shape[1])
+        arrays.rowsums(a, a.shape[0], a.shape[1], w[0], False)
+        arrays.map_exp(a, out)
+        arrays.map_log(a, out)
+        arrays.map_tanh(a, out)
+        arrays.map_sin(a, out)
+        arrays.map_cos(a, out)
+        if fast:
+            arrays.sce_t(a, a, w[0], w[1], w[2], True)
+            arrays.softmax_from_lse(a, out, w[1], False, True)
+            arrays.softmax_t(a, out, w[0], w[1], False, True)
+            arrays.log_softmax_t(a, out, w[0], w[1], False, True)
+        else:
+            arrays.sce_t(a, a, w[0], w[1], w[2], False)
+            arrays.softmax_from_lse(a, out, w[1], False, False)
+            arrays.softmax_t(a, out, w[0], w[1], False, False)
+            arrays.log_softmax_t(a, out, w[0], w[1], False, False)
+        c = sq[0]  # products of square matrices: every storage order is valid
+        arrays.matmul(c, c, sq[1], a_t=False, b_t=False, c_t=True, acc=False)
+        arrays.matmul(c, c, sq[1], a_t=True, b_t=True, c_t=True, acc=False)
+        arrays.matmul(c, c, sq[1], a_t=False, b_t=True, c_t=False, acc=False)
+        arrays.matmul(c, c, sq[1], a_t=True, b_t=False, c_t=True, acc=False)
+
+    a = np.ones((3, 4))
     for fast in (True, False):
-        arrays.softmax_t(a, out, w[0], w[1], False, fast)
-        arrays.softmax_from_lse(a, out, w[1], True, fast)
-        arrays.log_softmax_t(a, out, w[0], w[1], False, fast)
-        arrays.sce_t(a, a, w[0], w[1], w[2], fast)
+        calls(a, np.zeros((3, 4)), np.zeros((4, 4)), np.ones((2, 3, 3)), fast)
