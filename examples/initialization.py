@@ -132,7 +132,8 @@ curves, trained = {}, {}
 t0 = time.perf_counter()
 for name in INITS:
     model.params = initial(name)
-    hist = model.fit(train, epochs=EPOCHS, batch_size=BATCH, validation=val, verbose=0)
+    hist = model.fit(train, epochs=EPOCHS, batch_size=BATCH, validation=val, verbose=0,
+                     initial_epoch=0)  # each initialization: a fresh run, same shuffles
     curves[name] = hist.loss
     trained[name] = model.params
     predicted = np.argmax(model.predict(data={X: X_val}), axis=1)

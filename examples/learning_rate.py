@@ -29,7 +29,8 @@ for label, lr in (("too small", 0.002), ("good", 0.2), ("too large", 1.5)):
     model.params = START
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        hist = model.fit(dummy, optimizer=sg.optim.SGD(lr=lr), epochs=EPOCHS, verbose=0)
+        hist = model.fit(dummy, optimizer=sg.optim.SGD(lr=lr), epochs=EPOCHS, verbose=0,
+                         initial_epoch=0)  # a fresh run: epochs counted from 0
     curves[f"lr={lr} ({label})"] = hist.loss
     at = "  ".join(f"epoch {e}: {hist.loss[e]:.3g}" for e in (0, 10, 100) if e < len(hist))
     print(f"lr={lr:<6g} {label:9s} {at}  last: {hist.loss[-1]:.3g} after {len(hist)} epochs,"

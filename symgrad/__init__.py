@@ -9,16 +9,28 @@
 
 from . import show
 from ._version import __version__
-from .compile import CompiledFunction, clear_cache, compile
+from .compile import CompiledFunction, NonFiniteWarning, clear_cache, compile
 from .errors import (
     CompileError,
     ExpressionError,
     InputError,
+    ModelFileError,
+    NotSupportedError,
     ShapeError,
     SymgradError,
     UnsupportedFunctionError,
 )
-from .expression import elu, leaky_relu, losses, relu, sigmoid, softplus
+from .expression import (
+    elu,
+    leaky_relu,
+    log_sigmoid,
+    logsumexp,
+    losses,
+    relu,
+    sigmoid,
+    softplus,
+    stabilize,
+)
 from .expression.arrays import (
     dropout,
     elementwise,
@@ -44,9 +56,11 @@ from .train import (
     Model,
     SymmetryWarning,
     init,
+    load_model,
     metrics,
     one_hot,
     optim,
+    save_model,
 )
 from .trust import CacheWarning
 
@@ -65,6 +79,9 @@ __all__ = [
     "History",
     "InputError",
     "Model",
+    "ModelFileError",
+    "NonFiniteWarning",
+    "NotSupportedError",
     "ShapeError",
     "SymgradError",
     "UnsupportedFunctionError",
@@ -81,8 +98,11 @@ __all__ = [
     "l1",
     "l2",
     "leaky_relu",
+    "load_model",
     "log",
+    "log_sigmoid",
     "log_softmax",
+    "logsumexp",
     "losses",
     "maxout",
     "mean",
@@ -91,10 +111,12 @@ __all__ = [
     "optim",
     "relu",
     "rule",
+    "save_model",
     "sigmoid",
     "softmax",
     "softmax_cross_entropy",
     "softplus",
+    "stabilize",
     "sum",
     "SymmetryWarning",
     "tanh",

@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, help="absolute tolerance in [0, 1) (default by dtype)")
     p.add_argument("--eps", type=float, help="relative step h, between machine epsilon and 1 "
                    "(default by dtype)")
+    p.add_argument("--hessian", action="store_true",
+                   help="also check every Hessian entry (differences of the gradient)")
 
     p = _command(commands, "graph", _graph, "draw the computational graph at a point",
                  point=True)
@@ -191,7 +193,7 @@ def _check(args) -> int:
     from .show import check_gradients
 
     result = check_gradients(_subject(args), _point(args.point), rtol=args.rtol, atol=args.atol,
-                             eps=args.eps)
+                             eps=args.eps, hessian=args.hessian)
     return 0 if result.passed else 1
 
 

@@ -25,3 +25,12 @@ class ShapeError(SymgradError, ValueError):
 
 class CompileError(SymgradError, RuntimeError):
     """Numba rejected a generated module (a symgrad bug: please report it with the file)."""
+
+
+class ModelFileError(InputError):
+    """A saved model file cannot be loaded: damaged, truncated or edited, written by a newer
+    symgrad, or using a function whose ``@symgrad.rule`` is not registered."""
+
+
+class NotSupportedError(SymgradError, NotImplementedError):
+    """A feature symgrad does not offer for this object (the message says what to use)."""

@@ -159,8 +159,10 @@ def test_divergence_callbacks_and_interrupt_as_local(client):
                      client=client, callbacks=[lambda e, logs: e == 3])
     assert hist.stop_reason == "callback" and len(hist) == 4
 
+    start = model.epochs_trained  # this fit numbers its epochs on from the last one's
+
     def ctrl_c(epoch, logs):
-        if epoch == 2:
+        if epoch == start + 2:
             raise KeyboardInterrupt
 
     with warnings.catch_warnings(record=True) as caught:
@@ -277,13 +279,13 @@ def test_matrix_model_fit_evaluate_predict_match_local(client):
     assert all(counts[digest] == 1 for counts in client.run(dist.loaded_modules).values())
     # one epoch of shuffled minibatches: each step is the loss of the union of its pieces
     # (a mean over rows splits over chunks), here evaluated by the local model
-    start = model._values.copy()
+    start, epoch = model._values.copy(), model.epochs_trained  # epochs go on: 100
     model.fit(data, optimizer=optim.SGD(lr=0.5), epochs=1, batch_size=100, seed=5, verbose=0,
               client=client)
     orders = []
     for k, (s, rows) in enumerate([(0, 250), (250, 250), (500, 100)]):
         order = np.empty(rows, dtype=np.int64)
-        permute(order, (5 * 1000003 + 0) * 1009 + k)
+        permute(order, (5 * 1000003 + epoch) * 1009 + k)
         orders.append(s + order)
     local._values[:] = start
     for step in range(6):

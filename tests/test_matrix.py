@@ -384,7 +384,7 @@ def moons_fit(moons_model, moons):
     xs, labels = moons
     moons_model.params = moons_init()
     history = moons_model.fit({X: xs, Y: sg.one_hot(labels, 2)}, optimizer=sg.optim.SGD(lr=LR),
-                              epochs=200, verbose=0)
+                              epochs=200, verbose=0, initial_epoch=0)
     return history, moons_model.params
 
 
@@ -426,7 +426,7 @@ def test_moons_benchmark_convention_reproduces_reference_loss(moons_model):
     _, losses, _ = np_fit(xs, ys, 2000)
     moons_model.params = moons_init()
     history = moons_model.fit({X: xs, Y: ys}, optimizer=sg.optim.SGD(lr=LR), epochs=2000,
-                              verbose=0)
+                              verbose=0, initial_epoch=0)
     assert history.loss[-1] == pytest.approx(losses[-1], rel=1e-9)
     assert abs(losses[-1] - 0.287192) < 1e-6
     assert abs(history.loss[-1] - 0.287192) < 1e-6
@@ -458,7 +458,7 @@ def test_unshuffled_minibatches_match_numpy(moons_model, moons, drop_last):
     opt = sg.optim.SGD(lr=LR)
     moons_model.params = moons_init()
     history = moons_model.fit({X: xs, Y: ys}, optimizer=opt, epochs=3, batch_size=64,
-                              shuffle=False, drop_last=drop_last, verbose=0)
+                              shuffle=False, drop_last=drop_last, verbose=0, initial_epoch=0)
     p, losses, updates = np_fit(xs, ys, 3, batch_size=64, drop_last=drop_last)
     assert updates == (12 if drop_last else 15)  # 300 = 4*64 + 44
     assert opt.step[0] == updates
@@ -478,7 +478,7 @@ def test_shuffled_minibatches_with_validation_and_early_stopping(moons_model, mo
     moons_model.params = moons_init()
     history = moons_model.fit({X: xs[train], Y: ys[train]}, optimizer=opt, epochs=100,
                               batch_size=32, shuffle=True, seed=3, validation=val_data,
-                              early_stopping=4, verbose=0)
+                              early_stopping=4, verbose=0, initial_epoch=0)
     epochs = len(history)
     assert history.stop_reason == "early_stopping"
     assert len(history.loss) == len(history.val_loss) == len(history.epoch) == epochs
@@ -502,7 +502,7 @@ def test_shuffling_is_reproducible_from_the_seed(moons_model, moons):
         opt = sg.optim.SGD(lr=LR)
         moons_model.params = moons_init()
         history = moons_model.fit({X: xs, Y: ys}, optimizer=opt, epochs=2, batch_size=50,
-                                  shuffle=shuffle, seed=seed, verbose=0)
+                                  shuffle=shuffle, seed=seed, verbose=0, initial_epoch=0)
         assert len(history) == 2 and opt.step[0] == 12
         runs.append((history.loss, moons_model.params[W1]))
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
@@ -520,7 +520,7 @@ def test_shuffled_full_batch_equals_full_batch(moons_model, moons):
     ys = sg.one_hot(labels, 2)
     moons_model.params = moons_init()
     history = moons_model.fit({X: xs, Y: ys}, optimizer=sg.optim.SGD(lr=LR), epochs=5,
-                              shuffle=True, seed=1, verbose=0)
+                              shuffle=True, seed=1, verbose=0, initial_epoch=0)
     p, losses, _ = np_fit(xs, ys, 5)
     np.testing.assert_allclose(history.loss, losses, rtol=1e-10)
     for k, v in moons_model.params.items():

@@ -15,4 +15,5 @@ WORKLOADS = {
     "W4P": "benchmarks.workloads.w4p",
     "W4D": "benchmarks.workloads.w4d",
     "W5": "benchmarks.workloads.w5",
+    "H1": "benchmarks.workloads.h1",
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import math
 import os
 import time
 import warnings
@@ -25,13 +26,16 @@ import sympy as sp
 from ..emit import GeneratedModule, render
 from ..errors import CompileError, ExpressionError, InputError
 from ..expression import as_expression, free_symbols
+from ..expression import stabilize as _stabilize
 from ..graph import Graph, build
 from ..rules import Program, differentiate
 from .cache import cache_dir as _cache_dir
 from .cache import load_module, write_module
 from .inputs import nan_input, real_array, real_number
+from .nonfinite import NonFiniteWarning, explain
+from .second import SecondOrder
 
-__all__ = ["CompiledFunction", "compile"]
+__all__ = ["CompiledFunction", "NonFiniteWarning", "compile"]
 
 
 def compile(
@@ -43,6 +47,7 @@ def compile(
     cache_dir: str | os.PathLike | None = None,
     fast_math: bool = False,
     backend: str = "auto",
+    stabilize: bool = False,
 ) -> CompiledFunction:
     """Compile ``expr`` and its gradient with respect to ``wrt`` into Numba code.
 
@@ -60,11 +65,20 @@ def compile(
     interpreter, compiled once per machine (no per-model compile, ~6 ns per operation);
     ``"auto"`` (default) takes the tape above :data:`TAPE_FROM` lines of flat code, where
     a flat compile would take seconds. The listing is the same either way.
+
+    ``stabilize=True`` first rewrites plain forms that overflow (``1/(1 + exp(-x))``,
+    ``log(sigmoid(x))``, ``log(1 + exp(x))``, ``log(exp(a) + exp(b))``, ...) into
+    ``sigmoid``, ``log_sigmoid``, ``softplus``, ``logsumexp`` (see
+    ``symgrad.expression.stabilize``); the listing shows the rewritten code. By default the
+    expression is compiled gate by gate as written, and a call that returns inf or NaN at
+    finite inputs gives a :class:`NonFiniteWarning` naming the line and the stable form.
     """
     if backend not in ("auto", "flat", "tape"):
         raise ValueError(f"backend must be 'auto', 'flat' or 'tape', got {backend!r}")
     start = time.perf_counter()
     expr = as_expression(expr)
+    if stabilize:
+        expr = _stabilize(expr)
     if not isinstance(name, str):
         raise ExpressionError(f"name must be a string, got {type(name).__name__}.")
     symbols = free_symbols(expr)
@@ -89,14 +103,17 @@ def compile(
         if fast_math:  # the cached module imports symgrad's kernels; a saved one carries them
             standalone = functools.partial(printed, standalone=True)
         safe = [n.name for n in param_nodes]
-        if backend == "tape" or backend == "auto" and (
-                len(program.forward) + len(program.backward) > TAPE_FROM):
+        taped = backend == "tape" or backend == "auto" and (
+            len(program.forward) + len(program.backward) > TAPE_FROM)
+        second = functools.partial(SecondOrder, graph, program, param_nodes, wrt_nodes,
+                                   fast_math, cache_dir, "tape" if taped else "flat")
+        if taped:
             from .tape import lower
 
             tape = lower(program, param_nodes)
             timings = {"codegen_s": time.perf_counter() - start, "backend": "tape"}
             return CompiledFunction(expr, params, wrt_syms, printed, None, timings, graph,
-                                    program, safe, standalone, tape)
+                                    program, safe, standalone, tape, second)
         module = printed()
     finally:
         if collecting:
@@ -105,7 +122,7 @@ def compile(
     path, existed = write_module(module.source, _cache_dir(cache_dir))
     timings = {"codegen_s": codegen, "cache_hit": existed, "backend": "flat"}
     return CompiledFunction(expr, params, wrt_syms, module, path, timings, graph, program,
-                            safe, standalone)
+                            safe, standalone, None, second)
 
 
 #: Lines of flat code (forward + backward) above which ``backend="auto"`` runs a tape: there
@@ -215,6 +232,7 @@ class CompiledFunction:
         safe_names: Sequence[str],
         standalone=None,
         tape=None,
+        second=None,
     ) -> None:
         self.expr = expr
         self.inputs: tuple[sp.Symbol, ...] = tuple(inputs)
@@ -230,6 +248,8 @@ class CompiledFunction:
         self._index = _keyword_index(self.inputs, self._safe)
         self._ir = graph
         self._program = program
+        self._warned = False  # a NonFiniteWarning was given
+        self._second = second  # builds the SecondOrder when first needed
 
     @property
     def ir(self) -> Graph:
@@ -295,12 +315,110 @@ class CompiledFunction:
             return self._standalone().source
         return self.generated.source
 
-    def listing(self, columns: bool = False) -> str:
+    def listing(self, columns: bool = False, order: int = 1) -> str:
         """The flat forward and backward code, one primitive per line.
 
         With ``columns=True`` forward and backward stand side by side, as on the slides.
+        ``order=2`` adds the second-order lines below them: the tangent ``dot_x`` of every
+        line along the direction ``dot_<wrt>`` (= ``v``), ending in ``dot_grad_<wrt>``, the
+        entries of Hessian @ v (forward over reverse; see :meth:`hvp`).
         """
-        return self.format_listing(self.generated.forward, self.generated.backward, columns)
+        text = self.format_listing(self.generated.forward, self.generated.backward, columns)
+        if order == 1:
+            return text
+        if order != 2:
+            raise ValueError(f"order must be 1 or 2, got {order!r}")
+        return text + self.format_tangent(self.second_order.generated.tangent)
+
+    @staticmethod
+    def format_tangent(lines: Sequence[str]) -> str:
+        """The second-order block of a listing (see ``listing(order=2)``)."""
+        return "\n".join(["", "# tangent (Hessian @ v; dot_<wrt> = v)", *lines]) + "\n"
+
+    @property
+    def second_order(self) -> SecondOrder:
+        """The second-order code (tangent lines, their module or tape), built when first
+        needed: ``sg.compile`` itself pays nothing for it."""
+        if not isinstance(self._second, SecondOrder):
+            if self._second is None:
+                raise CompileError("this function was built without its program; "
+                                   "compile it with symgrad.compile for second order.")
+            self._second = self._second()
+        return self._second
+
+    def hvp(self, v, *args, **kwargs) -> np.ndarray:
+        """Hessian (with respect to :attr:`wrt`) times ``v`` at a point, without forming
+        the Hessian: shape ``(len(wrt),)``.
+
+        ``v`` is a sequence of ``len(wrt)`` numbers in ``wrt`` order, or a dict keyed by the
+        ``wrt`` symbols (or names); the point is given as for a call. Costs one pass of the
+        forward, backward and tangent lines (forward over reverse: a few gradients' worth).
+        """
+        x = np.array(self._bind(args, kwargs))
+        vec = self._direction(v)
+        grad, hv = np.empty(len(self.wrt)), np.empty(len(self.wrt))
+        value = self._second_call("hvp_array", x, vec, grad, hv)
+        if value - value != 0.0 or not np.isfinite(grad).all():  # inf or NaN
+            self._nonfinite(x.tolist(), value, grad.tolist())
+        return hv
+
+    def hessian(self, *args, **kwargs) -> np.ndarray:
+        """The Hessian with respect to :attr:`wrt` at a point: a symmetric ``(n, n)`` array
+        (``n = len(wrt)``), rows and columns in ``wrt`` order; one tangent pass per column."""
+        x = np.array(self._bind(args, kwargs))
+        n = len(self.wrt)
+        grad, hess = np.empty(n), np.empty((n, n))
+        value = self._second_call("hessian_array", x, grad, hess)
+        if value - value != 0.0 or not np.isfinite(grad).all():  # inf or NaN
+            self._nonfinite(x.tolist(), value, grad.tolist())
+        return hess
+
+    def value_grad_hvp(self, x: np.ndarray, v: np.ndarray) -> tuple[float, np.ndarray,
+                                                                    np.ndarray]:
+        """``(value, gradient, Hessian @ v)`` with the inputs in one array (order of
+        :attr:`inputs`) and ``v`` an array in ``wrt`` order: the fast form for optimizers."""
+        x = self._array(x, self._n, "x", f"one value per input of {self._signature()}")
+        vec = self._array(v, len(self.wrt), "v", "one value per wrt symbol")
+        grad, hv = np.empty(len(self.wrt)), np.empty(len(self.wrt))
+        value = self._second_call("hvp_array", x, vec, grad, hv)
+        return value, grad, hv
+
+    def _second_call(self, kernel: str, *arrays):
+        second = self.second_order
+        if second.backend == "tape":
+            return getattr(second, kernel)(*arrays)
+        module = second.module
+        return _compiled(getattr(module, kernel), *arrays, path=second.path)
+
+    def _direction(self, v) -> np.ndarray:
+        if isinstance(v, Mapping):
+            index = {**{s: k for k, s in enumerate(self.wrt)},
+                     **{s.name: k for k, s in enumerate(self.wrt)}}
+            vec = np.full(len(self.wrt), np.nan)
+            for key, value in v.items():
+                if key not in index:
+                    raise InputError(f"v has the key {_label(key)}, which is not one of wrt "
+                                     f"({', '.join(s.name for s in self.wrt)}).")
+                vec[index[key]] = _number(self.wrt[index[key]], value)
+            missing = [s.name for s, x in zip(self.wrt, vec) if x != x]
+            if missing:
+                raise InputError(f"v has no value for {', '.join(missing)}; give one number "
+                                 "per wrt symbol.")
+            return vec
+        return self._array(v, len(self.wrt), "v", "one value per wrt symbol, in wrt order")
+
+    @staticmethod
+    def _array(values, n: int, name: str, what: str) -> np.ndarray:
+        try:
+            a = np.ascontiguousarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{name} must be {n} real numbers ({what}).") from None
+        if a.shape != (n,):
+            raise InputError(f"{name} must have shape ({n},) ({what}), got {a.shape}.")
+        if np.isnan(a).any():
+            raise InputError(f"{name} has NaN at index {int(np.flatnonzero(np.isnan(a))[0])}; "
+                             "give real numbers.")
+        return a
 
     @staticmethod
     def format_listing(fwd: list[str], bwd: list[str], columns: bool = False) -> str:
@@ -315,8 +433,8 @@ class CompiledFunction:
         """The value of the expression."""
         values = self._bind(args, kwargs)
         result = _compiled(self.value_kernel, *values, path=self.path)
-        if result != result:
-            self._explain_nan(values)
+        if result - result != 0.0:  # inf or NaN
+            self._nonfinite(values, result, None)
         return result
 
     def value_and_grad(self, *args, **kwargs) -> tuple[float, tuple[float, ...]]:
@@ -329,8 +447,9 @@ class CompiledFunction:
         except (TypeError, ValueError, OverflowError):  # not all floats: convert or refuse
             args = self._bind(args, {})
             result = kernel(*args)
-        if result[0] != result[0]:
-            self._explain_nan(args)
+        total = sum(result[1], result[0])
+        if total - total != 0.0:  # inf or NaN somewhere (or a finite sum that overflowed)
+            self._nonfinite(args, *result)
         return result
 
     def value_and_grad_array(
@@ -354,18 +473,23 @@ class CompiledFunction:
                   and out.shape == (len(self.wrt),) and out.flags.writeable):
             _check_out("out", out, (len(self.wrt),))  # says what is wrong
         value = _compiled(self.module.value_and_grad_array, x, out, path=self.path)
-        if value != value:
-            self._explain_nan(x.tolist())
+        total = value + out.sum()
+        if total - total != 0.0:
+            self._nonfinite(x.tolist(), value, out.tolist())
         return value, out
 
     def gradient(self, *args, **kwargs) -> dict[sp.Symbol, float]:
         """The gradient as a dict keyed by the ``wrt`` symbols."""
         return dict(zip(self.wrt, self.value_and_grad(*args, **kwargs)[1], strict=True))
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the standalone module (needs only NumPy and Numba) to ``path``."""
+    def save(self, path: str | os.PathLike, order: int = 1) -> Path:
+        """Write the standalone module (needs only NumPy and Numba) to ``path``; ``order=2``
+        writes the one with the second-order kernels ``hvp_array`` and ``hessian_array``."""
+        if order not in (1, 2):
+            raise ValueError(f"order must be 1 or 2, got {order!r}")
         path = Path(path)
-        path.write_text(self.source, encoding="utf-8")
+        source = self.source if order == 1 else self.second_order.render(standalone=True).source
+        path.write_text(source, encoding="utf-8")
         return path
 
     def __repr__(self) -> str:
@@ -409,7 +533,7 @@ class CompiledFunction:
             _check_out("out[0] (values)", value, (n,))
             _check_out("out[1] (grads)", grad, (len(self.wrt), n))
         _compiled(self.module.value_and_grad_batch, columns, value, grad, path=self.path)
-        self._check_batch(columns, value)
+        self._check_batch(columns, value, grad)
         return value, grad
 
     def _bind_columns(self, args: tuple, kwargs: dict) -> tuple[np.ndarray, ...]:
@@ -430,15 +554,32 @@ class CompiledFunction:
         n = lengths.pop() if lengths else 1
         return tuple(a if a.ndim == 1 else np.full(n, a[()]) for a in arrays)
 
-    def _check_batch(self, columns: tuple[np.ndarray, ...], value: np.ndarray) -> None:
-        """NaN inputs are refused; checked only where a value came out NaN (cheap otherwise)."""
-        if not np.isnan(value).any():
+    def _check_batch(self, columns: tuple[np.ndarray, ...], value: np.ndarray,
+                     grad: np.ndarray | None = None) -> None:
+        """NaN inputs are refused, and the first sample whose value or gradient is not finite
+        at finite inputs gets a NonFiniteWarning; checked only where a sum of the results is
+        not finite (cheap otherwise)."""
+        total = float(value.sum()) + (float(grad.sum()) if grad is not None else 0.0)
+        if total - total == 0.0:
             return
         for s, column in zip(self.inputs, columns):
             bad = np.flatnonzero(np.isnan(column))
             if bad.size:
                 raise InputError(f"input {s.name} is NaN at index {bad[0]} ({bad.size} NaN in "
                                  "all); remove or fill those points first.")
+        if self._warned:
+            return
+        bad = ~np.isfinite(value)
+        if grad is not None:
+            bad |= ~np.isfinite(grad).all(axis=0)
+        for column in columns:
+            bad &= np.isfinite(column)
+        samples = np.flatnonzero(bad)
+        if samples.size:
+            i = int(samples[0])
+            self._nonfinite([c[i] for c in columns], float(value[i]),
+                            None if grad is None else grad[:, i].tolist(),
+                            f"at sample {i} ({samples.size} such samples in all)", stacklevel=4)
 
     def _bind(self, args: tuple, kwargs: dict) -> list[float]:
         return [_number(s, v) for s, v in zip(self.inputs, self._collect(args, kwargs))]
@@ -472,16 +613,22 @@ class CompiledFunction:
             )
         return values
 
-    def _explain_nan(self, values: Sequence) -> None:
-        bad = [s.name for s, v in zip(self.inputs, values) if v != v]  # float32 NaN too
+    def _nonfinite(self, values: Sequence, value: float, grads: Sequence[float] | None,
+                   where: str = "", stacklevel: int = 3) -> None:
+        """Called where a result may be inf or NaN: a NaN input is refused; at finite inputs,
+        the first time for this function, a NonFiniteWarning names the line that overflowed
+        (found by running the program as data) and the stable form to write."""
+        point = [float(v) for v in values]
+        bad = [s.name for s, v in zip(self.inputs, point) if v != v]  # float32 NaN too
         if bad:
             raise nan_input(", ".join(bad))
-        warnings.warn(
-            f"{self.generated.output} is NaN at this point although every input is a number "
-            "(e.g. log of a negative value, 0/0 or inf - inf); check the inputs' domain.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        if self._warned or not all(map(math.isfinite, point)):
+            return
+        if math.isfinite(value) and (grads is None or all(map(math.isfinite, grads))):
+            return  # a sum of finite results overflowed
+        self._warned = True
+        warnings.warn(explain(self, point, value, grads, where), NonFiniteWarning,
+                      stacklevel=stacklevel)
 
 
 _MISSING = object()

@@ -30,7 +30,15 @@ from sympy.codegen.cfunctions import Sqrt, expm1, log1p, log2, log10
 from sympy.core.mul import _keep_coeff
 from sympy.logic.boolalg import BooleanAtom
 
-from ..expression.functions import elu, leaky_relu, relu, sigmoid, softplus
+from ..expression.functions import (
+    elu,
+    leaky_relu,
+    log_sigmoid,
+    logsumexp,
+    relu,
+    sigmoid,
+    softplus,
+)
 from ..graph import Identity
 from ..kernels import ready
 from ..kernels import tape_vm as vm
@@ -48,7 +56,7 @@ _UNARY = {
     sp.erfc: "ERFC", sp.Abs: "ABS", sp.floor: "FLOOR", sp.ceiling: "CEIL", sp.sign: "SIGN",
     sigmoid: "SIGMOID", relu: "RELU", softplus: "SOFTPLUS", sp.gamma: "GAMMA",
     sp.loggamma: "LGAMMA", expm1: "EXPM1", log1p: "LOG1P", log2: "LOG2", log10: "LOG10",
-    Sqrt: "SQRT",
+    Sqrt: "SQRT", log_sigmoid: "LOG_SIGMOID",
 }
 _UNARY = {cls: _OP[name] for cls, name in _UNARY.items()}
 _BINARY = {sp.atan2: _OP["ATAN2"], leaky_relu: _OP["LEAKY_RELU"], elu: _OP["ELU"],
@@ -137,6 +145,11 @@ class _Lowering:
                 return False, reg
         if isinstance(expr, sp.Not):
             return False, self.emit(_OP["NOT"], self.value(expr.args[0]))
+        if cls is logsumexp:  # the helper's fold of logaddexp, from -inf
+            reg = self.const(-math.inf)
+            for arg in expr.args:
+                reg = self.emit(_OP["LOGADDEXP"], reg, self.value(arg))
+            return False, reg
         if cls is Identity:
             return self.lower(expr.args[0])
         if isinstance(expr, sp.Function):

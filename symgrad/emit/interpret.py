@@ -23,7 +23,15 @@ import sympy as sp
 from sympy.core.mul import _keep_coeff
 
 from ..errors import SymgradError
-from ..expression.functions import elu, leaky_relu, relu, sigmoid, softplus
+from ..expression.functions import (
+    elu,
+    leaky_relu,
+    log_sigmoid,
+    logsumexp,
+    relu,
+    sigmoid,
+    softplus,
+)
 from ..graph import Identity
 from ..rules import lookup
 from .printer import FlatCodePrinter
@@ -95,6 +103,25 @@ def _softplus(x):
     return (x if x > 0.0 else 0.0) + math.log1p(math.exp(-abs(x)))
 
 
+def _log_sigmoid(x):
+    x = float(x)
+    return (x if x < 0.0 else 0.0) - math.log1p(math.exp(-abs(x)))
+
+
+def _logaddexp(a, b):
+    d = a - b
+    if d != d:
+        return a + b
+    return (a if a > b else b) + math.log1p(math.exp(-abs(d)))
+
+
+def _logsumexp(*xs):
+    out = -math.inf
+    for x in xs:
+        out = _logaddexp(out, float(x))
+    return out
+
+
 def _sign(x):
     return 1.0 if x > 0.0 else (-1.0 if x < 0.0 else x * 0.0)
 
@@ -104,7 +131,8 @@ def _heaviside(x, at_zero=0.5):
 
 
 _HELPERS = {sigmoid: _sigmoid, relu: _relu, leaky_relu: _leaky_relu, elu: _elu,
-            softplus: _softplus, sp.sign: _sign, sp.Heaviside: _heaviside}
+            softplus: _softplus, sp.sign: _sign, sp.Heaviside: _heaviside,
+            log_sigmoid: _log_sigmoid, logsumexp: _logsumexp}
 
 _COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
             ">": operator.gt, ">=": operator.ge}

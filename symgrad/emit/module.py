@@ -17,7 +17,7 @@ import sympy as sp
 from .._version import __version__
 from ..graph import Graph, NameAllocator, Node
 from ..kernels import standalone as kernel_source
-from ..rules import Program, lookup
+from ..rules import Program, Tangent, lookup
 from .printer import FlatCodePrinter
 from .templates import environment
 
@@ -28,7 +28,8 @@ FAST_MATH_NAMES = ("exp", "log", "sin", "cos", "tanh", "log1p", "expm1")
 #: Replaced in loops over samples only, by versions that return NaN past a range limit; a
 #: block whose sums come out NaN is recomputed with libm (the ``exact`` lines).
 FAST_RANGE_NAMES = ("sin", "cos")
-_HELPER_MATH = {"sigmoid": {"exp"}, "softplus": {"exp", "log1p"}, "elu": {"expm1"}}
+_HELPER_MATH = {"sigmoid": {"exp"}, "softplus": {"exp", "log1p"}, "elu": {"expm1"},
+                "log_sigmoid": {"exp", "log1p"}, "logsumexp": {"exp", "log1p"}}
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class GeneratedModule:
     wrt: list[str]
     output: str
     renamed: list[tuple[str, str]]
+    tangent: list[str] = ()  # second order: the tangent lines (rendered with ``tangent=``)
 
 
 @dataclass(frozen=True)
@@ -54,16 +56,19 @@ class _UserFunction:
 def _printed(
     graph: Graph, program: Program, inputs: Sequence[Node], fast_math: bool, ranged: bool = False,
     kernels: dict[str, list[str]] | None = None, standalone: bool = False,
+    tangent: Tangent | None = None,
 ) -> dict:
     """Print the program and collect what every template needs around the lines.
 
     With ``ranged``, sin/cos become range-limited fast versions too, and the lines are also
     printed with ``math.``-qualified names (``exact_forward``/``exact_backward``) for the
-    libm fallback. ``kernels`` and ``standalone``: see :func:`math_context`.
+    libm fallback. ``kernels`` and ``standalone``: see :func:`math_context`. ``tangent``
+    adds the second-order lines (``tangent``, ``tangent_inputs``, ``tangent_outputs``).
     """
     printer = FlatCodePrinter()
     forward = [printer.doprint(a) for a in program.forward]
     backward = [printer.doprint(a) for a in program.backward]
+    tangent_lines = [printer.doprint(a) for a in tangent.lines] if tangent else []
     context = math_context(printer, graph, fast_math, ranged, kernels=kernels,
                            standalone=standalone)
     exact = (FlatCodePrinter({"fully_qualified_modules": True})
@@ -78,6 +83,10 @@ def _printed(
         renamed=[(n.name, ascii(n.symbol.name)) for n in inputs if n.name != n.symbol.name],
         exact_forward=[exact.doprint(a) for a in program.forward] if exact else [],
         exact_backward=[exact.doprint(a) for a in program.backward] if exact else [],
+        tangent=tangent_lines,
+        exact_tangent=[exact.doprint(a) for a in tangent.lines] if exact and tangent else [],
+        tangent_inputs=[s.name for s in tangent.inputs] if tangent else [],
+        tangent_outputs=[s.name for s in tangent.outputs] if tangent else [],
     )
 
 
@@ -123,9 +132,13 @@ def render(
     wrt: Sequence[Node],
     fast_math: bool = False,
     standalone: bool = False,
+    tangent: Tangent | None = None,
 ) -> GeneratedModule:
-    """Print ``program`` and render the compiled-function module around it."""
-    context = _printed(graph, program, params, fast_math, standalone=standalone)
+    """Print ``program`` and render the compiled-function module around it; with
+    ``tangent`` (see ``symgrad.rules.linearize``) it also has the second-order kernels
+    ``hvp_array`` and ``hessian_array``."""
+    context = _printed(graph, program, params, fast_math, standalone=standalone,
+                       tangent=tangent)
     source = environment().get_template("module.py.j2").render(
         context,
         params=[n.name for n in params],
@@ -134,7 +147,7 @@ def render(
     )
     return GeneratedModule(source, context["forward"], context["backward"],
                            [n.name for n in params], [n.name for n in wrt],
-                           context["output"], context["renamed"])
+                           context["output"], context["renamed"], context["tangent"])
 
 
 def render_trainer(
@@ -144,11 +157,14 @@ def render_trainer(
     data: Sequence[Node],
     fast_math: bool = False,
     standalone: bool = False,
+    tangent: Tangent | None = None,
 ) -> GeneratedModule:
     """Render the training module: the per-sample flat code as the block kernel of
-    ``symgrad.kernels.trainer``'s loop (which is the same for every model)."""
+    ``symgrad.kernels.trainer``'s loop (which is the same for every model). With ``tangent``
+    it also has ``hvp_block``/``hvp_exact``: blocks whose parameter array is the parameters
+    followed by the direction ``v`` and which write loss, gradient and ``H v`` per sample."""
     context = _printed(graph, program, [*params, *data], fast_math, ranged=True,
-                       kernels={"trainer": ["BLOCK"]}, standalone=standalone)
+                       kernels={"trainer": ["BLOCK"]}, standalone=standalone, tangent=tangent)
     source = environment().get_template("trainer.py.j2").render(
         context,
         params=[n.name for n in params],
@@ -158,7 +174,7 @@ def render_trainer(
     )
     return GeneratedModule(source, context["forward"], context["backward"],
                            [n.name for n in params], [n.name for n in params],
-                           context["output"], context["renamed"])
+                           context["output"], context["renamed"], context["tangent"])
 
 
 def _user_functions(printer: FlatCodePrinter, graph: Graph) -> list[_UserFunction]:

@@ -16,14 +16,23 @@ import math
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
-from ..expression.functions import elu, leaky_relu, relu, sigmoid, softplus
+from ..expression.functions import (
+    elu,
+    leaky_relu,
+    log_sigmoid,
+    logsumexp,
+    relu,
+    sigmoid,
+    softplus,
+)
 from ..graph import GENERATED_CODE_NAMES
 from ..rules import lookup
 
 __all__ = ["FlatCodePrinter"]
 
 _HELPERS = {sigmoid: "sigmoid", relu: "relu", leaky_relu: "leaky_relu", elu: "elu",
-            softplus: "softplus", sp.sign: "sign", sp.Heaviside: "heaviside"}
+            softplus: "softplus", sp.sign: "sign", sp.Heaviside: "heaviside",
+            log_sigmoid: "log_sigmoid", logsumexp: "logsumexp"}
 
 
 class FlatCodePrinter(PythonCodePrinter):

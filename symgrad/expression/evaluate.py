@@ -144,7 +144,7 @@ def _unsupported(e):
 def _ops() -> dict:
     """The NumPy function of every node type a lowered expression can hold."""
     from . import arrays as A
-    from .functions import elu, leaky_relu, relu, sigmoid, softplus
+    from .functions import elu, leaky_relu, log_sigmoid, logsumexp, relu, sigmoid, softplus
 
     return {
         sp.Add: lambda *a: sum(a[1:], a[0]),
@@ -157,6 +157,8 @@ def _ops() -> dict:
         leaky_relu: lambda x, a: np.where(x > 0, x, a * x),
         elu: lambda x, a: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0))),
         softplus: lambda x: np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x))),
+        log_sigmoid: lambda x: np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x))),
+        logsumexp: lambda *a: _reduce(np.logaddexp, a),
         A.matmul: lambda a, b: a @ b, A.transpose: lambda a: a.T,
         A.rowsum: lambda a: a.sum(axis=1, keepdims=True),
         A.colsum: lambda a: a.sum(axis=0, keepdims=True),

@@ -15,7 +15,7 @@ from sympy.matrices.expressions import MatrixExpr
 
 from .arrays import elementwise
 
-__all__ = ["elu", "leaky_relu", "relu", "sigmoid", "softplus"]
+__all__ = ["elu", "leaky_relu", "log_sigmoid", "logsumexp", "relu", "sigmoid", "softplus"]
 
 _LEAK = sp.Rational(1, 100)
 
@@ -166,3 +166,75 @@ class softplus(_Activation):
 
     def _eval_is_real(self):
         return self.args[0].is_real
+
+
+class log_sigmoid(_Activation):
+    """log(sigmoid(x)) = -softplus(-x), emitted as min(x, 0) - log1p(exp(-|x|)): finite value
+    and gradient (sigmoid(-x)) for every finite x, where log(1/(1 + exp(-x))) gives -inf."""
+
+    @staticmethod
+    def _closed_form(x):
+        return -sp.log(1 + sp.exp(-x))
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_Number:
+            return -sp.log(1 + sp.exp(-x))
+        return None
+
+    def fdiff(self, argindex=1):
+        return sigmoid(-self.args[0])
+
+    def _eval_rewrite_as_log(self, x, **kwargs):
+        return -sp.log(1 + sp.exp(-x))
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+
+class logsumexp(sp.Function):
+    """log(exp(x1) + ... + exp(xn)), emitted without overflow: a left fold of the pairwise
+    ``logaddexp(a, b) = max(a, b) + log1p(exp(-|a - b|))``. Its partial derivatives are the
+    softmax weights exp(xi - logsumexp(...)), each at most 1.
+
+    Takes one or more arguments (one: the argument itself); on matrices of one shape (or
+    broadcasting) it acts entry by entry. For the log-sum-exp over a matrix's rows use
+    ``symgrad.log_softmax`` or ``symgrad.softmax_cross_entropy``.
+    """
+
+    def __new__(cls, *args, **options):
+        if not args:
+            raise TypeError("logsumexp takes at least one argument")
+        if any(isinstance(a, MatrixExpr) for a in args):
+            return elementwise(lambda *v: cls(*v, **options), *args)
+        return super().__new__(cls, *args, **options)
+
+    @staticmethod
+    def _closed_form(*args):
+        return sp.log(sp.Add(*[sp.exp(a) for a in args]))
+
+    @classmethod
+    def eval(cls, *args):
+        if len(args) == 1:
+            return args[0]
+        if all(a.is_Number for a in args):
+            return sp.log(sp.Add(*[sp.exp(a) for a in args]))
+        return None
+
+    def fdiff(self, argindex=1):
+        return sp.exp(self.args[argindex - 1] - self)
+
+    def _eval_evalf(self, prec):
+        if all(a.is_number for a in self.args):
+            return self._closed_form(*self.args).evalf(prec_to_dps(prec))
+        return None
+
+    def _eval_rewrite_as_log(self, *args, **kwargs):
+        return self._closed_form(*args)
+
+    def _eval_is_real(self):
+        if all(a.is_real for a in self.args):
+            return True
+        return None

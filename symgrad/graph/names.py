@@ -7,7 +7,8 @@ the same identifier are told apart with ``_2``, ``_3``, ... A name longer than
 :data:`MAX_LENGTH` keeps its first characters and gets a short hash of the whole name
 (Numba's LLVM argument names break on very long identifiers: two 1,500-character names that
 share a prefix were a "redefinition of argument"). The generated code reserves
-``s<k>`` for intermediates and ``grad_<name>`` for adjoints; user names never take those
+``s<k>`` for intermediates, ``grad_<name>`` for adjoints and ``dot_<name>`` for tangents
+(second order); user names never take those
 shapes, so no generated name can collide with a user's.
 """
 
@@ -28,7 +29,8 @@ GENERATED_CODE_NAMES = frozenset(
     """
     acos acosh asin asinh atan atan2 atanh ceil copysign cos cosh erf erfc exp expm1 fabs
     floor gamma inf isinf isnan lgamma log log10 log1p log2 nan pi sin sinh sqrt tan tanh
-    sigmoid relu leaky_relu elu softplus sign heaviside
+    sigmoid relu leaky_relu elu softplus sign heaviside log_sigmoid logsumexp logaddexp
+    literal_unroll
     math np numpy numba njit cfunc prange value value_and_grad gradient INPUTS WRT OUTPUT
     KIND block exact HAS_EXACT
     vexp vexpm1 vtanh vlog vlog1p vsin vcos vsin_fast vcos_fast SIN_FAST_LIMIT
@@ -36,6 +38,7 @@ GENERATED_CODE_NAMES = frozenset(
     exp_of log_of sum1d sum2d sumsq2d rowsums mm_dot matmul zero row_lse softmax_t softmax_from_lse
     log_softmax_t sce_t map_exp map_log map_tanh map_sin map_cos
     BLOCK BLOCK_SIZE CHUNKS block_sums loss_and_grad_sum loss_sum train float64 int64 types
+    hvp_array hessian_array hvp_block hvp_exact
     """.split()
 )
 
@@ -64,7 +67,7 @@ def identifier(name: str) -> str:
     base = "".join(parts) or "v"
     if base[0].isdigit() or base[0] == "_":
         base = "v_" + base.lstrip("_") if base.strip("_") else "v"
-    if base.startswith("grad"):
+    if base.startswith(("grad", "dot_")):
         base = "v_" + base
     if base in _RESERVED or _INTERMEDIATE.fullmatch(base):
         base += "_"

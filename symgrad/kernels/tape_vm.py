@@ -46,6 +46,7 @@ _OPS = [
     ("MAX", 2), ("MIN", 2), ("LT", 2), ("LE", 2), ("GT", 2), ("GE", 2), ("EQ", 2),
     ("NE", 2), ("AND", 2), ("OR", 2), ("NOT", 1), ("SELECT", 3), ("EXPM1", 1),
     ("LOG1P", 1), ("LOG2", 1), ("LOG10", 1), ("GAMMA", 1), ("LGAMMA", 1),
+    ("LOG_SIGMOID", 1), ("LOGADDEXP", 2),
 ]
 OPCODES: dict[str, int] = {name: k for k, (name, _) in enumerate(_OPS)}
 ARITY = np.array([n for _, n in _OPS], dtype=np.int32)
@@ -54,7 +55,7 @@ ARITY = np.array([n for _, n in _OPS], dtype=np.int32)
 (COPY, NEG, ADD, SUB, MUL, DIV, POW, POWI, SQRT, EXP, LOG, SIN, COS, TAN, TANH, SINH, COSH,
  ASIN, ACOS, ATAN, ASINH, ACOSH, ATANH, ERF, ERFC, ATAN2, ABS, FLOOR, CEIL, SIGMOID, RELU,
  LEAKY_RELU, ELU, SOFTPLUS, SIGN, HEAVISIDE, MAX, MIN, LT, LE, GT, GE, EQ, NE, AND, OR, NOT,
- SELECT, EXPM1, LOG1P, LOG2, LOG10, GAMMA, LGAMMA) = range(len(_OPS))
+ SELECT, EXPM1, LOG1P, LOG2, LOG10, GAMMA, LGAMMA, LOG_SIGMOID, LOGADDEXP) = range(len(_OPS))
 
 _FLAGS = dict(cache=True, error_model="numpy")
 
@@ -137,6 +138,14 @@ def execute(tape, start, stop, s):
             v = y * math.expm1(x) if x <= 0.0 else x
         elif op == SOFTPLUS:
             v = (x if x > 0.0 else 0.0) + math.log1p(math.exp(-abs(x)))
+        elif op == LOG_SIGMOID:  # helpers.py.j2: log_sigmoid
+            v = (x if x < 0.0 else 0.0) - math.log1p(math.exp(-abs(x)))
+        elif op == LOGADDEXP:  # helpers.py.j2: logaddexp (logsumexp is a fold of it)
+            d = x - y
+            if d != d:
+                v = x + y
+            else:
+                v = (x if x > y else y) + math.log1p(math.exp(-abs(d)))
         elif op == SIGN:
             v = 1.0 if x > 0.0 else (-1.0 if x < 0.0 else x * 0.0)
         elif op == HEAVISIDE:

@@ -7,7 +7,15 @@ import operator
 
 import sympy as sp
 
-from ..expression.functions import elu, leaky_relu, relu, sigmoid, softplus
+from ..expression.functions import (
+    elu,
+    leaky_relu,
+    log_sigmoid,
+    logsumexp,
+    relu,
+    sigmoid,
+    softplus,
+)
 from ..graph import Identity
 from .registry import rule
 
@@ -227,6 +235,17 @@ def _elu(node, out, g):
 def _softplus(node, out, g):
     (x,) = node.args
     return (g * sigmoid(x),)
+
+
+@rule(log_sigmoid)
+def _log_sigmoid(node, out, g):
+    (x,) = node.args
+    return (g * sigmoid(-x),)
+
+
+@rule(logsumexp)
+def _logsumexp(node, out, g):
+    return tuple(g * sp.exp(x - out) for x in node.args)
 
 
 def _no_gradient(node, out, g):

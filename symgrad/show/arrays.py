@@ -134,10 +134,14 @@ def run_arrays(source: Source, args, kwargs, digits: int = 4) -> Trace:
     return Trace(source.expr, point, source.output, wrt, forward, backward, values, digits)
 
 
-def check_arrays(source: Source, args, kwargs, entries: int, seed: int, tol, row):
-    """Gradient check rows: ``entries`` random entries of every parameter."""
+def check_arrays(source: Source, args, kwargs, entries: int, seed: int, tol, row,
+                 hessian: bool = False):
+    """Gradient check rows: ``entries`` random entries of every parameter; with ``hessian``
+    also the Hessian between every two of those entries (``model.hvp`` columns against
+    central differences of the compiled gradient)."""
     model = source.obj
-    at = model.evaluator(_data(args, kwargs))
+    data = _data(args, kwargs)
+    at = model.evaluator(data)
     current = model.params
     # the evaluator's layout: every parameter flattened, one after another, in order
     flat = np.concatenate([v.ravel() for v in current.values()])
@@ -148,14 +152,25 @@ def check_arrays(source: Source, args, kwargs, entries: int, seed: int, tol, row
         return at(np.asarray(p, dtype=flat.dtype))[0]
 
     rng = np.random.default_rng(seed)
-    rows, lo = [], 0
+    rows, lo, picked = [], 0, []
     for p, v in current.items():
         size = v.size
         g = grad[lo:lo + size].reshape(v.shape)
         for k in np.sort(rng.choice(size, size=min(entries, size), replace=False)).tolist():
             i, j = divmod(k, g.shape[1])
             rows.append(row(f"{p.name}[{i},{j}]", float(g.flat[k]), loss_at, x, lo + k, tol))
+            picked.append((f"{p.name}[{i},{j}]", lo + k))
         lo += size
+    if hessian:
+        for name_b, b in picked:
+            unit = np.zeros(flat.size)
+            unit[b] = 1.0
+            column = model.hvp(unit, data)
+            for name_a, a in picked:
+                def grad_a(p, a=a) -> float:
+                    return float(at(np.asarray(p, dtype=flat.dtype))[1][a])
+
+                rows.append(row(f"{name_a},{name_b}", float(column[a]), grad_a, x, b, tol))
     title = (f"gradient check of {source.output} (compiled code) at the current parameters, "
              f"{entries} entries per parameter")
     return rows, title

@@ -179,6 +179,7 @@ def check_gradients(
     rtol: float | None = None,
     atol: float | None = None,
     verbose: bool = True,
+    hessian: bool = False,
     **kwargs,
 ) -> GradientCheck:
     """Compare the compiled gradient with central differences; print and return the result.
@@ -189,8 +190,11 @@ def check_gradients(
     parameters. ``eps``, ``rtol`` and ``atol`` override the dtype's defaults
     (:data:`TOLERANCES`): ``eps`` lies between machine epsilon and 1, ``rtol`` and ``atol``
     in [0, 1) (a tolerance of 1 or more would pass a gradient of the wrong sign).
-    ``verbose=False`` does not print. A symbol whose name is one of these options is given
-    in the dict form.
+    ``verbose=False`` does not print. ``hessian=True`` also checks the second derivatives:
+    every Hessian entry (row ``w0,x1``: d/dx1 of the gradient's ``w0`` entry) against
+    central differences of the compiled gradient (for a matrix model: between every two of
+    the checked entries). A symbol whose name is one of these options is given in the
+    dict form.
     """
     source = source_of(obj)
     base = TOLERANCES.get(source.dtype, TOLERANCES["float64"])
@@ -200,11 +204,13 @@ def check_gradients(
     if source.matrix:
         from .arrays import check_arrays
 
-        rows, title = check_arrays(source, args, kwargs, samples, seed, tol, _row)
+        rows, title = check_arrays(source, args, kwargs, samples, seed, tol, _row, hessian)
     elif source.kind == "model":
-        rows, title = _check_model(source, args, kwargs, samples, seed, tol)
+        rows, title = _check_model(source, args, kwargs, samples, seed, tol, hessian)
     else:
-        rows, title = _check_function(source, args, kwargs, tol)
+        rows, title = _check_function(source, args, kwargs, tol, hessian)
+    if hessian:
+        title += ", with its Hessian"
     result = GradientCheck(title, tuple(rows), source.dtype, tol)
     if verbose:
         print(result, end="")
@@ -226,7 +232,7 @@ def _option(name: str, value, default: float, low: float) -> float:
     return v
 
 
-def _check_function(source: Source, args, kwargs, tol: Tolerance):
+def _check_function(source: Source, args, kwargs, tol: Tolerance, hessian: bool = False):
     f = source.obj
     point = source.bind(args, kwargs)
     x = list(point.values())
@@ -234,10 +240,20 @@ def _check_function(source: Source, args, kwargs, tol: Tolerance):
     rows = []
     for s, g in zip(f.wrt, grad):
         rows.append(_row(s.name, g, lambda v: f.value_kernel(*v), x, f.inputs.index(s), tol))
+    if hessian:
+        hess = f.hessian(*x)
+        for i, si in enumerate(f.wrt):
+            def grad_i(v, i=i) -> float:
+                return f.value_and_grad(*v)[1][i]
+
+            for j, sj in enumerate(f.wrt):
+                rows.append(_row(f"{si.name},{sj.name}", float(hess[i, j]), grad_i, x,
+                                 f.inputs.index(sj), tol))
     return rows, f"gradient check of {source.output} at {_point(point)}"
 
 
-def _check_model(source: Source, args, kwargs, samples: int, seed: int, tol: Tolerance):
+def _check_model(source: Source, args, kwargs, samples: int, seed: int, tol: Tolerance,
+                 hessian: bool = False):
     model = source.obj
     data = [s for s in source.inputs if s not in set(source.wrt)]
     columns = _data(source, data, args, kwargs)
@@ -255,6 +271,17 @@ def _check_model(source: Source, args, kwargs, samples: int, seed: int, tol: Tol
 
         for k, s in enumerate(source.wrt):
             rows.append(_row(s.name, float(grad[k]), loss_at, params.tolist(), k, tol, i))
+        if hessian:
+            hess = model.hessian(one, params)
+            for a, sa in enumerate(source.wrt):
+                def grad_a(p: Sequence[float], one=one, a=a) -> float:
+                    g = np.empty(len(p))
+                    model.loss_and_grad_sum(np.array(p), one, g)
+                    return float(g[a])
+
+                for b, sb in enumerate(source.wrt):
+                    rows.append(_row(f"{sa.name},{sb.name}", float(hess[a, b]), grad_a,
+                                     params.tolist(), b, tol, i))
     what = f"samples {', '.join(map(str, pick.tolist()))} of {n}" if n > 1 else "one sample"
     return rows, (f"gradient check of the per-sample {source.output} (trainer code) at the "
                   f"current parameters, {what}")

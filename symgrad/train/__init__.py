@@ -4,6 +4,7 @@ from . import init, metrics, optim
 from .arrays import ArrayModel, SymmetryWarning, one_hot
 from .history import History
 from .model import DivergenceWarning, Model
+from .persist import load_model, save_model
 
 __all__ = ["ArrayModel", "DivergenceWarning", "History", "Model", "SymmetryWarning", "init",
-           "metrics", "one_hot", "optim"]
+           "load_model", "metrics", "one_hot", "optim", "save_model"]

@@ -23,9 +23,10 @@ from ..emit.arrays import render_arrays
 from ..errors import ExpressionError, InputError, ShapeError
 from ..expression.arrays import Lowered, lower
 from ..expression.evaluate import evaluate_numpy, lower_any
+from ..expression.stabilize import stabilize as _stabilize
 from ..expression.validate import as_expression
 from ..graph import Node, build
-from ..rules import differentiate
+from ..rules import Program, differentiate, linearize
 from .metrics import METRICS
 from .model import Model
 from .optim import Optimizer
@@ -69,6 +70,7 @@ class ArrayModel(Model):
         dtype: str = "float64",
         fast_math: bool = True,
         cache_dir: str | os.PathLike | None = None,
+        stabilize: bool = True,
     ) -> None:
         if isinstance(loss, str):
             as_expression(loss)  # the uniform "no strings" error
@@ -91,6 +93,8 @@ class ArrayModel(Model):
             raise ExpressionError(f"{', '.join(s.name for s in both)} is listed as both a "
                                   "parameter and data; it can be only one.")
         self._lowered = lower(loss)
+        if stabilize:  # entry-wise plain forms that overflow -> sigmoid, softplus, ...
+            self._lowered.expr = _stabilize(self._lowered.expr)
         self.loss = loss
         matrices = self._lowered.matrices
         unknown = [m.name for m in matrices if m not in set(self._param_syms) |
@@ -110,7 +114,7 @@ class ArrayModel(Model):
             lo += shape[0] * shape[1]
         self._values = np.concatenate([
             self._initial(p, v).ravel() for p, v in params.items()]).astype(self._np_dtype)
-        self._settings(prediction, target, optimizer, name, fast_math, cache_dir)
+        self._settings(prediction, target, optimizer, name, fast_math, cache_dir, stabilize)
         self._numpy_loop_cache = None
         self._graph = build(self._lowered.expr, output_name=name, shapes=self._lowered.shapes)
         node_of = self._graph.input_nodes()
@@ -167,12 +171,22 @@ class ArrayModel(Model):
         """``data`` checked as ``fit`` checks it: one array per data matrix, model dtype."""
         return self._checked(data, "data")
 
-    def listing(self, columns: bool = False) -> str:
-        """The flat whole-array forward/backward code (what the compiled loops implement)."""
+    def listing(self, columns: bool = False, order: int = 1) -> str:
+        """The flat whole-array forward/backward code (what the compiled loops implement);
+        ``order=2`` adds the tangent lines that :meth:`hvp` runs after them (with NumPy)."""
         from ..compile import CompiledFunction
+        from ..emit.arrays import ArrayPrinter
 
         g = self._generated()
-        return CompiledFunction.format_listing(g.forward, g.backward, columns)
+        text = CompiledFunction.format_listing(g.forward, g.backward, columns)
+        if order == 1:
+            return text
+        if order != 2:
+            raise ValueError(f"order must be 1 or 2, got {order!r}")
+        self._second_loop()
+        printer = ArrayPrinter()
+        return text + CompiledFunction.format_tangent(
+            [printer.doprint(a) for a in self._modules["tangent"].lines])
 
     def __repr__(self) -> str:
         params = ", ".join(f"{p.name}{tuple(int(d) for d in p.shape)}" for p in self._param_syms)
@@ -205,6 +219,72 @@ class ArrayModel(Model):
 
         return at
 
+    # -- second order (Model.hvp and Model.hessian call these hooks) ---------------------
+
+    def _hvp_data(self, data) -> tuple[list, int]:
+        """The data in logical layout (samples as rows), float64, and the sample count."""
+        checked = self._checked(data, "data")
+        arrays = [np.asarray(checked[d], dtype=np.float64) for d in self._data_syms]
+        rows = next((a.shape[0] for a, b in zip(arrays, self._batched()) if b), 1)
+        return arrays, rows
+
+    def _hvp_at(self, values: np.ndarray, v: np.ndarray, X: tuple) -> np.ndarray:
+        """Hessian @ v of the loss on the data, run by NumPy: the program's forward and
+        backward lines and their tangent lines, whole-array operations (float64; dropout
+        masks are ones, as in evaluation)."""
+        arrays, rows = X
+        with np.errstate(all="ignore"):
+            _, out = self._second_loop()._run(np.concatenate([values, v]).astype(np.float64),
+                                              arrays, rows)
+        return out[values.size:]
+
+    def _second_loop(self):
+        """The NumPy runner of the program followed by its tangent lines (built once)."""
+        from types import SimpleNamespace
+
+        from .numpy_loop import NumpyLoop
+
+        loop = self._modules.get("numpy2")
+        if loop is None:
+            t0 = time.perf_counter()
+            shapes = {n.var: n.shape for n in self._graph.nodes if n.shape}
+            tangent = linearize(self._program, [n.var for n in self._param_nodes], shapes)
+            p = self._program
+            joined = Program(p.forward, [*p.backward, *tangent.lines], p.output,
+                             [*p.grads, *tangent.outputs])
+            dots = [SimpleNamespace(var=d) for d in tangent.inputs]
+            total = self._values.size
+            slices = [(where, shape) for where, shape in self._slices.values()]
+            slices += [(slice(w.start + total, w.stop + total), shape) for w, shape in slices]
+            node_of = self._graph.input_nodes()
+            batch = self._lowered.batch
+            loop = self._modules["numpy2"] = NumpyLoop(
+                joined, [*self._param_nodes, *dots], self._data_nodes, batch,
+                node_of[batch].var if batch in node_of else None, slices,
+                [False] * len(self._data_nodes), self._batched())
+            self._modules["tangent"] = tangent
+            self.timings["second_order_codegen_s"] = time.perf_counter() - t0
+        return loop
+
+    def _direction(self, v) -> np.ndarray:
+        """``v`` as a dict of arrays shaped like the parameters, or flat, as a flat array."""
+        if not isinstance(v, Mapping):
+            return self._point(v, "v")
+        unknown = [getattr(k, "name", repr(k)) for k in v if k not in self._slices]
+        missing = [p.name for p in self._param_syms if p not in v]
+        if unknown or missing:
+            raise InputError("v must have one array per parameter"
+                             + (f"; not parameters: {', '.join(unknown)}" if unknown else "")
+                             + (f"; missing: {', '.join(missing)}" if missing else "") + ".")
+        parts = []
+        for p, (_, shape) in self._slices.items():
+            a = np.asarray(v[p], dtype=np.float64)
+            if a.shape != shape:
+                raise InputError(f"v[{p.name}] has shape {a.shape}; it must have {p.name}'s "
+                                 f"shape {shape}.")
+            parts.append(a.ravel())
+        return self._point(np.concatenate(parts), "v")
+
     def evaluate(self, data: Mapping, *, client=None) -> float:
         """The loss on ``data`` (all of it as one batch) at the current parameters; with a
         Dask ``client``, on the cluster (see ``symgrad.train.distributed``)."""
@@ -232,6 +312,8 @@ class ArrayModel(Model):
         lowered = self._predictors.get(expr)
         if lowered is None:
             lowered = self._predictors[expr] = lower_any(expr)
+            if self.stabilize:
+                lowered.expr = _stabilize(lowered.expr)
         return lowered
 
     # -- plumbing (hooks of Model.fit) -----------------------------------------------------

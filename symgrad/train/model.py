@@ -28,12 +28,13 @@ from ..compile.cache import cache_dir as _cache_dir
 from ..compile.cache import load_module, write_module
 from ..compile.inputs import real_number
 from ..emit import GeneratedModule, render_trainer
-from ..errors import ExpressionError, InputError
+from ..errors import ExpressionError, InputError, NotSupportedError
 from ..expression import as_expression, free_symbols
+from ..expression import stabilize as _stabilize
 from ..graph import Graph, Node, build
-from ..rules import Program, differentiate
+from ..rules import Program, differentiate, linearize
 from .data import columns
-from .history import DIVERGED, EARLY_STOPPING, RESTORES_BEST, History
+from .history import DIVERGED, DONE, EARLY_STOPPING, RESTORES_BEST, History
 from .interrupt import COMPILING, TRAINING, Interrupts
 from .metrics import METRICS
 from .optim import Adam, Optimizer
@@ -42,6 +43,8 @@ __all__ = ["DivergenceWarning", "Model"]
 
 #: Sample count from which the loops over samples run on all cores (prange).
 PARALLEL_FROM = 50_000
+#: Parameter counts above this get no full Hessian (``hessian``); ``hvp`` has no limit.
+HESSIAN_MAX_PARAMS = 2000
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -53,6 +56,9 @@ class Model:
 
     The risk minimised is the mean of ``loss`` over the samples (of a batch). ``prediction``
     and ``target`` (optional) let ``fit`` report metrics such as accuracy or R².
+    ``stabilize=True`` (default) rewrites plain forms that overflow, such as
+    ``log(1 + exp(z))`` or ``log(1/(1 + exp(-z)))``, into ``softplus``, ``log_sigmoid``,
+    ``logsumexp`` (see ``symgrad.expression.stabilize``); ``False`` trains the loss as written.
     """
 
     def __new__(cls, loss=None, params=None, *args, **kwargs):
@@ -74,8 +80,11 @@ class Model:
         name: str = "loss",
         fast_math: bool = True,
         cache_dir: str | os.PathLike | None = None,
+        stabilize: bool = True,
     ) -> None:
         self.loss = as_expression(loss)
+        if stabilize:  # plain forms that overflow -> sigmoid, softplus, logsumexp, ...
+            self.loss = _stabilize(self.loss)
         if not isinstance(params, Mapping) or not params:
             raise ExpressionError("params must be a non-empty dict {symbol: initial value}.")
         self._param_syms = list(params)
@@ -94,7 +103,7 @@ class Model:
                                   "parameter nor a data column; add it to params or data.")
         self._values = np.array([_initial(s, v) for s, v in params.items()])
         self._settings(as_expression(prediction) if prediction is not None else None, target,
-                       optimizer, name, fast_math, cache_dir)
+                       optimizer, name, fast_math, cache_dir, stabilize)
         self._graph = build(self.loss, output_name=name)
         node_of = self._graph.input_nodes()
         for s in self._param_syms:
@@ -105,8 +114,10 @@ class Model:
         self._data_nodes = [node_of.get(s) or _absent(s) for s in self._data_syms]
         self._program = differentiate(self._graph, self._param_nodes)
 
-    def _settings(self, prediction, target, optimizer, name, fast_math, cache_dir) -> None:
+    def _settings(self, prediction, target, optimizer, name, fast_math, cache_dir,
+                  stabilize) -> None:
         """What every model keeps beside its loss and parameters (see ``__init__``)."""
+        self.stabilize = stabilize
         self.prediction = prediction
         self.target = target
         self.optimizer = optimizer if optimizer is not None else Adam()
@@ -115,6 +126,11 @@ class Model:
         self.cache_dir = cache_dir
         _cache_dir(cache_dir)  # an empty one is refused now, not at the first fit
         self.history: History | None = None
+        #: Epochs trained so far: the next ``fit`` numbers its first epoch so (with ``seed``
+        #: it decides the shuffle and dropout masks), like Keras's ``initial_epoch``.
+        self.epochs_trained = 0
+        #: The last ``fit``'s seed, the default of the next one.
+        self.seed = 0
         self.timings: dict = {}
         self._modules: dict = {}  # the generated module: "generated", its "path", "module"
         self._predictors: dict = {}  # compiled (or lowered) predictions by expression
@@ -176,10 +192,16 @@ class Model:
         path.write_text(self.source, encoding="utf-8")
         return path
 
-    def listing(self, columns: bool = False) -> str:
-        """The per-sample flat forward/backward code that the training loop runs per sample."""
+    def listing(self, columns: bool = False, order: int = 1) -> str:
+        """The per-sample flat forward/backward code that the training loop runs per sample;
+        ``order=2`` adds the tangent lines that :meth:`hvp` runs after them."""
         g = self.generated
-        return CompiledFunction.format_listing(g.forward, g.backward, columns)
+        text = CompiledFunction.format_listing(g.forward, g.backward, columns)
+        if order == 1:
+            return text
+        if order != 2:
+            raise ValueError(f"order must be 1 or 2, got {order!r}")
+        return text + CompiledFunction.format_tangent(self._second_generated().tangent)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{s}={v:.4g}" for s, v in self.params.items())
@@ -198,12 +220,15 @@ class Model:
         validation: Mapping | None = None,
         early_stopping: int | None = None,
         shuffle: bool | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         drop_last: bool = False,
         metrics: Iterable[str | Callable] = (),
         callbacks: Iterable[Callable[[int, dict], bool | None]] = (),
         verbose: int = 1,
         engine: str | None = None,
+        initial_epoch: int | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 1,
         client=None,
     ) -> History:
         """Train for ``epochs`` epochs and return the History (also kept as ``self.history``).
@@ -230,6 +255,15 @@ class Model:
         ``client`` (a ``dask.distributed.Client``) trains data-parallel on its cluster, with
         ``data`` (and ``validation``) mapping each data symbol to a ``dask.array`` chunked
         along the samples: see ``symgrad.train.distributed``.
+
+        Consecutive fits continue one run: the epochs are numbered on from
+        ``epochs_trained`` (``initial_epoch=`` sets the first number, as in Keras), the
+        shuffle and dropout masks come from ``seed`` (default: the last fit's) and that
+        number, and the optimizer keeps its state (Adam's moments, its step count) as long
+        as it is the same optimizer object. ``checkpoint=path`` keeps the model saved there
+        (``symgrad.save_model``, atomically) every ``checkpoint_every`` epochs and when the
+        fit ends or stops: ``symgrad.load_model(path).fit(data, ..., epochs=remaining)``
+        ends where the uninterrupted run would, bit for bit.
         """
         engine = engine or os.environ.get("SYMGRAD_ENGINE") or "auto"
         if engine not in ("auto", "compiled", "numpy"):
@@ -253,16 +287,21 @@ class Model:
         optimizer.check()  # again: its fields may have been set since it was made
         self.optimizer = optimizer
 
-        drop_last, seed = bool(drop_last), int(seed)
+        drop_last = bool(drop_last)
+        seed = self.seed = self.seed if seed is None else _count(seed, "seed", 0)
+        first = (self.epochs_trained if initial_epoch is None
+                 else _count(initial_epoch, "initial_epoch", 0))
+        saving = None if checkpoint is None else _checkpoints(checkpoint, checkpoint_every)
         hyper = optimizer.hyper()
-        losses = np.full(max(epochs, 1), np.nan)
-        val_losses = np.full(max(epochs, 1), np.nan)
+        losses = np.full(first + max(epochs, 1), np.nan)  # indexed by epoch number
+        val_losses = np.full(first + max(epochs, 1), np.nan)
         best = np.array([np.inf, -1.0, 0.0])
         best_params = self._values.copy()
         state = optimizer.state_for(len(self._values), self._values.dtype)
+        steps = int(optimizer.step[0])  # updates the model has counted epochs for
 
-        def run(first: int, count: int) -> tuple[int, int]:
-            return train(self._values, state, optimizer.step, hyper, first, count, size,
+        def run(done: int, count: int) -> tuple[int, int]:
+            return train(self._values, state, optimizer.step, hyper, first + done, count, size,
                          drop_last, shuffle, seed, patience, losses, val_losses, best,
                          best_params)
 
@@ -287,16 +326,21 @@ class Model:
                 interrupts.check()
                 t0 = time.perf_counter()
                 was = getattr(train, "engine", "compiled")
-                ran, status = run(done, min(chunk, epochs - done))
+                count = min(chunk, epochs - done)
+                ran, status = run(done, saving.limit(first + done, count) if saving else count)
+                self.epochs_trained, steps = first + done + ran, int(optimizer.step[0])
                 dt = time.perf_counter() - t0
                 now = getattr(train, "engine", "compiled")
                 history.engine.extend([now] * ran)
                 if now != was:
                     self.timings["switched_at_epoch"] = done
                     self.timings["numpy_s"] = t0 - start
-                stop = self._record(history, done, ran, dt, losses, val_losses, V, X, n_val,
-                                    metric_fns, callbacks)
+                stop = self._record(history, first + done, ran, dt, losses, val_losses, V, X,
+                                    n_val, metric_fns, callbacks)
                 done += ran
+                if saving and saving.due(self.epochs_trained) and status == DONE and not stop:
+                    self._keep_best(history, best, best_params)
+                    saving.save(self)
                 bar = self._progress(bar, verbose, done, epochs, start, history, now, was)
                 if status == DIVERGED:
                     history.stop_reason = "diverged"
@@ -323,13 +367,27 @@ class Model:
             interrupts.stop()
             if bar is not None:
                 bar.close()
-            if best[1] >= 0:
-                history.best_epoch = int(best[1])
-                history.best_loss = float(best[0])
-                history.best_params = self._unflatten(best_params)
-                if history.stop_reason in RESTORES_BEST:
-                    self._values[:] = best_params
+            self._keep_best(history, best, best_params)
+            if best[1] >= 0 and history.stop_reason in RESTORES_BEST:
+                self._values[:] = best_params
+            if saving:  # the model as fit leaves it; not after a stop inside a chunk (a
+                # forced Ctrl-C), whose epochs ran but are not counted
+                saving.save(self, consistent=int(optimizer.step[0]) == steps)
         return history
+
+    def _keep_best(self, history: History, best: np.ndarray, best_params: np.ndarray) -> None:
+        """The best epoch so far, its loss and parameters, into ``history``."""
+        if best[1] >= 0:
+            history.best_epoch = int(best[1])
+            history.best_loss = float(best[0])
+            history.best_params = self._unflatten(best_params)
+
+    def __reduce__(self):
+        """Pickling goes through the saved-model format (no pickled internals): the copy is
+        ``symgrad.load_model`` of the bytes ``symgrad.save_model`` would write."""
+        from .persist import model_bytes, model_from_bytes
+
+        return (model_from_bytes, (model_bytes(self),))
 
     def evaluate(self, data: Mapping, *, client=None) -> float:
         """Mean loss over ``data`` at the current parameters; with a Dask ``client``, on the
@@ -351,6 +409,120 @@ class Model:
         from ..kernels.trainer import loss_and_grad_sum
 
         return loss_and_grad_sum(*self._blocks(), False, values, data, 0, data.shape[1], grad)
+
+    # -- second order -----------------------------------------------------------------
+
+    def hvp(self, v, data, values: np.ndarray | None = None):
+        """Hessian of the mean loss over ``data`` times ``v``, without forming the Hessian.
+
+        ``v`` is shaped like :attr:`params`: a dict keyed by parameter (the result is such a
+        dict), or a flat array in parameter order (the result is a flat array). ``data`` is
+        a dict of columns as for ``fit`` (checked), or the checked 2-D array
+        ``loss_and_grad_sum`` takes (one C-contiguous float64 row per data column).
+        ``values`` (flat, parameter order) evaluates elsewhere than the current parameters.
+        One compiled pass over the samples (forward over reverse: the per-sample flat code
+        and its tangent lines, in the block loop that ``fit`` uses).
+        """
+        flat = not isinstance(v, Mapping)
+        vec = self._direction(v)
+        X = self._hvp_data(data)
+        at = self._values if values is None else self._point(values)
+        hv = self._hvp_at(at, vec, X)
+        return hv if flat else self._unflatten(hv)
+
+    def hessian(self, data, values: np.ndarray | None = None) -> np.ndarray:
+        """The Hessian of the mean loss over ``data``: an ``(n, n)`` array, rows and columns in
+        the order of :attr:`params` (``data`` and ``values`` as for :meth:`hvp`).
+
+        One Hessian-vector product per column, so offered up to
+        :data:`HESSIAN_MAX_PARAMS` parameters; above, use :meth:`hvp`.
+        """
+        n = len(self._values)
+        if n > HESSIAN_MAX_PARAMS:
+            raise NotSupportedError(
+                f"the model has {n} parameters: its full Hessian ({n}x{n} entries) is offered "
+                f"up to {HESSIAN_MAX_PARAMS} parameters only. Use model.hvp(v, data) (Hessian "
+                "times a vector, the same cost as a few gradients) instead.")
+        X = self._hvp_data(data)
+        at = self._values if values is None else self._point(values)
+        hess, e = np.empty((n, n)), np.zeros(n)
+        for k in range(n):
+            e[:] = 0.0
+            e[k] = 1.0
+            hess[:, k] = self._hvp_at(at, e, X)
+        return hess
+
+    def _hvp_at(self, values: np.ndarray, v: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Hessian of the mean loss over the samples of ``X`` at ``values``, times ``v``."""
+        from ..kernels.trainer import loss_and_grad_sum
+
+        m = self._second()
+        n = len(self._values)
+        both = np.concatenate([values, v])
+        out = np.empty(2 * n)
+        loss_and_grad_sum(m.hvp_block, m.hvp_exact, m.HAS_EXACT,
+                          X.shape[1] >= PARALLEL_FROM, both, X, 0, X.shape[1], out)
+        return out[n:] / X.shape[1]
+
+    def _second_generated(self) -> GeneratedModule:
+        """The training module with the second-order blocks, rendered when first needed."""
+        if "generated2" not in self._modules:
+            t0 = time.perf_counter()
+            tangent = linearize(self._program, [n.var for n in self._param_nodes])
+            self._modules["generated2"] = render_trainer(
+                self._graph, self._program, self._param_nodes, self._data_nodes,
+                self.fast_math, tangent=tangent)
+            self.timings["second_order_codegen_s"] = time.perf_counter() - t0
+        return self._modules["generated2"]
+
+    def _second(self) -> ModuleType:
+        """That module imported (its block kernels compile, or load from the cache, now)."""
+        if "order2" not in self._modules:
+            source = self._second_generated().source
+            path, _ = write_module(source, _cache_dir(self.cache_dir))
+            t0 = time.perf_counter()
+            self._modules["order2"] = load_module(path, source)
+            self.timings["second_order_load_s"] = time.perf_counter() - t0
+        return self._modules["order2"]
+
+    def _direction(self, v) -> np.ndarray:
+        """``v`` (a dict keyed by parameter, or flat in parameter order) as a flat array."""
+        if isinstance(v, Mapping):
+            unknown = [getattr(k, "name", repr(k)) for k in v if k not in self._param_syms]
+            missing = [s.name for s in self._param_syms if s not in v]
+            if unknown or missing:
+                raise InputError("v must have one entry per parameter"
+                                 + (f"; not parameters: {', '.join(unknown)}" if unknown else "")
+                                 + (f"; missing: {', '.join(missing)}" if missing else "") + ".")
+            return self._point([v[s] for s in self._param_syms], "v")
+        return self._point(v, "v")
+
+    def _point(self, values, name: str = "values") -> np.ndarray:
+        """A flat float64 array of one finite number per parameter (parameter order)."""
+        n = len(self._values)
+        try:
+            a = np.array(values, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise InputError(f"{name} must be {n} real numbers, one per parameter in the order "
+                             "of model.params.") from None
+        if a.shape != (n,):
+            raise InputError(f"{name} must have {n} entries (one per parameter, in the order of "
+                             f"model.params), got {a.size}.")
+        if not np.isfinite(a).all():
+            raise InputError(f"{name} holds NaN or inf at index "
+                             f"{int(np.flatnonzero(~np.isfinite(a))[0])}; give finite numbers.")
+        return a
+
+    def _hvp_data(self, data) -> np.ndarray:
+        if isinstance(data, np.ndarray):
+            rows = len(self._data_syms)
+            if (data.ndim != 2 or data.shape[0] != rows or data.shape[1] == 0
+                    or data.dtype != np.float64 or not data.flags.c_contiguous):
+                raise InputError(f"data as an array must be C-contiguous float64 of shape "
+                                 f"({rows}, samples), one row per data column; or pass a dict "
+                                 "of columns as for fit.")
+            return data
+        return columns(data, self._data_syms, "data")
 
     def predict(self, expr: sp.Expr | None = None, data: Mapping | None = None, *,
                 client=None) -> np.ndarray:
@@ -457,7 +629,8 @@ class Model:
             if unknown:
                 raise ExpressionError(f"{', '.join(unknown)} is neither a parameter nor a data "
                                       "column of this model.")
-            f = compile_function(expr, wrt=syms[:1], cache_dir=self.cache_dir)
+            f = compile_function(expr, wrt=syms[:1], cache_dir=self.cache_dir,
+                                 stabilize=self.stabilize)
             self._predictors[expr] = f
         return f
 
@@ -538,6 +711,12 @@ class Model:
             DivergenceWarning,
             stacklevel=3,
         )
+
+
+def _checkpoints(path, every):
+    from .persist import Checkpoints
+
+    return Checkpoints(path, every)
 
 
 def _uses_matrices(loss, params) -> bool:
