@@ -221,6 +221,9 @@ def test_numba_cache_dir_others_can_write_feeds_no_kernel(tmp_path):
     assert list((tmp_path / "cache" / "__pycache__").glob("sg_*.nbi"))
 
     shared.chmod(0o700)  # the twin: a private NUMBA_CACHE_DIR is the owner's, and is used
+    from symgrad.kernels import fingerprint  # (stamped as made from today's kernel sources)
+
+    (sub / "symgrad-kernels.stamp").write_text(fingerprint())
     run = subprocess.run([sys.executable, "-c", VICTIM, str(tmp_path / "cache"), "kernel"],
                          capture_output=True, text=True, timeout=600, cwd=ROOT,
                          env={**os.environ, "NUMBA_CACHE_DIR": str(shared)})

@@ -246,3 +246,39 @@ def test_loading_a_module_marks_it_used(tmp_path):
     g = sg.compile(a * x, wrt=[a], cache_dir=tmp_path)
     g.value_and_grad(1.0, 2.0)
     assert f.path.stat().st_mtime > t + 500
+
+
+def test_kernel_cache_is_emptied_when_any_kernel_source_changed(tmp_path):
+    """Numba keys a cached kernel on its own file only: a stamp of every kernel's source
+    empties the kernels' files when any kernel changed (stale machine code of a kernel that
+    calls another could crash), and keeps them when nothing did."""
+    from symgrad import kernels
+
+    stale = [tmp_path / "trainer.train-10.py310.nbi", tmp_path / "trainer.train-10.py310.1.nbc"]
+    for f in stale:
+        f.write_bytes(b"old machine code")
+    (tmp_path / "symgrad-kernels.stamp").write_text("0" * 16)
+    kernels._restamp(tmp_path, stale)
+    assert not any(f.exists() for f in stale)
+    assert (tmp_path / "symgrad-kernels.stamp").read_text() == kernels.fingerprint()
+
+    kept = tmp_path / "loops.permute-20.py310.nbi"
+    kept.write_bytes(b"current machine code")
+    kernels._restamp(tmp_path, [kept])
+    assert kept.read_bytes() == b"current machine code"
+
+
+def test_generated_modules_name_the_kernels_they_were_made_with():
+    """A generated module's content hash (its cache key) changes with the kernels it
+    imports, because its first line names their fingerprint."""
+    import sympy as sp
+
+    import symgrad as sg
+    from symgrad import kernels
+
+    x, w = sp.symbols("x w")
+    f = sg.compile(sg.sigmoid(w * x), wrt=[w])
+    first = f.source.splitlines()[0]
+    assert f"kernels {kernels.fingerprint()}" in first
+    model = sg.Model((w * x - 1) ** 2, {w: 0.5}, [x])
+    assert f"kernels {kernels.fingerprint()}" in model.generated.source.splitlines()[0]

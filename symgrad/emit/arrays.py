@@ -29,7 +29,6 @@ import sympy as sp
 from sympy.codegen.ast import AddAugmentedAssignment
 from sympy.core.numbers import Number
 
-from .._version import __version__
 from ..expression.arrays import (
     ArrayOp,
     colsum,
@@ -46,7 +45,7 @@ from ..expression.arrays import (
 )
 from ..graph import Graph, NameAllocator, Node
 from ..rules import Program
-from .module import math_context
+from .module import math_context, version
 from .printer import FlatCodePrinter
 from .templates import environment
 
@@ -510,7 +509,7 @@ def render_arrays(
                      kernels={"loops": ["DONE", "end_epoch", "permute"],
                               **({"arrays": sorted(kernel.kernels)} if kernel.kernels else {}),
                               "optim": ["update"]}),
-        version=__version__,
+        version=version(),
         output=program.output.name,
         forward_listing=forward_lines,
         backward_listing=backward_lines,

@@ -16,6 +16,7 @@ import sympy as sp
 
 from .._version import __version__
 from ..graph import Graph, NameAllocator, Node
+from ..kernels import fingerprint
 from ..kernels import standalone as kernel_source
 from ..rules import Program, Tangent, lookup
 from .printer import FlatCodePrinter
@@ -53,6 +54,12 @@ class _UserFunction:
     body: str
 
 
+def version() -> str:
+    """What a generated module's first line says made it: symgrad's version and the
+    fingerprint of the kernels it imports (so its content hash changes with them)."""
+    return f"{__version__} (kernels {fingerprint()})"
+
+
 def _printed(
     graph: Graph, program: Program, inputs: Sequence[Node], fast_math: bool, ranged: bool = False,
     kernels: dict[str, list[str]] | None = None, standalone: bool = False,
@@ -75,7 +82,7 @@ def _printed(
              if context["fast_range_names"] else None)
     return dict(
         context,
-        version=__version__,
+        version=version(),
         output=program.output.name,
         grads=[g.name for g in program.grads],
         forward=forward,

@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import importlib
+import os
+import tempfile
 from pathlib import Path
 
 from ..trust import (
@@ -43,7 +46,7 @@ from ..trust import (
 )
 from ..trust import problem as trust_problem
 
-__all__ = ["MODULES", "cache_files", "cache_location", "ready", "standalone"]
+__all__ = ["MODULES", "cache_files", "cache_location", "fingerprint", "ready", "standalone"]
 
 #: The kernel modules in dependency order.
 MODULES = ("vecmath", "loops", "arrays", "optim", "trainer")
@@ -64,6 +67,39 @@ def ready() -> Path:
         return _LOCATION[0]
 
 
+@functools.cache
+def fingerprint() -> str:
+    """The first 16 hex digits of the SHA-256 of every kernel module's source.
+
+    Numba keys a cached function on its own file's time stamp only, not on the kernels it
+    calls from other files: after an edit of ``loops.py`` alone, ``trainer.py``'s cached
+    machine code would still carry the old ``end_epoch`` (and could crash if its signature
+    changed). So the kernels' cache is stamped with this fingerprint and emptied when it
+    differs, and generated modules name it in their first line, so their content hash (and
+    cache entry) changes with the kernels they import."""
+    digest = hashlib.sha256()
+    for name in ALL:
+        digest.update((_HERE / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _restamp(place: Path, files: list[Path]) -> None:
+    """Empty Numba's files for the kernels at ``place`` unless they were compiled from the
+    kernel sources of :func:`fingerprint` (see there), and stamp the place."""
+    stamp = place / "symgrad-kernels.stamp"
+    try:
+        if stamp.is_file() and stamp.read_text(encoding="ascii") == fingerprint():
+            return
+        for f in files:
+            f.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=place, prefix=".tmp-", suffix=".stamp")
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(fingerprint())
+        os.replace(tmp, stamp)
+    except OSError:  # a place Numba can use but we cannot stamp: Numba's own checks remain
+        pass
+
+
 def _check(modules) -> Path:
     """Where the imported kernel ``modules`` keep their machine code: Numba's place for them
     if it passes the trust checks (damaged files removed), else the private directory."""
@@ -76,6 +112,7 @@ def _check(modules) -> Path:
         reason = trust_problem([place, *files], owner)
         if reason is None:
             discard_corrupt(files)
+            _restamp(place, [f for f in files if f.exists()])
             return place
     private = fallback(place or _HERE, reason, "make the path named yours and writable by "
                        "you only (chmod go-w), or set NUMBA_CACHE_DIR to a directory only you "
