@@ -28,7 +28,7 @@ from ..expression.validate import as_expression
 from ..graph import Node, build
 from ..rules import Program, differentiate, linearize
 from .metrics import METRICS
-from .model import Model
+from .model import Model, one_per_parameter
 from .optim import Optimizer
 
 __all__ = ["ArrayModel", "SymmetryWarning", "one_hot"]
@@ -270,12 +270,7 @@ class ArrayModel(Model):
         """``v`` as a dict of arrays shaped like the parameters, or flat, as a flat array."""
         if not isinstance(v, Mapping):
             return self._point(v, "v")
-        unknown = [getattr(k, "name", repr(k)) for k in v if k not in self._slices]
-        missing = [p.name for p in self._param_syms if p not in v]
-        if unknown or missing:
-            raise InputError("v must have one array per parameter"
-                             + (f"; not parameters: {', '.join(unknown)}" if unknown else "")
-                             + (f"; missing: {', '.join(missing)}" if missing else "") + ".")
+        one_per_parameter(v, self._param_syms, "array")
         parts = []
         for p, (_, shape) in self._slices.items():
             a = np.asarray(v[p], dtype=np.float64)
@@ -460,15 +455,7 @@ class ArrayModel(Model):
         rows = {}
         out = {}
         for d, value in found.items():
-            a = _real(f"{what} {d.name}", value)
-            if a.ndim == 1 and d.shape[1] == 1:
-                a = a[:, None]
-            if a.ndim != 2:
-                raise ShapeError(f"{what} {d.name} has shape {a.shape}; it must be a matrix "
-                                 f"(2-D) of shape {d.shape}.")
-            if a.shape[1] != int(d.shape[1]):
-                raise ShapeError(f"{what} {d.name} has {a.shape[1]} columns, but {d.name} is "
-                                 f"declared with {d.shape[1]} ({d.shape}).")
+            a = matrix_columns(_real(f"{what} {d.name}", value), d, what)
             if self._is_batched(d):
                 rows[d.name] = a.shape[0]
             elif a.shape[0] != int(d.shape[0]):
@@ -543,6 +530,20 @@ def _accuracy(y_true, y_pred) -> float:
     if np.issubdtype(y_pred.dtype, np.integer):
         return float(np.mean(y_true == y_pred))
     return METRICS["accuracy"](y_true, y_pred)
+
+
+def matrix_columns(a, d: MatrixSymbol, what: str):
+    """``a`` (a NumPy or Dask array of data for ``d``) as a matrix with ``d``'s columns: a
+    vector is one column; a clear ShapeError otherwise."""
+    if a.ndim == 1 and d.shape[1] == 1:
+        a = a[:, None]
+    if a.ndim != 2:
+        raise ShapeError(f"{what} {d.name} has shape {a.shape}; it must be a matrix "
+                         f"(2-D) of shape {d.shape}.")
+    if a.shape[1] != int(d.shape[1]):
+        raise ShapeError(f"{what} {d.name} has {a.shape[1]} columns, but {d.name} is "
+                         f"declared with {d.shape[1]} ({d.shape}).")
+    return a
 
 
 def batch_array(a: np.ndarray, flip: bool, m: int, dtype) -> np.ndarray:

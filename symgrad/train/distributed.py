@@ -366,6 +366,8 @@ class Job:
     def _array_shards(self, data, what):
         import dask
 
+        from .arrays import matrix_columns
+
         model = self.model
         found = _match_matrices(data, self.syms, what)
         fixed = model._checked({d: v for d, v in found.items() if not model._is_batched(d)},
@@ -375,15 +377,7 @@ class Job:
             if d in fixed:
                 arrays.append(fixed[d])
                 continue
-            a = self._dask(found[d], d.name, what, 2)
-            if a.ndim == 1 and d.shape[1] == 1:
-                a = a[:, None]
-            if a.ndim != 2:
-                raise ShapeError(f"{what} {d.name} has shape {a.shape}; it must be a matrix "
-                                 f"(2-D) of shape {d.shape}.")
-            if a.shape[1] != int(d.shape[1]):
-                raise ShapeError(f"{what} {d.name} has {a.shape[1]} columns, but {d.name} is "
-                                 f"declared with {d.shape[1]} ({d.shape}).")
+            a = matrix_columns(self._dask(found[d], d.name, what, 2), d, what)
             if chunks is None:
                 chunks = a.chunks[0]
             elif a.shape[0] != sum(chunks):

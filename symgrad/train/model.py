@@ -500,12 +500,7 @@ class Model:
     def _direction(self, v) -> np.ndarray:
         """``v`` (a dict keyed by parameter, or flat in parameter order) as a flat array."""
         if isinstance(v, Mapping):
-            unknown = [getattr(k, "name", repr(k)) for k in v if k not in self._param_syms]
-            missing = [s.name for s in self._param_syms if s not in v]
-            if unknown or missing:
-                raise InputError("v must have one entry per parameter"
-                                 + (f"; not parameters: {', '.join(unknown)}" if unknown else "")
-                                 + (f"; missing: {', '.join(missing)}" if missing else "") + ".")
+            one_per_parameter(v, self._param_syms, "entry")
             return self._point([v[s] for s in self._param_syms], "v")
         return self._point(v, "v")
 
@@ -729,6 +724,16 @@ def _checkpoints(path, every):
     from .persist import Checkpoints
 
     return Checkpoints(path, every)
+
+
+def one_per_parameter(v: Mapping, params: Sequence, what: str) -> None:
+    """Refuse a direction ``v`` keyed by anything but exactly the parameters ``params``."""
+    unknown = [getattr(k, "name", repr(k)) for k in v if k not in params]
+    missing = [p.name for p in params if p not in v]
+    if unknown or missing:
+        raise InputError(f"v must have one {what} per parameter"
+                         + (f"; not parameters: {', '.join(unknown)}" if unknown else "")
+                         + (f"; missing: {', '.join(missing)}" if missing else "") + ".")
 
 
 def _uses_matrices(loss, params) -> bool:
