@@ -44,9 +44,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..errors import InputError
+from ..kernels import ready
 from .history import DIVERGED, DONE, EARLY_STOPPING, RESTORES_BEST, History
 from .interrupt import COMPILING, TRAINING, Interrupts
-from .numpy_loop import end_epoch
 from .optim import ScipyOptimizer
 
 __all__ = ["fit_scipy"]
@@ -144,8 +144,10 @@ def fit_scipy(model, data: Mapping, optimizer: ScipyOptimizer, epochs: int,
               client=None) -> History:
     """``model.fit`` with a scipy method (see the module docstring); ``model.fit`` checks
     the arguments this shares with the other optimizers and hands over here."""
+    ready()  # Numba's cache of the kernels is checked before end_epoch loads from it
     from scipy.optimize import minimize
 
+    from ..kernels.loops import end_epoch
     from .model import _checkpoints, _count
 
     if batch_size is not None:
