@@ -417,10 +417,13 @@ class Model:
     def loss_and_grad_sum(self, values: np.ndarray, data: np.ndarray, grad: np.ndarray) -> float:
         """The compiled trainer code itself: the sum of the per-sample loss (returned) and of
         its gradient (into ``grad``) over the samples of ``data`` (one row per data column, a
-        C-contiguous float64 array), at the parameter values ``values``."""
+        C-contiguous float64 array), at the parameter values ``values``. From
+        ``PARALLEL_FROM`` samples on, the samples are shared among Numba's threads (as in
+        ``fit`` and ``hvp``)."""
         from ..kernels.trainer import loss_and_grad_sum
 
-        return loss_and_grad_sum(*self._blocks(), False, values, data, 0, data.shape[1], grad)
+        n = data.shape[1]
+        return loss_and_grad_sum(*self._blocks(), n >= PARALLEL_FROM, values, data, 0, n, grad)
 
     # -- second order -----------------------------------------------------------------
 
