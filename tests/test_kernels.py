@@ -16,7 +16,7 @@ import sympy as sp
 import symgrad as sg
 from symgrad.compile import cache_info, prune_cache
 from symgrad.graph.names import GENERATED_CODE_NAMES
-from symgrad.kernels import MODULES, arrays, loops, optim, standalone, trainer, vecmath
+from symgrad.kernels import MODULES, loops, optim, standalone, trainer, vecmath
 
 ROOT = Path(__file__).resolve().parents[1]
 a, b, x, y = sp.symbols("a b x y")
@@ -29,7 +29,7 @@ def test_optimizer_numbering_is_the_same_in_train_and_kernels():
         assert optim.KINDS[cls().kind] == cls.template
 
 
-@pytest.mark.parametrize("module", [vecmath, loops, arrays, optim, trainer])
+@pytest.mark.parametrize("module", [vecmath, loops, optim, trainer])
 def test_public_kernel_names_are_reserved_from_user_symbols(module):
     """A saved module carries the kernels' source: no user symbol may take their names."""
     public = {n for n in vars(module) if not n.startswith("_")
@@ -47,116 +47,6 @@ def test_standalone_kernels_drop_their_package_imports():
     assert not [n for n in imports if n.level or (n.module or "").startswith("symgrad")]
     assert [m for m in MODULES if f"symgrad.kernels.{m} (copied)" in text] == [
         "loops", "optim", "trainer"]
-
-
-# -- symgrad.kernels.arrays against NumPy: the kernels of matrix models ----------------------
-
-_RNG = np.random.default_rng(7)
-
-
-def _np_lse(a):
-    """Log-sum-exp of each column of a (classes, samples)."""
-    m = a.max(axis=0)
-    return m + np.log(np.exp(a - m).sum(axis=0))
-
-
-def _layouts(a):
-    """``a`` as a C-contiguous array and as a transposed view of one (Fortran order), as the
-    generated code passes them."""
-    return [np.ascontiguousarray(a), np.ascontiguousarray(a.T).T]
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_array_sums_match_numpy(dtype):
-    a = _RNG.standard_normal((5, 9)).astype(dtype)
-    tol = dict(rel=1e-12) if dtype == np.float64 else dict(rel=1e-5)
-    for v in _layouts(a):
-        assert arrays.sum2d(v, 5, 9) == pytest.approx(float(a.astype(float).sum()), **tol)
-        assert arrays.sum2d(v, 3, 4) == pytest.approx(float(a[:3, :4].astype(float).sum()), **tol)
-        assert arrays.sumsq2d(v, 5, 9) == pytest.approx(float((a.astype(float) ** 2).sum()), **tol)
-        assert arrays.sum1d(v[0], 6) == pytest.approx(float(a[0, :6].astype(float).sum()), **tol)
-        out = np.full(5, 2.0, dtype=dtype)
-        arrays.rowsums(v, 5, 9, out, False)
-        np.testing.assert_allclose(out, a.sum(axis=1), rtol=tol["rel"])
-        arrays.rowsums(v, 5, 9, out, True)
-        np.testing.assert_allclose(out, 2 * a.sum(axis=1), rtol=tol["rel"])
-        col = np.zeros((5, 2), dtype=dtype)
-        arrays.rowsums(v, 5, 9, col[:, 1], False)  # a strided output, as grad_b[:, 0]
-        np.testing.assert_allclose(col[:, 1], a.sum(axis=1), rtol=tol["rel"])
-        assert not col[:, 0].any()
-
-
-@pytest.mark.parametrize("flip", [False, True])
-@pytest.mark.parametrize("acc", [False, True])
-def test_mm_dot_matches_numpy(flip, acc):
-    a, b = _RNG.standard_normal((4, 6)), _RNG.standard_normal((3, 6))
-    start = _RNG.standard_normal((3, 4) if flip else (4, 3))
-    want = (a @ b.T).T if flip else a @ b.T
-    for av in _layouts(a):
-        for bv in _layouts(b):
-            c = start.copy()
-            arrays.mm_dot(av, bv, c, 4, 3, 6, flip, acc)
-            np.testing.assert_allclose(c, want + start if acc else want, rtol=1e-13, atol=1e-14)
-
-
-@pytest.mark.parametrize("a_t, b_t, c_t", [(x, y, z) for x in (False, True)
-                                             for y in (False, True) for z in (False, True)])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_matmul_matches_numpy_in_every_storage(a_t, b_t, c_t, dtype):
-    """c (+)= A @ B with each of A, B, C stored as itself or its transpose (every loop
-    order the kernel picks), overwriting and accumulating."""
-    A, B = _RNG.standard_normal((5, 3)), _RNG.standard_normal((3, 4))
-    start = _RNG.standard_normal((5, 4))
-    tol = 1e-13 if dtype == np.float64 else 1e-5
-
-    def stored(m, t):
-        return np.ascontiguousarray(m.T if t else m).astype(dtype)
-
-    for acc in (False, True):
-        c = stored(start, c_t)
-        arrays.matmul(stored(A, a_t), stored(B, b_t), c, a_t, b_t, c_t, acc)
-        got = c.T if c_t else c
-        np.testing.assert_allclose(got, A @ B + (start if acc else 0), rtol=tol, atol=tol)
-
-
-@pytest.mark.parametrize("fast", [False, True])
-def test_row_wise_softmax_kernels_match_numpy(fast):
-    """Stored (classes, samples): softmax, log-softmax and cross-entropy per sample (column),
-    with large scores (the log-sum-exp must not overflow)."""
-    s = 30.0 * _RNG.standard_normal((4, 11))
-    s[:, 0] += 800.0
-    y = sg.one_hot(_RNG.integers(0, 4, 11), 4).T.copy()
-    lse = _np_lse(s)
-    want_log = s - lse
-    wm, wz, wl = np.zeros(11), np.zeros(11), np.zeros(11)
-    for sv in _layouts(s):
-        arrays.row_lse(sv, wm, wz, fast)
-        np.testing.assert_allclose(wz, lse, rtol=1e-14)
-        np.testing.assert_array_equal(wm, s.max(axis=0))
-        out = np.ones((4, 11))
-        arrays.log_softmax_t(sv, out, wm, wz, False, fast)
-        np.testing.assert_allclose(out, want_log, rtol=1e-13, atol=1e-13)
-        arrays.softmax_t(sv, out, wm, wz, False, fast)
-        np.testing.assert_allclose(out, np.exp(want_log), rtol=1e-13, atol=1e-300)
-        np.testing.assert_allclose(out.sum(axis=0), 1.0, rtol=1e-12)  # scores ~800: lse to ~1e-13
-        arrays.softmax_from_lse(sv, out, wz, True, fast)  # adds a second softmax
-        np.testing.assert_allclose(out, 2 * np.exp(want_log), rtol=1e-13, atol=1e-300)
-        loss = arrays.sce_t(sv, np.asfortranarray(y), wm, wz, wl, fast)
-        assert loss == pytest.approx(-np.mean(np.sum(y * want_log, axis=0)), rel=1e-13)
-        np.testing.assert_allclose(wz, lse, rtol=1e-14)  # left for the backward softmax
-
-
-@pytest.mark.parametrize("name, ref, lo, hi", [
-    ("exp", np.exp, -700, 700), ("log", np.log, 1e-300, 1e300), ("tanh", np.tanh, -30, 30),
-    ("sin", np.sin, -100, 100), ("cos", np.cos, -100, 100)])
-def test_map_kernels_match_numpy(name, ref, lo, hi):
-    a = _RNG.uniform(lo, hi, (3, 50))
-    if name == "log":
-        a = np.exp(_RNG.uniform(np.log(lo), np.log(hi), (3, 50)))
-    for v in _layouts(a):
-        out = np.empty((3, 50))
-        getattr(arrays, f"map_{name}")(v, out)
-        np.testing.assert_allclose(out, ref(a), rtol=4e-16 * 4, atol=1e-300)
 
 
 def test_saved_trainer_module_trains_without_symgrad(tmp_path):

@@ -8,12 +8,10 @@ its listing line as a comment:
 * matrices whose rows are the batch are stored transposed (samples innermost), so
   element-wise loops and most matrix products run along contiguous memory and vectorize;
 * consecutive element-wise lines over the same shape share one loop nest (fused);
-* large matrix products call BLAS (``np.dot`` into a preallocated output);
-* small matrix products, sums, row-wise softmax and cross-entropy and the vectorizable math
-  maps are calls of ``symgrad.kernels.arrays`` (the same for every model, so compiled once
-  per machine, not once per model); sums there are reassociated, so they vectorize;
-  element-wise code stays without fast-math so the vectorizable exp/log/tanh keep their
-  exact arithmetic.
+* large matrix products call BLAS (``np.dot`` into a preallocated output); small ones are
+  loops ordered so the innermost runs along contiguous memory, or fast-math dot products;
+* sums go to small fast-math kernels (reassociated, so they vectorize); element-wise code
+  stays without fast-math so the vectorizable exp/log/tanh keep their exact arithmetic.
 
 Parameters are views into one flat vector (so the optimizers of the per-sample trainer
 update them unchanged), and so are their gradients.
@@ -148,6 +146,7 @@ class _Kernel:
         self.lse_of: str | None = None  # whose row-wise log-sum-exp _wz holds now
         self.augmented: set[str] = set()  # targets of += lines
         self.uses_dropout = False
+        self.maps: set[str] = set()
         self.vars = vars_
         self.batch = batch
         self.printer = printer
@@ -317,6 +316,8 @@ class _Kernel:
         work = 1
         for d in (ra, ka, cb):
             work *= d if isinstance(d, int) else BLAS_BATCH
+        I_, J_ = self.logical(c)
+        K_ = self.logical(a)[0 if ta else 1]
         if work >= BLAS_FROM:
             if c.flip:
                 left = b.name if sw_b else f"{b.name}.T"
@@ -330,9 +331,30 @@ class _Kernel:
             return [f"np.dot({left}, {right}, {t.name})",
                     *self.each(c, f"{c.name}[_a, _b] += {t.name}[_a, _b]")]
 
-        self.kernels.add("matmul")
-        return [f"matmul({a.name}, {b.name}, {c.name}, a_t={sw_a}, b_t={sw_b}, c_t={c.flip}, "
-                f"acc={aug})"]
+        def A(i, p):
+            return f"{a.name}[{p}, {i}]" if sw_a else f"{a.name}[{i}, {p}]"
+
+        def B(p, j):
+            return f"{b.name}[{j}, {p}]" if sw_b else f"{b.name}[{p}, {j}]"
+
+        def C(i, j):
+            return f"{c.name}[{j}, {i}]" if c.flip else f"{c.name}[{i}, {j}]"
+
+        zero = [] if aug else self.each(c, f"{c.name}[_a, _b] = 0.0")
+        if c.flip and sw_a:
+            return zero + [f"for _j in range({J_}):", f"    for _q in range({K_}):",
+                           f"        _x = {B('_q', '_j')}", f"        for _i in range({I_}):",
+                           f"            {C('_i', '_j')} += {A('_i', '_q')} * _x"]
+        if not c.flip and not sw_b:
+            return zero + [f"for _i in range({I_}):", f"    for _q in range({K_}):",
+                           f"        _x = {A('_i', '_q')}", f"        for _j in range({J_}):",
+                           f"            {C('_i', '_j')} += _x * {B('_q', '_j')}"]
+        if not sw_a and sw_b:
+            self.kernels.add("_mm_dot")
+            return [f"_mm_dot({a.name}, {b.name}, {c.name}, {I_}, {J_}, {K_}, {c.flip}, {aug})"]
+        return [f"for _i in range({I_}):", f"    for _j in range({J_}):", "        _x = 0.0",
+                f"        for _q in range({K_}):", f"            _x += {A('_i', '_q')} * "
+                f"{B('_q', '_j')}", f"        {C('_i', '_j')} {'+=' if aug else '='} _x"]
 
     def axis_sum(self, out: _Var, e, aug: bool) -> list[str]:
         a = self.vars[e.args[0].name]
@@ -343,11 +365,11 @@ class _Kernel:
 
         lines = []
         if isinstance(e, colsum) and a.flip:
-            self.kernels.add("rowsums")
-            return [f"rowsums({a.name}, {C}, {R}, {out.name}[0], {aug})"]
+            self.kernels.add("_rowsums")
+            return [f"_rowsums({a.name}, {C}, {R}, {out.name}[0], {aug})"]
         if isinstance(e, rowsum) and not a.flip:
-            self.kernels.add("rowsums")
-            return [f"rowsums({a.name}, {R}, {C}, {out.name}[:, 0], {aug})"]
+            self.kernels.add("_rowsums")
+            return [f"_rowsums({a.name}, {R}, {C}, {out.name}[:, 0], {aug})"]
         if not aug:
             lines += self.each(out, f"{out.name}[_a, _b] = 0.0")
         if a.flip:  # rowsum of a transposed-stored matrix: accumulate along samples
@@ -377,26 +399,26 @@ class _Kernel:
         self.work(self.dim(a.shape[0]))
         if isinstance(e, softmax) and self.lse_of == a.name:
             # the forward cross-entropy left log-sum-exp of these rows in _wz: one pass
-            self.kernels.add("softmax_from_lse")
-            return [f"softmax_from_lse({self.transposed_view(a)}, {self.transposed_view(out)}, "
-                    f"_wz[0], {aug}, {self.fast_math})"]
+            self.kernels.add("_softmax_from_lse")
+            return [f"_softmax_from_lse({self.transposed_view(a)}, {self.transposed_view(out)}, "
+                    f"_wz[0], {aug})"]
         self.lse_of = None
-        kernel = "softmax_t" if isinstance(e, softmax) else "log_softmax_t"
-        self.kernels.add(kernel)
+        kernel = "_softmax_t" if isinstance(e, softmax) else "_log_softmax_t"
+        self.kernels.update((kernel, "_row_lse"))
         return [f"{kernel}({self.transposed_view(a)}, {self.transposed_view(out)}, _wm[0], "
-                f"_wz[0], {aug}, {self.fast_math})"]
+                f"_wz[0], {aug})"]
 
     def reduce(self, target: str, e, op: str) -> list[str]:
         a = self.vars[e.args[0].name]
         if isinstance(e, softmax_cross_entropy):
             y = self.vars[e.args[1].name]
             self.work(self.dim(a.shape[0]))
-            self.kernels.add("sce_t")
+            self.kernels.update(("_sce_t", "_row_lse"))
             self.lse_of = a.name
-            return [f"{target} {op} sce_t({self.transposed_view(a)}, "
-                    f"{self.transposed_view(y)}, _wm[0], _wz[0], _wl[0], {self.fast_math})"]
+            return [f"{target} {op} _sce_t({self.transposed_view(a)}, "
+                    f"{self.transposed_view(y)}, _wm[0], _wz[0], _wl[0])"]
         r0, r1 = f"{a.name}.shape[0]", f"{a.name}.shape[1]"
-        kernel = "sum2d" if isinstance(e, total) else "sumsq2d"
+        kernel = "_sum2d" if isinstance(e, total) else "_sumsq2d"
         self.kernels.add(kernel)
         return [f"{target} {op} {kernel}({a.name}, {r0}, {r1})"]
 
@@ -412,8 +434,8 @@ class _Kernel:
         a = self.vars.get(e.args[0].name)
         if a is None or a.shape != out.shape or a.flip != out.flip:
             return False
-        self.kernels.add(f"map_{name}")
-        self.code([f"# {comment}", f"map_{name}({a.name}, {out.name})"])
+        self.maps.add(name)
+        self.code([f"# {comment}", f"_map_{name}({a.name}, {out.name})"])
         return True
 
     # -- output -----------------------------------------------------------------------------
@@ -500,14 +522,16 @@ def render_arrays(
     data_vars = [vars_[n.name] for n in data]
     grad_names = [f"grad_{n.name}" for n in params]
 
+    extra = set(kernel.maps)
+    if kernel.kernels & {"_row_lse", "_softmax_from_lse"}:
+        extra |= {"exp", "log"}
     offsets, k = [], 0
     for v in param_vars:
         offsets.append((k, k + math.prod(v.shape)))
         k += math.prod(v.shape)
     context = dict(
-        math_context(printer, graph, fast_math, standalone=standalone,
+        math_context(printer, graph, fast_math, extra=extra, standalone=standalone,
                      kernels={"loops": ["DONE", "end_epoch", "permute"],
-                              **({"arrays": sorted(kernel.kernels)} if kernel.kernels else {}),
                               "optim": ["update"]}),
         version=version(),
         output=program.output.name,
@@ -528,6 +552,8 @@ def render_arrays(
         batch=batch_name,
         buffers=[dict(name=v.name, dims=_dims(v)) for v in buffers]
         + [dict(name=w, dims=f"(1, {work})") for w in ("_wm", "_wz", "_wl") if work],
+        kernels=sorted(kernel.kernels),
+        maps=sorted(kernel.maps),
         dropout=kernel.uses_dropout,
         dtype=dtype,
         renamed=[(n.name, ascii(n.symbol.name)) for n in [*params, *data]

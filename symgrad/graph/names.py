@@ -35,8 +35,6 @@ GENERATED_CODE_NAMES = frozenset(
     KIND block exact HAS_EXACT
     vexp vexpm1 vtanh vlog vlog1p vsin vcos vsin_fast vcos_fast SIN_FAST_LIMIT
     finite permute add_rows SUMS KINDS update end_epoch DONE DIVERGED EARLY_STOPPING
-    exp_of log_of sum1d sum2d sumsq2d rowsums mm_dot matmul zero row_lse softmax_t softmax_from_lse
-    log_softmax_t sce_t map_exp map_log map_tanh map_sin map_cos
     BLOCK BLOCK_SIZE CHUNKS block_sums loss_and_grad_sum loss_sum train float64 int64 types
     hvp_array hessian_array hvp_block hvp_exact
     """.split()

@@ -5,9 +5,7 @@ Numba, so Numba compiles each of them once per machine and loads it from its dis
 afterwards; generated modules import them and compile only the model's own code:
 
 - ``vecmath``: vectorizable exp, log, sin, cos, tanh, log1p, expm1 (pure arithmetic);
-- ``loops``: the seeded shuffle, finiteness checks, row sums, the end of an epoch;
-- ``arrays``: matrix models' loops (sums, small matrix products, row-wise softmax and
-  cross-entropy, vectorizable math over a whole matrix);
+- ``loops``: the seeded shuffle, finiteness checks, row sums;
 - ``optim``: the optimizers' update rules, one function for all of them;
 - ``trainer``: the training loop (epochs, minibatches, block sums, early stopping) that
   calls a model's per-sample block kernel through a first-class function argument;
@@ -49,7 +47,7 @@ from ..trust import problem as trust_problem
 __all__ = ["MODULES", "cache_files", "cache_location", "fingerprint", "ready", "standalone"]
 
 #: The kernel modules in dependency order.
-MODULES = ("vecmath", "loops", "arrays", "optim", "trainer")
+MODULES = ("vecmath", "loops", "optim", "trainer")
 #: Every module of Numba functions here (the tape interpreter is not copied into saved
 #: modules, so it is not in :data:`MODULES`).
 ALL = (*MODULES, "tape_vm")
@@ -175,7 +173,7 @@ def warm() -> float:
     import numpy as np
     from numba import cfunc
 
-    from . import arrays, loops, optim, trainer, vecmath
+    from . import loops, optim, trainer, vecmath
 
     start = time.perf_counter()
     ready()
@@ -199,44 +197,4 @@ def warm() -> float:
         p = np.zeros(3, dtype=dtype)
         optim.update(6, p, p.copy(), np.zeros((3, 3), dtype=dtype), 1, np.zeros(6))
     loops.permute(np.empty(3, dtype=np.int64), 0)
-    _warm_arrays(arrays)
     return time.perf_counter() - start
-
-
-def _warm_arrays(arrays) -> None:
-    """Compile the matrix kernels for float64 buffers as generated modules call them: their
-    flags are constants there, which Numba compiles as a signature of their own, so they are
-    called here from a compiled function too (other flags, layouts and float32 compile at
-    their first use, once per machine as well)."""
-    import numpy as np
-    from numba import njit
-
-    @njit
-    def calls(a, out, w, sq, fast):
-        arrays.sum2d(a, a.shape[0], a.shape[1])
-        arrays.sumsq2d(a, a.shape[0], a.shape[1])
-        arrays.rowsums(a, a.shape[0], a.shape[1], w[0], False)
-        arrays.map_exp(a, out)
-        arrays.map_log(a, out)
-        arrays.map_tanh(a, out)
-        arrays.map_sin(a, out)
-        arrays.map_cos(a, out)
-        if fast:
-            arrays.sce_t(a, a, w[0], w[1], w[2], True)
-            arrays.softmax_from_lse(a, out, w[1], False, True)
-            arrays.softmax_t(a, out, w[0], w[1], False, True)
-            arrays.log_softmax_t(a, out, w[0], w[1], False, True)
-        else:
-            arrays.sce_t(a, a, w[0], w[1], w[2], False)
-            arrays.softmax_from_lse(a, out, w[1], False, False)
-            arrays.softmax_t(a, out, w[0], w[1], False, False)
-            arrays.log_softmax_t(a, out, w[0], w[1], False, False)
-        c = sq[0]  # products of square matrices: every storage order is valid
-        arrays.matmul(c, c, sq[1], a_t=False, b_t=False, c_t=True, acc=False)
-        arrays.matmul(c, c, sq[1], a_t=True, b_t=True, c_t=True, acc=False)
-        arrays.matmul(c, c, sq[1], a_t=False, b_t=True, c_t=False, acc=False)
-        arrays.matmul(c, c, sq[1], a_t=True, b_t=False, c_t=True, acc=False)
-
-    a = np.ones((3, 4))
-    for fast in (True, False):
-        calls(a, np.zeros((3, 4)), np.zeros((4, 4)), np.ones((2, 3, 3)), fast)

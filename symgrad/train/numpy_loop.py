@@ -7,10 +7,8 @@ order. ``fit`` starts here when the compiled loop is not in the cache yet, so a 
 never waits for a compile it does not need; a background process compiles the loop
 meanwhile and ``fit`` switches to it between chunks of epochs. This loop mirrors the
 compiled one (``templates/arrays.py.j2``: batches, the seeded shuffle, the loss weighted by
-batch size), and its optimizer mirrors ``symgrad.kernels.optim.update``: results agree up to
-rounding (tested). The end of each epoch (records, best parameters, early stopping, the
-divergence guard) is the compiled loops' own, ``symgrad.kernels.loops.end_epoch``, called
-directly: one call per epoch, compiled once per machine.
+batch size, early stopping, the divergence guard), and its optimizer mirrors
+``symgrad.kernels.optim.update``: results agree up to rounding (tested).
 """
 
 from __future__ import annotations
@@ -23,10 +21,9 @@ import sympy as sp
 from sympy.codegen.ast import AddAugmentedAssignment
 
 from ..expression.evaluate import numpy_function
-from ..kernels import ready
-from .history import DONE
+from .history import DIVERGED, DONE, EARLY_STOPPING
 
-__all__ = ["NumpyLoop", "numpy_update", "permutation"]
+__all__ = ["NumpyLoop", "end_epoch", "numpy_update", "permutation"]
 
 _M64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -98,6 +95,29 @@ def numpy_update(kind: int, p: np.ndarray, g: np.ndarray, state: np.ndarray, t: 
         p -= g2
 
 
+def end_epoch(epoch, loss, monitor, validating, params, before, losses, val_losses, best,
+              best_params, patience) -> int:
+    """``symgrad.kernels.loops.end_epoch`` in Python (see there)."""
+    losses[epoch] = loss
+    ok = math.isfinite(loss) and bool(np.all(np.isfinite(params)))
+    if validating:
+        val_losses[epoch] = monitor
+        ok = ok and math.isfinite(monitor)
+        kept = params
+    else:
+        monitor, kept = loss, before
+    if math.isfinite(monitor) and monitor < best[0]:
+        if not np.all(np.isfinite(kept)):
+            return DIVERGED
+        best[:] = monitor, epoch, 0
+        best_params[:] = kept
+    elif ok:
+        best[2] += 1
+        if patience > 0 and best[2] >= patience:
+            return EARLY_STOPPING
+    return DONE if ok else DIVERGED
+
+
 class NumpyLoop:
     """A matrix model's program run by NumPy: ``train`` takes the compiled loop's arguments
     (data as stored for it: matrices whose rows are the batch may be kept transposed)."""
@@ -156,9 +176,6 @@ class NumpyLoop:
         batches = n // size if drop_last else (n + size - 1) // size
         whole = size == n and not shuffle
         before = np.empty_like(values)
-        ready()  # Numba's cache of the kernels is checked before end_epoch loads from it
-        from ..kernels.loops import end_epoch
-
         for e in range(epochs):
             epoch = first + e
             before[:] = values
