@@ -11,17 +11,10 @@ import numpy as np
 import pytest
 import scipy.optimize as so
 import sympy as sp
+from test_train import DATA, INIT, PRED, XS, YS, a, x, y  # the same small curve fit
 
 import symgrad as sg
 from symgrad.train.optim import LBFGS, NewtonCG
-
-a, b, c, x, y = sp.symbols("a b c x y")
-PRED = a * sp.tanh(b * x) + c
-INIT = {a: 0.5, b: -0.3, c: 0.1}
-RNG = np.random.default_rng(0)
-XS = RNG.normal(size=64)
-YS = 1.5 * np.tanh(0.8 * XS) - 0.2 + RNG.normal(scale=0.05, size=64)
-DATA = {x: XS, y: YS}
 
 
 def _model(**kwargs):
