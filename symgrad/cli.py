@@ -27,6 +27,7 @@ from .compile import CompiledFunction, cache_dir, cache_info, clear_cache
 from .compile import compile as compile_function
 from .compile.cache import clear_kernels
 from .errors import SymgradError
+from .kernels import cache_location
 from .train import Model
 
 __all__ = ["main"]
@@ -215,9 +216,8 @@ def _cache(args) -> int:
         print(f"removed {modules} files from {where} (generated modules and Numba's files "
               "for them)")
         if not args.keep_kernels:
-            place = cache_info(where)["kernels_path"]
             print(f"removed {clear_kernels()} files of the kernel library's machine code from "
-                  f"{place}")
+                  f"{cache_location()}")
         return 0
     if args.action == "warm":
         print(f"symgrad's kernel library is compiled and cached ({_warm():.1f} s)")

@@ -29,8 +29,9 @@ __all__ = ["SecondOrder"]
 class SecondOrder:
     """The second-order code of one compiled function (see the module docstring).
 
-    ``hvp_array(x, v, grad, hv)`` and ``hessian_array(x, grad, hess)`` return the value and
-    fill the arrays (float64, C-contiguous, checked by the caller), whatever the backend.
+    On the tape backend ``hvp_array(x, v, grad, hv)`` and ``hessian_array(x, grad, hess)``
+    return the value and fill the arrays (float64, C-contiguous, checked by the caller); flat
+    code has the same kernels in ``module`` (``CompiledFunction`` picks which).
     """
 
     def __init__(self, graph: Graph, program: Program, params: Sequence[Node],
@@ -87,8 +88,7 @@ class SecondOrder:
 
     def hvp_array(self, x: np.ndarray, v: np.ndarray, grad: np.ndarray,
                   hv: np.ndarray) -> float:
-        if self.backend != "tape":
-            return self.module.hvp_array(x, v, grad, hv)
+        """The tape's value, gradient and H v (flat code: ``self.module.hvp_array``)."""
         n = len(self._wrt)
         both = np.empty(2 * n)
         value = self.tape.value_and_grad_array(np.concatenate([x, v]), both)
@@ -97,8 +97,7 @@ class SecondOrder:
         return value
 
     def hessian_array(self, x: np.ndarray, grad: np.ndarray, hess: np.ndarray) -> float:
-        if self.backend != "tape":
-            return self.module.hessian_array(x, grad, hess)
+        """The tape's value, gradient and Hessian (flat code: ``self.module.hessian_array``)."""
         n = len(self._wrt)
         point = np.concatenate([x, np.zeros(n)])
         both = np.empty(2 * n)

@@ -35,6 +35,7 @@ import sympy as sp
 
 from .arrays import log_softmax, rowsum, softmax
 from .functions import log_sigmoid, logsumexp, sigmoid, softplus
+from .validate import _small
 
 __all__ = ["Rewrite", "rewrites", "stabilize"]
 
@@ -238,11 +239,7 @@ def _advice(original: sp.Basic, stable: sp.Basic, helper: str | None, plain: str
 
 def _short(e: sp.Basic, budget: int = 40, limit: int = 60) -> str | None:
     """``e`` printed, or None if it is large (a swollen DAG prints exponentially)."""
-    count, stack = 0, [e]
-    while stack:
-        count += 1
-        if count > budget:
-            return None
-        stack.extend(stack.pop().args)
+    if not _small(e, budget):
+        return None
     text = sp.sstr(e)
     return text if len(text) <= limit else None

@@ -89,14 +89,14 @@ def _linear(op):
     return lambda args, out, dots, rows: op(dots[0]) if dots[0] is not None else None
 
 
-def _sum_of(*terms):
+def sum_of(*terms):
     terms = [t for t in terms if t is not None]
     return sp.Add(*terms) if len(terms) > 1 else (terms[0] if terms else None)
 
 
 def _matmul_tangent(args, out, dots, rows):
     (a, b), (da, db) = args, dots
-    return _sum_of(matmul(da, b) if da is not None else None,
+    return sum_of(matmul(da, b) if da is not None else None,
                    matmul(a, db) if db is not None else None)
 
 
@@ -117,7 +117,7 @@ def _log_softmax_tangent(args, out, dots, rows):
 def _softmax_cross_entropy_tangent(args, out, dots, rows):
     (s, y), (ds, dy) = args, dots
     n = rows(s)
-    return _sum_of(total((softmax(s) - y) * ds) / n if ds is not None else None,
+    return sum_of(total((softmax(s) - y) * ds) / n if ds is not None else None,
                    -total(log_softmax(s) * dy) / n if dy is not None else None)
 
 

@@ -29,7 +29,7 @@ from sympy.logic.boolalg import Boolean
 
 from ..errors import NotSupportedError
 from ..graph import is_constant
-from .arrays import TANGENTS
+from .arrays import TANGENTS, sum_of
 from .registry import NodeView, lookup
 from .reverse import Program, tidy
 
@@ -125,7 +125,7 @@ class _Linearizer:
             return None
         if isinstance(expr, sp.Add):
             terms = [d for d in (self.jvp(a) for a in expr.args) if d is not None]
-            return sp.Add(*terms) if len(terms) > 1 else (terms[0] if terms else None)
+            return sum_of(*terms)
         if isinstance(expr, sp.Mul):
             args = expr.args
             terms = []
@@ -133,7 +133,7 @@ class _Linearizer:
                 d = self.jvp(a)
                 if d is not None:
                     terms.append(sp.Mul(*args[:k], d, *args[k + 1:]))
-            return sp.Add(*terms) if len(terms) > 1 else (terms[0] if terms else None)
+            return sum_of(*terms)
         if isinstance(expr, sp.Piecewise):
             pairs = [(self.jvp(value), cond) for value, cond in expr.args]
             if all(d is None for d, _ in pairs):
@@ -160,7 +160,7 @@ class _Linearizer:
             partial = rule.fn(view, out, d)[k]
             if partial is not None:
                 terms.append(partial)
-        return sp.Add(*terms) if len(terms) > 1 else (terms[0] if terms else None)
+        return sum_of(*terms)
 
     def _rows(self, arg: sp.Basic):
         """The number of rows of a matrix argument (a number, or the batch-size symbol)."""

@@ -437,21 +437,7 @@ class ArrayModel(Model):
         return [self._is_batched(d) for d in self._data_syms]
 
     def _checked(self, data: Mapping, what: str, partial: bool = False) -> dict:
-        if not isinstance(data, Mapping):
-            raise InputError(f"{what} must be a dict from data matrices to arrays, e.g. "
-                             f"{{X: X_train, Y: Y_train}}; got {type(data).__name__}.")
-        by_name = {d.name: d for d in self._data_syms}
-        found = {}
-        for key, value in data.items():
-            d = key if key in self._data_syms else by_name.get(getattr(key, "name", key))
-            if d is None:
-                raise InputError(f"{what} has an entry {key!r} that is not a data matrix of the "
-                                 f"model (expected {', '.join(by_name)}).")
-            found[d] = value
-        missing = [d.name for d in self._data_syms if d not in found]
-        if missing and not partial:
-            raise InputError(f"{what} lacks {', '.join(missing)}; give one array per data "
-                             "matrix.")
+        found = match_matrices(data, self._data_syms, what, partial)
         rows = {}
         out = {}
         for d, value in found.items():
@@ -530,6 +516,26 @@ def _accuracy(y_true, y_pred) -> float:
     if np.issubdtype(y_pred.dtype, np.integer):
         return float(np.mean(y_true == y_pred))
     return METRICS["accuracy"](y_true, y_pred)
+
+
+def match_matrices(data, syms, what: str, partial: bool = False) -> dict:
+    """``data`` keyed by the data matrices ``syms`` (given as symbols or names); every one of
+    them present unless ``partial``."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"{what} must be a dict from data matrices to arrays, e.g. "
+                         f"{{X: X_train, Y: Y_train}}; got {type(data).__name__}.")
+    by_name = {d.name: d for d in syms}
+    found = {}
+    for key, value in data.items():
+        d = key if key in syms else by_name.get(getattr(key, "name", key))
+        if d is None:
+            raise InputError(f"{what} has an entry {key!r} that is not a data matrix of the "
+                             f"model (expected {', '.join(by_name)}).")
+        found[d] = value
+    missing = [d.name for d in syms if d not in found]
+    if missing and not partial:
+        raise InputError(f"{what} lacks {', '.join(missing)}; give one array per data matrix.")
+    return found
 
 
 def matrix_columns(a, d: MatrixSymbol, what: str):

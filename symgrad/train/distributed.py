@@ -366,10 +366,10 @@ class Job:
     def _array_shards(self, data, what):
         import dask
 
-        from .arrays import matrix_columns
+        from .arrays import match_matrices, matrix_columns
 
         model = self.model
-        found = _match_matrices(data, self.syms, what)
+        found = match_matrices(data, self.syms, what)
         fixed = model._checked({d: v for d, v in found.items() if not model._is_batched(d)},
                                what, partial=True)
         arrays, chunks = [], None
@@ -603,25 +603,6 @@ def _by_symbol(data: Mapping, symbols) -> dict:
     names = {s.name: s for s in symbols}
     return {(k if k in symbols else names.get(getattr(k, "name", k), k)): v
             for k, v in data.items()}
-
-
-def _match_matrices(data, syms, what: str) -> dict:
-    """``data`` keyed by the model's data matrices (the local fit's errors)."""
-    if not isinstance(data, Mapping):
-        raise InputError(f"{what} must be a dict from data matrices to arrays, e.g. "
-                         f"{{X: X_train, Y: Y_train}}; got {type(data).__name__}.")
-    by_name = {d.name: d for d in syms}
-    found = {}
-    for key, value in data.items():
-        d = key if key in syms else by_name.get(getattr(key, "name", key))
-        if d is None:
-            raise InputError(f"{what} has an entry {key!r} that is not a data matrix of the "
-                             f"model (expected {', '.join(by_name)}).")
-        found[d] = value
-    missing = [d.name for d in syms if d not in found]
-    if missing:
-        raise InputError(f"{what} lacks {', '.join(missing)}; give one array per data matrix.")
-    return found
 
 
 def check_client(client) -> None:

@@ -379,9 +379,7 @@ class Model:
             interrupts.stop()
             if bar is not None:
                 bar.close()
-            self._keep_best(history, best, best_params)
-            if best[1] >= 0 and history.stop_reason in RESTORES_BEST:
-                self._values[:] = best_params
+            self._end_fit(history, best, best_params)
             if saving:  # the model as fit leaves it; not after a stop inside a chunk (a
                 # forced Ctrl-C), whose epochs ran but are not counted
                 saving.save(self, consistent=int(optimizer.step[0]) == steps)
@@ -393,6 +391,13 @@ class Model:
             history.best_epoch = int(best[1])
             history.best_loss = float(best[0])
             history.best_params = self._unflatten(best_params)
+
+    def _end_fit(self, history: History, best: np.ndarray, best_params: np.ndarray) -> None:
+        """The best epoch into ``history``, and its parameters back into the model after the
+        stops of ``RESTORES_BEST``."""
+        self._keep_best(history, best, best_params)
+        if best[1] >= 0 and history.stop_reason in RESTORES_BEST:
+            self._values[:] = best_params
 
     def __reduce__(self):
         """Pickling goes through the saved-model format (no pickled internals): the copy is

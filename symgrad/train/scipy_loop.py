@@ -45,7 +45,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..kernels import ready
-from .history import DIVERGED, DONE, EARLY_STOPPING, RESTORES_BEST, History
+from .history import DIVERGED, DONE, EARLY_STOPPING, History
 from .interrupt import COMPILING, TRAINING, Interrupts
 from .optim import ScipyOptimizer
 
@@ -284,9 +284,7 @@ def _finish(model, history: History, result, stop: dict, best, best_params, rest
         history.stop_reason = "converged"
     elif result is not None and result.status != 1:  # 1: the iteration limit, i.e. epochs
         history.stop_reason = "stalled"
-    model._keep_best(history, best, best_params)
-    if best[1] >= 0 and history.stop_reason in RESTORES_BEST:
-        model._values[:] = best_params
+    model._end_fit(history, best, best_params)
     if history.stop_reason == "diverged":
         finite = [v for v in history.loss if math.isfinite(v)]
         last = f"; the last finite loss was {finite[-1]:.6g}" if finite else ""
