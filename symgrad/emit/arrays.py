@@ -54,6 +54,11 @@ __all__ = ["ArrayModule", "ArrayPrinter", "render_arrays"]
 #: Matrix products from this many multiply-adds (batch rows counted as BLAS_BATCH) use BLAS.
 BLAS_FROM = 1 << 18
 BLAS_BATCH = 128
+#: Matrix products summing over at most this many terms (a small static dimension, such as
+#: a 2-feature input) are element-wise lines, written out term by term: they share the
+#: loop nest of the element-wise lines around them instead of a zeroing pass and a pass
+#: per term.
+UNROLL_UP_TO = 4
 #: Batched data with at most this many columns is stored transposed (samples innermost);
 #: wider data keeps its rows (a batch is then a copy of whole rows, not a strided gather).
 FLIP_DATA_UP_TO = 32
@@ -147,11 +152,12 @@ class _Kernel:
     Each assignment goes to the method ``_emit_<op>`` named after the class of its
     right-hand side (``_emit_matmul``, ``_emit_rowsum``, ``_emit_softmax``, ``_emit_exp``,
     ...), as SymPy's printers dispatch ``_print_<class>``; a method returns the lines of
-    code under the listing line, or None to leave the line to the element-wise loops
-    (:meth:`_emit_elementwise`, fused with the loop before when they can share it) or, for
-    a scalar, to one printed line. Adding an operation is adding one method (and, if it
-    needs one, a kernel in ``symgrad.kernels.arrays``, whose source the module carries:
-    ``self.kernels`` collects their names).
+    code under the listing line, [] if it added the line to the element-wise loops itself
+    (:meth:`_fuse`; ``self.comment`` is the listing line), or None to leave the line to
+    the element-wise loops (:meth:`_emit_elementwise`, fused with the loop before when they
+    can share it) or, for a scalar, to one printed line. Adding an operation is adding one
+    method (and, if it needs one, a kernel in ``symgrad.kernels.arrays``, whose source the
+    module carries: ``self.kernels`` collects their names).
     """
 
     def __init__(self, vars_: dict[str, _Var], batch: str, printer: FlatCodePrinter,
@@ -169,6 +175,8 @@ class _Kernel:
         self.kernels: set[str] = set()  # functions of symgrad.kernels.arrays the code calls
         self.work_rows: set[str] = set()
         self.aliases: list[str] = []
+        self.comment = ""  # the listing line being emitted
+        self.alias_of: dict[str, str] = {}  # a buffer shared by a copy: the copy -> its source
 
     # -- shapes and storage ---------------------------------------------------------------
 
@@ -227,11 +235,15 @@ class _Kernel:
             # a copy that is never added to later can share the buffer; one that is (a
             # fan-out, a residual connection) must not, or the += would change the source
             self.aliases.append(f"{target} = {source.name}  # {comment}: the same values")
+            self.alias_of[target] = self.alias_of.get(source.name, source.name)
             return
         emit = getattr(self, f"_emit_{type(expr).__name__}", None)
+        self.comment = comment
         lines = emit(v, expr, aug) if emit is not None else None
-        if lines is not None:
+        if lines:
             self.code([f"# {comment}", *lines])
+        elif lines is not None:
+            pass  # the method added the line to the element-wise loops itself
         elif v.shape:
             self._emit_elementwise(v, expr, aug, comment)
         else:
@@ -283,9 +295,7 @@ class _Kernel:
     def _emit_elementwise(self, v: _Var, expr: sp.Basic, aug: bool, comment: str) -> None:
         """``v (+)= expr`` entry by entry, in the loop nest before if it runs over the same
         storage and reads nothing it wrote at other entries (a transpose, a broadcast)."""
-        dims = self.storage(v)
-        u, w = "_a", "_b"
-        i, j = (w, u) if v.flip else (u, w)
+        i, j = ("_b", "_a") if v.flip else ("_a", "_b")
         reads: dict[str, bool] = {}
 
         def visit(e):
@@ -304,11 +314,19 @@ class _Kernel:
                 return e
             return e.func(*[visit(a) for a in e.args])
 
-        body = self.printer.doprint(visit(expr))
+        self._fuse(v, self.printer.doprint(visit(expr)), reads, aug, comment)
+
+    def _fuse(self, v: _Var, body: str, reads: dict[str, bool], aug: bool,
+              comment: str) -> None:
+        """``v[_a, _b] (+)= body`` in the loop nest before, if it runs over ``v``'s storage
+        and wrote none of the arrays ``body`` reads at other entries (``reads[name]``)."""
+        dims = self.storage(v)
+        i, j = ("_b", "_a") if v.flip else ("_a", "_b")
         statement = f"{self.access(v, i, j)} {'+=' if aug else '='} {body}"
         last = self.blocks[-1] if self.blocks else None
         fusable = (isinstance(last, _Loop) and last.dims == dims and
-                   not any(odd and name in last.written for name, odd in reads.items()))
+                   not any(odd and self.alias_of.get(name, name) in last.written
+                           for name, odd in reads.items()))
         if not fusable:
             last = _Loop(dims, (f"{v.name}.shape[0]", f"{v.name}.shape[1]"))
             self.blocks.append(last)
@@ -350,6 +368,8 @@ class _Kernel:
             work *= d if isinstance(d, int) else BLAS_BATCH
         I_, J_ = self.logical(c)
         K_ = self.logical(a)[0 if ta else 1]
+        if isinstance(ka, int) and ka <= UNROLL_UP_TO and work < BLAS_FROM:
+            return self._unrolled_matmul(c, (a, ta), (b, tb), ka, aug)
         if work >= BLAS_FROM:
             if c.flip:
                 left = b.name if sw_b else f"{b.name}.T"
@@ -387,6 +407,17 @@ class _Kernel:
         return [f"for _i in range({I_}):", f"    for _j in range({J_}):", "        _x = 0.0",
                 f"        for _q in range({K_}):", f"            _x += {A('_i', '_q')} * "
                 f"{B('_q', '_j')}", f"        {C('_i', '_j')} {'+=' if aug else '='} _x"]
+
+    def _unrolled_matmul(self, c: _Var, a, b, terms: int, aug: bool) -> list[str]:
+        """``c (+)= A @ B`` over a small static inner dimension as an element-wise line,
+        ``A[i, 0]*B[0, j] + A[i, 1]*B[1, j] + ...`` (the order of the loops it replaces)."""
+        (a, ta), (b, tb) = a, b
+        i, j = ("_b", "_a") if c.flip else ("_a", "_b")
+        body = " + ".join(f"{self.access(a, i, str(q), swap=ta)}*"
+                          f"{self.access(b, str(q), j, swap=tb)}" for q in range(terms))
+        reads = {a.name: True, b.name: True}  # read at other entries than c's
+        self._fuse(c, body if terms == 1 else f"({body})", reads, aug, self.comment)
+        return []
 
     def _emit_rowsum(self, out: _Var, e, aug: bool) -> list[str]:
         """``sum(a, axis=1)`` and (:meth:`_emit_colsum`) ``sum(a, axis=0)``: a fast-math
