@@ -10,6 +10,8 @@ its listing line as a comment:
 * consecutive element-wise lines over the same shape share one loop nest (fused);
 * large matrix products call BLAS (``np.dot`` into a preallocated output); small ones are
   loops ordered so the innermost runs along contiguous memory, or fast-math dot products;
+  products over a small static dimension (``UNROLL_UP_TO`` terms) are written out term by
+  term as element-wise lines, which share the loop nest of the lines around them;
 * sums go to small fast-math kernels (reassociated, so they vectorize); element-wise code
   stays without fast-math so the vectorizable exp/log/tanh keep their exact arithmetic.
 
