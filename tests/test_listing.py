@@ -71,6 +71,25 @@ def test_fan_out_accumulates():
     assert f.value_and_grad(2, 1) == (6.0, (2.0, 5.0))
 
 
+def test_each_backward_line_knows_its_consumer_and_input():
+    """``Program.edges``: the lecture's graph read back from the backward lines."""
+    w0, x0, w1, x1, w2 = sp.symbols("w0 x0 w1 x1 w2")
+    p = sg.compile(sg.sigmoid(w0 * x0 + w1 * x1 + w2), wrt=[w0, x0, w1, x1, w2]).program
+    assert len(p.edges) == len(p.backward)
+    found = {(str(line.lhs), consumer and consumer.name, node.name)
+             for line, (consumer, node) in zip(p.backward, p.edges)}
+    assert found == {("grad_L", None, "L"), ("grad_s3", "L", "s3"), ("grad_w2", "s3", "w2"),
+                     ("grad_s2", "s3", "s2"), ("grad_s0", "s2", "s0"), ("grad_s1", "s2", "s1"),
+                     ("grad_w1", "s1", "w1"), ("grad_x1", "s1", "x1"), ("grad_w0", "s0", "w0"),
+                     ("grad_x0", "s0", "x0")}
+    assert all(consumer is None or node in consumer.inputs for consumer, node in p.edges)
+    a, b = sp.symbols("a b")  # fan-out: one line per consumer of b
+    q = sg.compile((a + b) * (b + 1), wrt=[a, b]).program
+    into_b = [(str(line.lhs), c.name) for line, (c, n) in zip(q.backward, q.edges) if n.name == "b"]
+    assert len(into_b) == 2 and len({c for _, c in into_b}) == 2
+    assert all(lhs == "grad_b" for lhs, _ in into_b)
+
+
 def test_shared_subexpression_is_computed_once():
     x, y = sp.symbols("x y")
     u = sp.sin(x * y)
