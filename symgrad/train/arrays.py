@@ -145,12 +145,6 @@ class ArrayModel(Model):
         self._warn_symmetry(only=set(values))
 
     @property
-    def source(self) -> str:
-        """The whole generated module: listing, kernels, training loop (standalone: it
-        carries a copy of the symgrad kernels it uses)."""
-        return self.pipeline.render(standalone=True).source
-
-    @property
     def lowered(self) -> Lowered:
         """The loss lowered to scalar-looking form: its expression, the symbol standing for
         each matrix, their shapes and the batch-size symbol."""
@@ -160,22 +154,13 @@ class ArrayModel(Model):
         """``data`` checked as ``fit`` checks it: one array per data matrix, model dtype."""
         return self._checked(data, "data")
 
-    def listing(self, columns: bool = False, order: int = 1) -> str:
-        """The flat whole-array forward/backward code (what the compiled loops implement);
-        ``order=2`` adds the tangent lines that :meth:`hvp` runs after them (with NumPy)."""
-        from ..compile import CompiledFunction
+    def _tangent_listing(self) -> list[str]:
+        """The tangent lines :meth:`hvp` runs (with NumPy), as whole-array code."""
         from ..emit.arrays import ArrayPrinter
 
-        g = self._generated()
-        text = CompiledFunction.format_listing(g.forward, g.backward, columns)
-        if order == 1:
-            return text
-        if order != 2:
-            raise ValueError(f"order must be 1 or 2, got {order!r}")
         self._second_loop()
         printer = ArrayPrinter()
-        return text + CompiledFunction.format_tangent(
-            [printer.doprint(a) for a in self.pipeline.tangent.lines])
+        return [printer.doprint(a) for a in self.pipeline.tangent.lines]
 
     def __repr__(self) -> str:
         params = ", ".join(f"{p.name}{tuple(int(d) for d in p.shape)}" for p in self._param_syms)

@@ -217,15 +217,19 @@ class Model:
         return path
 
     def listing(self, columns: bool = False, order: int = 1) -> str:
-        """The per-sample flat forward/backward code that the training loop runs per sample;
-        ``order=2`` adds the tangent lines that :meth:`hvp` runs after them."""
+        """The flat forward/backward code that the training loop runs (per sample; a matrix
+        model's: whole-array lines); ``order=2`` adds the tangent lines that :meth:`hvp`
+        runs after them."""
         g = self.generated
         text = CompiledFunction.format_listing(g.forward, g.backward, columns)
         if order == 1:
             return text
         if order != 2:
             raise ValueError(f"order must be 1 or 2, got {order!r}")
-        return text + CompiledFunction.format_tangent(self.pipeline.second_generated.tangent)
+        return text + CompiledFunction.format_tangent(self._tangent_listing())
+
+    def _tangent_listing(self) -> list[str]:
+        return self.pipeline.second_generated.tangent
 
     def __repr__(self) -> str:
         params = ", ".join(f"{s}={v:.4g}" for s, v in self.params.items())
