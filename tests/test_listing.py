@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 import sympy as sp
 
 import symgrad as sg
@@ -88,6 +89,24 @@ def test_each_backward_line_knows_its_consumer_and_input():
     into_b = [(str(line.lhs), c.name) for line, (c, n) in zip(q.backward, q.edges) if n.name == "b"]
     assert len(into_b) == 2 and len({c for _, c in into_b}) == 2
     assert all(lhs == "grad_b" for lhs, _ in into_b)
+
+
+def test_pipeline_runs_each_step_once_and_only_when_asked(tmp_path):
+    from symgrad.compile import Pipeline
+
+    x, y = sp.symbols("x y")
+    p = Pipeline(sp.sin(x) * y, [x, y], [x], cache_dir=tmp_path)
+    assert p.steps == ("build", "differentiate") and not any(tmp_path.iterdir())
+    assert [n.name for n in p.param_nodes] == ["x", "y"]
+    assert p.program.grads == [sp.Symbol("grad_x")]
+    g = p.generated
+    assert p.generated is g and p.steps[-1] == "render" and "grad_x" in g.source
+    assert p.path.parent == tmp_path and p.path.read_text() == g.source
+    assert p.steps[-1] == "write" and p.timings["cache_hit"] is False
+    with pytest.raises(sg.ExpressionError, match="z does not occur in the expression"):
+        Pipeline(sp.sin(x), [x, sp.Symbol("z")])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Pipeline(x, [x], kind="other")
 
 
 def test_shared_subexpression_is_computed_once():
