@@ -38,6 +38,41 @@ def test_optimizer_numbering_is_the_same_in_train_and_kernels():
         assert optim.KINDS[cls().kind] == cls.template
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", [6, 7])
+def test_adam_update_is_torchs_formula_entry_by_entry(kind, dtype):
+    """Adam's and AMSGrad's own (vectorized) loops against the formula written out one
+    scalar at a time, over a length that is no multiple of the vector width, non-finite
+    parameters and both penalties included: the same numbers up to the last bit of the bias
+    correction (Numba's beta**t multiplies, NumPy's calls pow)."""
+    rng = np.random.default_rng(kind)
+    hyper = np.array([0.05, 0.01, 0.002, 0.9, 0.99, 1e-6])
+    T = np.dtype(dtype).type
+    p = rng.normal(size=203).astype(dtype)
+    p[:4] = [0.0, np.inf, -np.inf, np.nan]
+    ref, state, ref_state = p.copy(), np.zeros((3, p.size), dtype), np.zeros((3, p.size), dtype)
+    lr, wd, l1, b1, b2, eps = (T(h) for h in hyper)
+    for t in range(1, 6):
+        g = rng.normal(size=p.size).astype(dtype)
+        optim.update(kind, p, g, state, t, hyper)
+        step = T(hyper[0] / (1.0 - hyper[3] ** t))
+        root2 = T(np.sqrt(1.0 - hyper[4] ** t))
+        m, v, v_max = ref_state
+        with np.errstate(all="ignore"):
+            for k in range(p.size):
+                x = ref[k]
+                gk = g[k] + wd * x + l1 * ((x > 0) * T(1) - (x < 0) * T(1))
+                m[k] = b1 * m[k] + T(1.0 - hyper[3]) * gk
+                v[k] = b2 * v[k] + T(1.0 - hyper[4]) * gk * gk
+                v_max[k] = max(v_max[k], v[k])
+                denom = np.sqrt(v_max[k] if kind == 7 else v[k]) / root2 + eps
+                ref[k] = x - step * m[k] / denom
+    rows, tol = 3 if kind == 7 else 2, 8 * np.finfo(dtype).eps
+    np.testing.assert_allclose(p, ref, rtol=tol, atol=tol)  # parameters are O(1)
+    np.testing.assert_allclose(state[:rows], ref_state[:rows], rtol=tol, atol=tol)
+    assert np.isfinite(p[4:]).all() and p.dtype == dtype
+
+
 @pytest.mark.parametrize("module", [vecmath, loops, optim, trainer])
 def test_public_kernel_names_are_reserved_from_user_symbols(module):
     """A saved module carries the kernels' source: no user symbol may take their names."""

