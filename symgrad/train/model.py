@@ -252,6 +252,9 @@ class Model:
     ) -> History:
         """Train for ``epochs`` epochs and return the History (also kept as ``self.history``).
 
+        ``data`` and ``validation`` map data symbols (or names) to arrays, or are what
+        :meth:`prepare` made of such a dict: checked and laid out once, for repeated fits.
+
         ``batch_size=None`` is full-batch gradient descent, ``m`` minibatches of ``m`` samples
         (shuffled each epoch unless ``shuffle=False``, reproducibly from ``seed``), ``1``
         stochastic GD. ``early_stopping=k`` stops after ``k`` epochs without improvement of
