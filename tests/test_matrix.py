@@ -700,7 +700,8 @@ def test_prepared_matrix_data_trains_bit_identically(moons_model):
                                seed=2, validation=val, verbose=0, initial_epoch=0)
         loss, grad = moons_model.value_and_grad(train)
         runs.append([*moons_model.params.values(), hist.loss, hist.val_loss, loss,
-                     *grad.values(), moons_model.predict(data=val), moons_model.evaluate(train)])
+                     *grad.values(), moons_model.predict(data=val), moons_model.evaluate(train),
+                     moons_model.hvp(np.linspace(-1, 1, 82), train)])
     for got, want in zip(*runs):
         assert np.array_equal(got, want)
 

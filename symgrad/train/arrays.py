@@ -468,10 +468,11 @@ class ArrayModel(Model):
 
     def _checked(self, data: Mapping, what: str, partial: bool = False) -> dict:
         """``data`` as one finite array per data matrix in the model's dtype, samples as
-        rows (prepared data: read-only views of its arrays)."""
+        rows (prepared data: read-only views of its arrays, C-ordered copies of those it
+        stores transposed, so that NumPy computes with them as with the dict's arrays)."""
         if isinstance(data, PreparedData):
             X = data.arrays_for(self._data_layout(), what)
-            return {d: _read_only(a.T if flip else a)
+            return {d: np.ascontiguousarray(a.T) if flip else _read_only(a)
                     for d, a, flip in zip(self._data_syms, X, self._flipped())}
         found = match_matrices(data, self._data_syms, what, partial)
         rows = {}
