@@ -799,6 +799,8 @@ def test_prepared_matrix_data_is_a_copy_in_the_model_layout(moons_model):
         model.data_arrays(prepared)[Xw][0, 0] = 1.0
     with pytest.raises(sg.InputError, match="prepared for a model with other data"):
         moons_model.evaluate(prepared)
+    with pytest.raises(sg.InputError, match="with client= pass a dict of dask arrays"):
+        sg.train.arrays.match_matrices(prepared, [Xw, Y], "data")  # the Dask path's check
     big = before.astype(np.float64)
     big[3, 7] = 1e39  # finite in float64, inf in float32: refused, not trained on as inf
     for call in (model.prepare, lambda d: model.fit(d, verbose=0)):
