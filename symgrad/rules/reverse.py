@@ -8,8 +8,8 @@ that depend on a ``wrt`` input get adjoints. Cost is linear in the size of the g
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import sympy as sp
 from sympy.codegen.ast import AddAugmentedAssignment, Assignment
@@ -23,12 +23,21 @@ __all__ = ["Program", "differentiate", "tidy"]
 
 @dataclass(frozen=True)
 class Program:
-    """Flat code of a value and its gradient, as SymPy assignment objects."""
+    """Flat code of a value and its gradient, as SymPy assignment objects.
+
+    ``shapes`` (matrix models) gives the shape of every matrix-valued name, a node's value
+    and its adjoint alike (rows may be the batch-size symbol). A name keeps its shape: an
+    assignment of a smaller value broadcasts it, as NumPy's ``a[...] = value`` does into a
+    preallocated array. ``grad_s1 = grad_s2`` below ``s2 = sum(s1)`` fills ``grad_s1``,
+    whose shape is ``s1``'s, with the scalar ``grad_s2``; a runner of the program (the
+    compiled loop, the NumPy tier, the trace) stores it so.
+    """
 
     forward: list[Assignment]
     backward: list[Assignment | AddAugmentedAssignment]
     output: sp.Symbol
     grads: list[sp.Symbol]
+    shapes: Mapping[sp.Symbol, tuple] = field(default_factory=dict)
 
 
 def grad_symbol(node: Node) -> sp.Symbol:
@@ -91,14 +100,14 @@ def differentiate(graph: Graph, wrt: Sequence[Node]) -> Program:
     for node in wrt:
         if node.id not in has_grad:
             backward.append(Assignment(grad_symbol(node), sp.Float(0.0)))
-    return Program(forward, backward, out.var, [grad_symbol(n) for n in wrt])
+    return Program(forward, backward, out.var, [grad_symbol(n) for n in wrt], shapes)
 
 
 def unbroadcast(adj: sp.Basic, shape: tuple, shapes: dict) -> sp.Basic:
     """Sum an adjoint over the axes its input was broadcast along (a bias row, a scalar).
 
     An adjoint smaller than its input (a scalar, a column) is left as is: assigning it
-    broadcasts it, as NumPy would.
+    broadcasts it (see :class:`Program`).
     """
     got = expr_shape(adj, shapes)
     if got == shape or got == ():

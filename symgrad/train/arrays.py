@@ -251,7 +251,7 @@ class ArrayModel(Model):
             tangent = linearize(self._program, [n.var for n in self._param_nodes], shapes)
             p = self._program
             joined = Program(p.forward, [*p.backward, *tangent.lines], p.output,
-                             [*p.grads, *tangent.outputs])
+                             [*p.grads, *tangent.outputs], {**p.shapes, **tangent.shapes})
             dots = [SimpleNamespace(var=d) for d in tangent.inputs]
             total = self._values.size
             slices = [(where, shape) for where, shape in self._slices.values()]
