@@ -67,6 +67,12 @@ CASES = {
                                    lambda p, x: np.sum(_softmax(x + p[b]) * x) ** 2),
     "sum(X w o 1 c)**2": (sg.sum(HadamardProduct(X * w, OneMatrix(n, 1) * c)) ** 2, [w, c],
                           lambda p, x: np.sum((x @ p[w]) * p[c]) ** 2),
+    # SymPy gives softmax(X) + b the shape of b, its first term: mean divided by 2, not 2n
+    "mean(softmax(X) + b)**2": (sg.mean(sg.softmax(X) + b) ** 2, [b],
+                                lambda p, x: np.mean(_softmax(x) + p[b]) ** 2),
+    # a scalar factor on a broadcast: 2*OneMatrix(n, 1)*b was refused as a matrix product
+    "sum(X - 2 1 b)**2": (sg.sum(X - 2 * OneMatrix(n, 1) * b) ** 2, [b],
+                          lambda p, x: np.sum(x - 2 * p[b]) ** 2),
 }
 #: The two losses the bug was found with: the first crashed the NumPy tier and hessian, the
 #: second's tangent summed one row of the broadcast bias.
@@ -94,15 +100,7 @@ def flat(values: dict, params) -> np.ndarray:
 def reference(name: str):
     """The NumPy loss of case ``name`` as a function of the flat parameters, and the point."""
     _, params, f = CASES[name]
-
-    def at(v):
-        p, k = {}, 0
-        for s in params:
-            p[s] = v[k:k + INIT[s].size].reshape(INIT[s].shape)
-            k += INIT[s].size
-        return f(p, XV)
-
-    return at, flat(INIT, params)
+    return reference_of(params, f)
 
 
 def fd_gradient(f, v: np.ndarray, h: float = 1e-5) -> np.ndarray:
@@ -137,3 +135,62 @@ def err(got, want) -> float:
     got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
     assert got.shape == want.shape, (got.shape, want.shape)
     return float(np.max(np.abs(got - want)) / max(1.0, float(np.max(np.abs(want)))))
+
+
+def random_losses():
+    """A hypothesis strategy of ``(loss, parameters, NumPy reference)``: (n, 2) matrices
+    built from X by bias rows and columns (OneMatrix on either side, scaled), products,
+    row and column sums broadcast back, softmax, tanh, sums and entry-wise products,
+    reduced by ``sum(.)**2`` or ``mean(.)**2``."""
+    from conftest import expression_trees
+    from hypothesis import strategies as st
+
+    one_row, one_col = OneMatrix(n, 1), OneMatrix(1, 2)
+    leaves = st.sampled_from([(X, lambda p, x: x), (X * W, lambda p, x: x @ p[W])])
+
+    def unary(build, ref):
+        return lambda t: (build(t[0]), lambda p, x, f=t[1]: ref(p, f(p, x)))
+
+    steps = [
+        unary(lambda e: sg.tanh(e) * W, lambda p, a: np.tanh(a) @ p[W]),
+        unary(lambda e: e + b, lambda p, a: a + p[b]),
+        unary(lambda e: e - 2 * one_row * b, lambda p, a: a - 2 * p[b]),
+        unary(lambda e: HadamardProduct(e, one_row * b), lambda p, a: a * p[b]),
+        unary(lambda e: (e.T + d).T, lambda p, a: (a.T + p[d]).T),
+        unary(lambda e: (e.T + d * OneMatrix(1, n)).T, lambda p, a: (a.T + p[d]).T),
+        unary(lambda e: e + sg.sum(e, axis=1) * one_col,
+              lambda p, a: a + a.sum(axis=1, keepdims=True)),
+        unary(lambda e: e + one_row * sg.sum(e, axis=0),
+              lambda p, a: a + a.sum(axis=0, keepdims=True)),
+        unary(lambda e: sg.softmax(e), lambda p, a: _softmax(a)),
+        unary(lambda e: sg.tanh(e), lambda p, a: np.tanh(a)),
+    ]
+    pairs = [
+        lambda s, t: (s[0] + t[0], lambda p, x, f=s[1], g=t[1]: f(p, x) + g(p, x)),
+        lambda s, t: (HadamardProduct(s[0], t[0]),
+                      lambda p, x, f=s[1], g=t[1]: f(p, x) * g(p, x)),
+    ]
+
+    def reduced(args):
+        (expr, f), mean = args
+        if not expr.free_symbols & {W, b, d}:
+            expr, f = expr + b, (lambda p, x, g=f: g(p, x) + p[b])
+        reduce = np.mean if mean else np.sum
+        loss = (sg.mean(expr) if mean else sg.sum(expr)) ** 2
+        return loss, [s for s in (W, b, d) if s in loss.free_symbols], (
+            lambda p, x: reduce(f(p, x)) ** 2)
+
+    return st.tuples(expression_trees(leaves, steps, pairs, max_leaves=4),
+                     st.booleans()).map(reduced)
+
+
+def reference_of(params, f):
+    """``f(p, x)`` at XV as a function of the flat ``params``, and their initial point."""
+    def at(v):
+        p, k = {}, 0
+        for s in params:
+            p[s] = v[k:k + INIT[s].size].reshape(INIT[s].shape)
+            k += INIT[s].size
+        return f(p, XV)
+
+    return at, flat(INIT, params)

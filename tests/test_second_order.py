@@ -455,6 +455,25 @@ def test_broadcast_hessians_match_differences_of_a_numpy_reference(name):
     assert bc.err(model.hvp(v, {bc.X: bc.XV}), hess @ v) <= 1e-13
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bc.random_losses())
+def test_random_broadcast_losses_trace_and_hessian(case):
+    """Random compositions of broadcasts and reductions: the trace's value and gradient
+    (the program run by NumPy) and model.hessian against the NumPy twin's differences."""
+    loss, params, f = case
+    try:
+        model = sg.Model(loss, params={p: bc.INIT[p] for p in params}, data=[bc.X])
+    except sg.ExpressionError as e:  # b - 2*b + b: a parameter that cancels out
+        assume("does not occur in the loss" not in str(e))
+        raise
+    at, v0 = bc.reference_of(params, f)
+    trace = model.trace({bc.X: bc.XV})
+    assert trace.value == pytest.approx(at(v0), rel=1e-10, abs=1e-12)
+    got = np.concatenate([trace[f"grad_{p.name}"].array.ravel() for p in params])
+    assert bc.err(got, bc.fd_gradient(at, v0)) <= 1e-7
+    assert bc.err(model.hessian({bc.X: bc.XV}), bc.fd_hessian(at, v0)) <= 1e-6
+
+
 def test_function_input_errors():
     x, y = sp.symbols("x y")
     f = sg.compile(sp.sin(x * y), wrt=[x, y])
