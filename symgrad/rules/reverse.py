@@ -31,13 +31,19 @@ class Program:
     preallocated array. ``grad_s1 = grad_s2`` below ``s2 = sum(s1)`` fills ``grad_s1``,
     whose shape is ``s1``'s, with the scalar ``grad_s2``; a runner of the program (the
     compiled loop, the NumPy tier, the trace) stores it so.
+
+    ``edges[k]`` says where ``backward[k]`` comes from: ``(consumer, input)``, the node whose
+    rule gave the line and the input node whose adjoint it is (``consumer`` is None for the
+    seed ``grad_<output> = 1`` and a zero gradient). Programs joined by hand (forward, backward
+    and tangent lines) leave it empty.
     """
 
     forward: list[Assignment]
     backward: list[Assignment | AddAugmentedAssignment]
     output: sp.Symbol
     grads: list[sp.Symbol]
-    shapes: Mapping[sp.Symbol, tuple] = field(default_factory=dict)
+    edges: list[tuple[Node | None, Node]] = field(default_factory=list, compare=False)
+    shapes: Mapping[sp.Symbol, tuple] = field(default_factory=dict, compare=False)
 
 
 def grad_symbol(node: Node) -> sp.Symbol:
@@ -79,6 +85,7 @@ def differentiate(graph: Graph, wrt: Sequence[Node]) -> Program:
         if node.shape:
             shapes[node.var] = shapes[grad_symbol(node)] = node.shape
     backward: list = [Assignment(grad_symbol(out), sp.Float(1.0))]
+    edges: list[tuple[Node | None, Node]] = [(None, out)]
     has_grad = {out.id}
     for node, adjoints in local:
         if node.id not in has_grad:
@@ -97,10 +104,12 @@ def differentiate(graph: Graph, wrt: Sequence[Node]) -> Program:
             else:
                 backward.append(Assignment(target, adj))
                 has_grad.add(inp.id)
+            edges.append((node, inp))
     for node in wrt:
         if node.id not in has_grad:
             backward.append(Assignment(grad_symbol(node), sp.Float(0.0)))
-    return Program(forward, backward, out.var, [grad_symbol(n) for n in wrt], shapes)
+            edges.append((None, node))
+    return Program(forward, backward, out.var, [grad_symbol(n) for n in wrt], edges, shapes)
 
 
 def unbroadcast(adj: sp.Basic, shape: tuple, shapes: dict) -> sp.Basic:
