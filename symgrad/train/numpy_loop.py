@@ -142,6 +142,7 @@ class NumpyLoop:
 
         self._forward = steps(program.forward)
         self._backward = steps(program.backward)
+        self._dims_of: dict = {}  # rows -> each step's shape (smaller values broadcast)
         self._output = slots[program.output]
         self._grads = [slots[g] for g in program.grads]
         self._params = list(slices)
@@ -158,19 +159,23 @@ class NumpyLoop:
         k += len(data)
         for j in range(k, k + self._n_batch_symbols):
             env[j] = float(rows)
-        dims: dict = {}
-        for lhs, fn, aug, shape in (*self._forward, *(self._backward if backward else ())):
+        steps = self._forward + self._backward if backward else self._forward
+        for (lhs, fn, aug, _), dims in zip(steps, self._dims(rows)):
             value = env[lhs] + fn(env) if aug else fn(env)
-            if shape is not None:
-                if shape not in dims:
-                    dims[shape] = resolved(shape, rows)
-                value = stored(value, dims[shape], values.dtype)
-            env[lhs] = value
+            env[lhs] = value if dims is None else stored(value, dims, values.dtype)
         loss = env[self._output]
         if not backward:
             return loss, None
         grad = np.concatenate([np.ravel(env[g]) for g in self._grads]).astype(values.dtype)
         return loss, grad
+
+    def _dims(self, rows) -> list:
+        """Each step's shape in numbers for a batch of ``rows`` (None: not a matrix)."""
+        found = self._dims_of.get(rows)
+        if found is None:
+            found = self._dims_of[rows] = [resolved(shape, rows) if shape else None
+                                           for *_, shape in self._forward + self._backward]
+        return found
 
     def _logical(self, stored: tuple) -> list:
         return [a.T if flip else a for a, flip in zip(stored, self._flipped)]
