@@ -182,10 +182,11 @@ def warm() -> float:
         getattr(vecmath, name)(0.5)
 
     @cfunc(trainer.BLOCK)
-    def block(params, data, start, stop, buf):
+    def block(params, data, start, stop, sums):
+        sums[0] = sums[1] = 0.0
         for i in range(start, stop):
-            buf[0, i - start] = params[0] * data[0, i]
-            buf[1, i - start] = data[0, i]
+            sums[0] = loops.accumulate(sums[0], params[0] * data[0, i])
+            sums[1] = loops.accumulate(sums[1], data[0, i])
 
     data, val = np.ones((1, 4)), np.ones((1, 2))
     for parallel in (False, True):

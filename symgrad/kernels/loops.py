@@ -33,14 +33,12 @@ def permute(order, key):
         order[j] = tmp
 
 
-@njit(cache=True, error_model="numpy", fastmath=SUMS)
-def add_rows(buf, rows, m, acc):
-    """acc[k] += the sum of the first m entries of row k of buf, for k < rows."""
-    for k in range(rows):
-        t = 0.0
-        for j in range(m):
-            t += buf[k, j]
-        acc[k] += t
+@njit(cache=True, error_model="numpy", fastmath=SUMS, forceinline=True)
+def accumulate(total, value):
+    """total + value, reassociable: a loop that sums with it vectorizes (it sums in another
+    order), while the code computing ``value`` keeps exact IEEE arithmetic. Block kernels
+    add each sample's loss and gradient to their running sums with it."""
+    return total + value
 
 
 @njit(cache=True, error_model="numpy")
