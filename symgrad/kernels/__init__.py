@@ -5,7 +5,7 @@ Numba, so Numba compiles each of them once per machine and loads it from its dis
 afterwards; generated modules import them and compile only the model's own code:
 
 - ``vecmath``: vectorizable exp, log, sin, cos, tanh, log1p, expm1 (pure arithmetic);
-- ``loops``: the seeded shuffle, finiteness checks, row sums;
+- ``loops``: the seeded shuffle, finiteness checks, the reassociable add of running sums;
 - ``optim``: the optimizers' update rules, one function for all of them;
 - ``trainer``: the training loop (epochs, minibatches, block sums, early stopping) that
   calls a model's per-sample block kernel through a first-class function argument;
