@@ -44,8 +44,9 @@ from pathlib import Path
 
 from .errors import SymgradError
 
-__all__ = ["CacheWarning", "corrupt", "discard_corrupt", "fallback", "numba_cache_at",
-           "numba_location", "numba_locations", "private_dir", "problem", "warn_once"]
+__all__ = ["CacheWarning", "atomic_write", "corrupt", "discard_corrupt", "fallback",
+           "numba_cache_at", "numba_location", "numba_locations", "private_dir", "problem",
+           "warn_once"]
 
 #: Held while Numba's cache setting is changed and a module is imported under it.
 LOCK = threading.RLock()
@@ -56,6 +57,23 @@ _PRIVATE: dict[int, Path] = {}
 class CacheWarning(UserWarning):
     """symgrad did not load from a cache directory or file (not trusted, not usable or
     corrupt) and compiled without it."""
+
+
+def atomic_write(path: Path, data: bytes, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` whole or not at all: a temporary ``.<name>.*.tmp`` file in
+    the same folder, then ``os.replace``, so readers never see half a file; ``durable`` also
+    flushes it to the disk before the rename (a saved model survives a power cut)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def problem(paths: Iterable[Path], owners: Iterable[int] = ()) -> str | None:

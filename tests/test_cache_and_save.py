@@ -19,8 +19,10 @@ def test_same_model_same_file_and_cache_hit(tmp_path):
     assert f1.timings["cache_hit"] is False and f2.timings["cache_hit"] is True
     assert f1.path.name == f"sg_{__import__('hashlib').sha256(f1.source.encode()).hexdigest()}.py"
     assert set(f1.timings) >= {"codegen_s", "cache_hit"}
+    assert f1.pipeline.steps == ("build", "differentiate", "render", "write")  # not imported
     f1.value_and_grad(1.0, 2.0)  # Numba compiles (or loads) on the first call, not before
     assert set(f1.timings) >= {"codegen_s", "compile_s", "cache_hit"}
+    assert f1.pipeline.steps[-1] == "import"
 
 
 def test_write_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):

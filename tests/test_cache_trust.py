@@ -483,3 +483,20 @@ def test_cache_clear_and_info_with_numba_cache_dir(tmp_path):
     assert not list(where.glob("sg_*")) and not list((where / "__pycache__").iterdir())
     assert not list(shared.rglob("*.nb*"))
     assert "0 generated modules" in cli()
+
+
+def test_atomic_write_is_whole_or_nothing(tmp_path, monkeypatch):
+    """One writer for the cache, saved models and the kernel stamp: a failure half-way
+    leaves the old file as it was and no temporary file behind."""
+    target = tmp_path / "f.bin"
+    trust.atomic_write(target, b"old", durable=True)
+    assert target.read_bytes() == b"old"
+
+    def broken(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(trust.os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        trust.atomic_write(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]

@@ -74,3 +74,50 @@ def test_every_package_is_listed_for_the_wheel():
     found = {".".join(p.parent.relative_to(root).parts)
              for p in (root / "symgrad").rglob("__init__.py")}
     assert found - listed == set()
+
+
+#: The pipeline's steps, and the modules that define them.
+STEPS = {"build": "graph/build.py", "differentiate": "rules/reverse.py",
+         "render": "emit/module.py", "render_trainer": "emit/module.py",
+         "render_arrays": "emit/arrays.py", "write_module": "compile/cache.py",
+         "load_module": "compile/cache.py"}
+
+
+def _step_uses(tree) -> list[tuple[str, int]]:
+    """Uses (calls, or a reference as in ``functools.partial(render, ...)``) of the pipeline's
+    steps imported from symgrad: ``build`` after ``from ..graph import build`` (any alias),
+    ``cache.write_module`` on a symgrad module."""
+    steps, modules = {}, set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or node.module.startswith("symgrad")):
+            for alias in node.names:
+                if alias.name in STEPS:
+                    steps[alias.asname or alias.name] = alias.name
+                else:
+                    modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import) and node.names[0].name.startswith("symgrad"):
+            modules.add(node.names[0].asname or "symgrad")
+    uses = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in steps:
+            uses.append((steps[node.id], node.lineno))
+        elif (isinstance(node, ast.Attribute) and node.attr in STEPS
+              and isinstance(node.value, ast.Name) and node.value.id in modules):
+            uses.append((node.attr, node.lineno))
+    return uses
+
+
+def test_only_the_pipeline_runs_the_pipeline():
+    """build -> differentiate -> render* -> write_module -> load_module is orchestrated in
+    compile/pipeline.py alone: no other module calls or passes on those steps (their own
+    modules may)."""
+    wrong, in_pipeline = [], set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = path.relative_to(PACKAGE).as_posix()
+        for step, line in _step_uses(ast.parse(path.read_text(encoding="utf-8"))):
+            if where == "compile/pipeline.py":
+                in_pipeline.add(step)
+            elif where != STEPS[step]:
+                wrong.append(f"{where}:{line} uses {step}")
+    assert not wrong
+    assert in_pipeline == set(STEPS)  # the scan sees the uses it is looking for

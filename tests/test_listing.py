@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 import sympy as sp
 
 import symgrad as sg
@@ -69,6 +70,43 @@ def test_fan_out_accumulates():
     f = sg.compile((a + b) * (b + 1), wrt=[a, b])
     assert sum(line.startswith("grad_b +=") for line in f.generated.backward) == 1
     assert f.value_and_grad(2, 1) == (6.0, (2.0, 5.0))
+
+
+def test_each_backward_line_knows_its_consumer_and_input():
+    """``Program.edges``: the lecture's graph read back from the backward lines."""
+    w0, x0, w1, x1, w2 = sp.symbols("w0 x0 w1 x1 w2")
+    p = sg.compile(sg.sigmoid(w0 * x0 + w1 * x1 + w2), wrt=[w0, x0, w1, x1, w2]).program
+    assert len(p.edges) == len(p.backward)
+    found = {(str(line.lhs), consumer and consumer.name, node.name)
+             for line, (consumer, node) in zip(p.backward, p.edges)}
+    assert found == {("grad_L", None, "L"), ("grad_s3", "L", "s3"), ("grad_w2", "s3", "w2"),
+                     ("grad_s2", "s3", "s2"), ("grad_s0", "s2", "s0"), ("grad_s1", "s2", "s1"),
+                     ("grad_w1", "s1", "w1"), ("grad_x1", "s1", "x1"), ("grad_w0", "s0", "w0"),
+                     ("grad_x0", "s0", "x0")}
+    assert all(consumer is None or node in consumer.inputs for consumer, node in p.edges)
+    a, b = sp.symbols("a b")  # fan-out: one line per consumer of b
+    q = sg.compile((a + b) * (b + 1), wrt=[a, b]).program
+    into_b = [(str(line.lhs), c.name) for line, (c, n) in zip(q.backward, q.edges) if n.name == "b"]
+    assert len(into_b) == 2 and len({c for _, c in into_b}) == 2
+    assert all(lhs == "grad_b" for lhs, _ in into_b)
+
+
+def test_pipeline_runs_each_step_once_and_only_when_asked(tmp_path):
+    from symgrad.compile import Pipeline
+
+    x, y = sp.symbols("x y")
+    p = Pipeline(sp.sin(x) * y, [x, y], [x], cache_dir=tmp_path)
+    assert p.steps == ("build", "differentiate") and not any(tmp_path.iterdir())
+    assert [n.name for n in p.param_nodes] == ["x", "y"]
+    assert p.program.grads == [sp.Symbol("grad_x")]
+    g = p.generated
+    assert p.generated is g and p.steps[-1] == "render" and "grad_x" in g.source
+    assert p.path.parent == tmp_path and p.path.read_text() == g.source
+    assert p.steps[-1] == "write" and p.timings["cache_hit"] is False
+    with pytest.raises(sg.ExpressionError, match="z does not occur in the expression"):
+        Pipeline(sp.sin(x), [x, sp.Symbol("z")])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Pipeline(x, [x], kind="other")
 
 
 def test_shared_subexpression_is_computed_once():

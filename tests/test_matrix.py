@@ -18,6 +18,7 @@ from conftest import requires
 from sympy.matrices.expressions import HadamardProduct, OneMatrix
 
 import symgrad as sg
+from symgrad.expression import arrays as A
 
 n = sp.Symbol("n", integer=True, positive=True)
 
@@ -541,6 +542,73 @@ def test_elementwise_broadcast_mismatch_names_both_shapes():
     with pytest.raises(sg.ShapeError, match=r"\(n, 2\).*\(n, 3\)"):
         sg.Model(sg.mean(sg.elementwise(lambda a, b: a * b, X * W1 * W2, Z3)),
                  params={W1: moons_init()[W1], W2: moons_init()[W2]}, data=[X, Z3])
+
+
+# Each ArrayOp's shape rule (``shape_of``), which lowering, the graph builder, the reverse
+# pass and the emitter all use: the result's shape, checked against what NumPy gives for
+# arrays of those shapes (the batch size n taken as 5), and the ShapeError for a bad shape.
+SHAPE_RULES = [  # op, operand shapes, the result's shape, the same computed by NumPy
+    (A.matmul, [(n, 2), (2, 16)], (n, 16), lambda a, b: a @ b),
+    (A.transpose, [(n, 2)], (2, n), lambda a: a.T),
+    (A.rowsum, [(n, 3)], (n, 1), lambda a: a.sum(axis=1, keepdims=True)),
+    (A.colsum, [(n, 3)], (1, 3), lambda a: a.sum(axis=0, keepdims=True)),
+    (A.total, [(n, 3)], (), np.sum),
+    (A.total, [()], (), np.sum),
+    (A.sqnorm, [(2, 3)], (), lambda a: np.sum(a * a)),
+    (A.softmax, [(n, 3)], (n, 3), lambda a: np.exp(a) / np.exp(a).sum(axis=1, keepdims=True)),
+    (A.log_softmax, [(1, 3)], (1, 3), lambda a: a - np.log(np.exp(a).sum(axis=1, keepdims=True))),
+    (A.softmax_cross_entropy, [(n, 3), (n, 3)], (),
+     lambda s, y: -np.mean(np.sum(y * (s - np.log(np.exp(s).sum(axis=1, keepdims=True))), axis=1))),
+    (A.dropout_mask, [(n, 3), ()], (n, 3), lambda a, p: np.ones_like(a)),
+]
+BAD_SHAPES = [  # op, operand shapes, what the ShapeError says (total and sqnorm take any)
+    (A.matmul, [(n, 2), (3, 16)], r"matrix product matmul: shapes \(n, 2\) and \(3, 16\) do "
+                                  r"not fit \(the left has 2 columns, the right 3 rows\)"),
+    (A.matmul, [(2, 3), ()], "matrix product matmul: an operand is a scalar"),
+    (A.transpose, [()], "transpose takes a matrix, got a scalar"),
+    (A.rowsum, [()], "rowsum takes a matrix"),
+    (A.colsum, [()], "colsum takes a matrix"),
+    (A.softmax, [()], "softmax takes a matrix"),
+    (A.log_softmax, [()], "log_softmax takes a matrix"),
+    (A.softmax_cross_entropy, [(n, 3), (n, 2)],
+     r"softmax_cross_entropy: scores \(n, 3\) and targets \(n, 2\) must have the same shape"),
+    (A.softmax_cross_entropy, [(), ()], "softmax_cross_entropy takes a matrix"),
+    (A.dropout_mask, [(), ()], "dropout_mask takes a matrix"),
+]
+
+
+@pytest.mark.parametrize("op, shapes, expected, numpy_op", SHAPE_RULES,
+                         ids=[f"{r[0].__name__}{r[1]}" for r in SHAPE_RULES])
+def test_array_op_shape_rule(op, shapes, expected, numpy_op):
+    assert op.shape_of(*shapes) == expected
+    assert A.result_shape(op, shapes) == expected  # what the graph builder asks
+    five = [tuple(5 if d == n else d for d in s) for s in shapes]
+    got = np.shape(numpy_op(*[np.ones(s) if s else 0.5 for s in five]))
+    assert got == tuple(5 if d == n else d for d in expected)
+
+
+@pytest.mark.parametrize("op, shapes, message", BAD_SHAPES,
+                         ids=[f"{r[0].__name__}{r[1]}" for r in BAD_SHAPES])
+def test_array_op_shape_rule_refuses_bad_shapes(op, shapes, message):
+    with pytest.raises(sg.ShapeError, match=message):
+        op.shape_of(*shapes)
+
+
+def test_every_array_op_has_its_shape_rule_tested():
+    ops = set(A.ArrayOp.__subclasses__())
+    assert ops == {r[0] for r in SHAPE_RULES}
+    assert ops - {A.total, A.sqnorm} == {r[0] for r in BAD_SHAPES}
+
+
+def test_shape_errors_name_the_operation_as_written():
+    with pytest.raises(sg.ShapeError, match=r"matrix product X\*W: shapes \(2, 3\) and \(2, 3\)"):
+        A.matmul.shape_of((2, 3), (2, 3), what="X*W")
+    x = sp.Symbol("x")  # an op applied to a scalar by hand: a ShapeError, not an IndexError
+    with pytest.raises(sg.ShapeError, match=r"rowsum\(\.\.\.\) takes a matrix, got a scalar"):
+        A.lower(A.total(A.rowsum(x)))
+    # the wrappers users get take their shape from the same rules
+    assert sg.sum(X, axis=1).shape == (n, 1) and sg.sum(X, axis=0).shape == (1, 2)
+    assert sg.softmax(X).shape == sg.dropout(X, 0.5).shape == X.shape
 
 
 def test_wrong_initial_param_shape():

@@ -448,6 +448,7 @@ def test_sg_compile_runs_big_programs_as_a_tape_and_small_ones_flat():
     loss = (x - 2) ** 2
     big = sg.compile(loss, wrt=list(w))
     assert big.backend == "tape" and "run as a tape" in repr(big)
+    assert big.pipeline.steps == ("build", "differentiate")  # nothing printed or written
     assert big.path is None and big.generated is not None  # printed only when asked
     flat = sg.compile(loss, wrt=list(w), backend="flat")
     assert flat.backend == "flat" and flat.listing() == big.listing()

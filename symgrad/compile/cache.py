@@ -25,7 +25,6 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
-import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -33,6 +32,7 @@ from ..errors import InputError, SymgradError
 from ..kernels import ready as kernels_ready
 from ..trust import (
     LOCK,
+    atomic_write,
     discard_corrupt,
     fallback,
     numba_cache_at,
@@ -90,14 +90,7 @@ def _write(source: str, directory: Path) -> tuple[Path, bool]:
     path = module_path(source, directory)
     if path.is_file() and path.read_text(encoding="utf-8") == source:
         return path, True
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".py")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(source)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, source.encode("utf-8"))
     prune_cache(directory)
     return path, False
 
@@ -210,7 +203,7 @@ def clear_cache(directory: str | os.PathLike | None = None, kernels: bool = True
     ``kernels`` the kernel library's machine code (:func:`clear_kernels`); return how many
     files went."""
     root = cache_dir(directory)
-    files = [*root.glob("sg_*.py"), *root.glob(".tmp-*.py")]
+    files = [*root.glob("sg_*.py"), *root.glob(".sg_*.tmp")]
     for place in numba_locations(root):
         files += place.glob("sg_*")
     return _unlink(files) + (clear_kernels() if kernels else 0)

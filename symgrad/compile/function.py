@@ -1,15 +1,15 @@
 """``symgrad.compile``: a SymPy expression in, a compiled value-and-gradient function out.
 
-This is where the layers meet: validate the expression, build its graph, run the reverse
-pass, print and render the module, write it to the content-addressed cache, import it
-(Numba compiles, or loads its own on-disk cache) and wrap the kernels in a small checked
-Python API. Numba's errors never reach the user: argument problems are caught and
-explained before or after the call, and a module Numba rejects is reported with its path.
+This is where the layers meet: validate the expression and the symbols, run it through
+the :class:`~symgrad.compile.pipeline.Pipeline` (graph, reverse pass, printed module written
+to the content-addressed cache, imported on first use: Numba compiles, or loads its own
+on-disk cache) and wrap the kernels in a small checked Python API. Numba's errors never
+reach the user: argument problems are caught and explained before or after the call, and a
+module Numba rejects is reported with its path.
 """
 
 from __future__ import annotations
 
-import functools
 import gc
 import math
 import os
@@ -23,16 +23,15 @@ from types import ModuleType
 import numpy as np
 import sympy as sp
 
-from ..emit import GeneratedModule, render
-from ..errors import CompileError, ExpressionError, InputError
+from ..emit import GeneratedModule
+from ..errors import ExpressionError, InputError
 from ..expression import as_expression, free_symbols
 from ..expression import stabilize as _stabilize
-from ..graph import Graph, build
-from ..rules import Program, differentiate
-from .cache import cache_dir as _cache_dir
-from .cache import load_module, write_module
+from ..graph import Graph
+from ..rules import Program
 from .inputs import nan_input, real_array, real_number
 from .nonfinite import NonFiniteWarning, explain
+from .pipeline import Pipeline, numba_failed
 from .second import SecondOrder
 
 __all__ = ["CompiledFunction", "NonFiniteWarning", "compile"]
@@ -92,37 +91,24 @@ def compile(
     collecting = gc.isenabled()
     gc.disable()  # the graph and program are many small objects: no collections meanwhile
     try:
-        graph = build(expr, output_name=name)
-        node_of = graph.input_nodes()
-        param_nodes = [node_of[s] for s in params]
-        wrt_nodes = [node_of[s] for s in wrt_syms]
-        program = differentiate(graph, wrt_nodes)
-        printed = functools.partial(render, graph, program, param_nodes, wrt_nodes,
-                                    fast_math=fast_math)
-        standalone = None
-        if fast_math:  # the cached module imports symgrad's kernels; a saved one carries them
-            standalone = functools.partial(printed, standalone=True)
-        safe = [n.name for n in param_nodes]
-        taped = backend == "tape" or backend == "auto" and (
-            len(program.forward) + len(program.backward) > TAPE_FROM)
-        second = functools.partial(SecondOrder, graph, program, param_nodes, wrt_nodes,
-                                   fast_math, cache_dir, "tape" if taped else "flat")
-        if taped:
+        pipeline = Pipeline(expr, params, wrt_syms, name=name, fast_math=fast_math,
+                            cache_dir=cache_dir)
+        program = pipeline.program
+        if backend == "tape" or backend == "auto" and (
+                len(program.forward) + len(program.backward) > TAPE_FROM):
             from .tape import lower
 
-            tape = lower(program, param_nodes)
-            timings = {"codegen_s": time.perf_counter() - start, "backend": "tape"}
-            return CompiledFunction(expr, params, wrt_syms, printed, None, timings, graph,
-                                    program, safe, standalone, tape, second)
-        module = printed()
+            tape = lower(program, pipeline.param_nodes)  # printed only when asked for
+            pipeline.timings.update(codegen_s=time.perf_counter() - start, backend="tape")
+            return CompiledFunction(pipeline, expr, params, wrt_syms, tape)
+        pipeline.generated  # noqa: B018  (printed now, with the collector off)
     finally:
         if collecting:
             gc.enable()
-    codegen = time.perf_counter() - start
-    path, existed = write_module(module.source, _cache_dir(cache_dir))
-    timings = {"codegen_s": codegen, "cache_hit": existed, "backend": "flat"}
-    return CompiledFunction(expr, params, wrt_syms, module, path, timings, graph, program,
-                            safe, standalone, None, second)
+    pipeline.timings["codegen_s"] = time.perf_counter() - start
+    pipeline.path  # noqa: B018  (written now: the listing and the file are ready)
+    pipeline.timings["backend"] = "flat"
+    return CompiledFunction(pipeline, expr, params, wrt_syms)
 
 
 #: Lines of flat code (forward + backward) above which ``backend="auto"`` runs a tape: there
@@ -184,15 +170,6 @@ def _check_inputs(inputs, symbols: list[sp.Symbol], wrt: list[sp.Symbol]) -> lis
     return inputs
 
 
-def _import(path: Path, source: str) -> ModuleType:
-    from numba.core.errors import NumbaError
-
-    try:
-        return load_module(path, source)
-    except NumbaError as exc:
-        raise _numba_failed(exc, path) from None
-
-
 def _compiled(function, *args, path: Path):
     """``function(*args)``, a Numba dispatcher that may compile now: a module that Numba
     rejects is reported as a symgrad bug with its path, never as Numba's traceback. (Numba's
@@ -203,16 +180,8 @@ def _compiled(function, *args, path: Path):
         from numba.core.errors import NumbaError
 
         if isinstance(exc, NumbaError):
-            raise _numba_failed(exc, path) from None
+            raise numba_failed(exc, path) from None
         raise
-
-
-def _numba_failed(exc: Exception, path: Path) -> CompileError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return CompileError(
-        f"Numba could not compile the generated module {path}: {first}. This is a symgrad "
-        "bug; please report it together with that file."
-    )
 
 
 class CompiledFunction:
@@ -224,48 +193,43 @@ class CompiledFunction:
 
     def __init__(
         self,
+        pipeline: Pipeline,
         expr: sp.Basic,
         inputs: Sequence[sp.Symbol],
         wrt: Sequence[sp.Symbol],
-        generated,
-        path: Path | None,
-        timings: dict,
-        graph: Graph,
-        program: Program,
-        safe_names: Sequence[str],
-        standalone=None,
         tape=None,
-        second=None,
     ) -> None:
+        #: The graph, program and generated module this function runs (see
+        #: ``symgrad.compile.pipeline``).
+        self.pipeline = pipeline
         self.expr = expr
         self.inputs: tuple[sp.Symbol, ...] = tuple(inputs)
         self.wrt: tuple[sp.Symbol, ...] = tuple(wrt)
-        self._generated = generated  # or a function that renders it, when first needed
-        self.path = path
-        self.timings = timings
-        self._standalone = standalone
+        self.timings = pipeline.timings
         self._module = tape  # a Tape stands in for the module: same kernels
         self._kernel = tape.value_and_grad if tape is not None else None
         self._n = len(self.inputs)
-        self._safe = list(safe_names)  # the inputs' names in the generated code
+        self._safe = [n.name for n in pipeline.param_nodes]  # the inputs' names in the code
         self._index = _keyword_index(self.inputs, self._safe)
-        self._ir = graph
-        self._program = program
         self._warned = False  # a NonFiniteWarning was given
-        self._second = second  # builds the SecondOrder when first needed
+        self._second: SecondOrder | None = None  # built when first needed
 
     @property
     def ir(self) -> Graph:
         """The graph the code was generated from (nodes named as in the listing)."""
-        return self._ir
+        return self.pipeline.graph
 
     @property
     def generated(self) -> GeneratedModule:
         """The printed module: listing lines and source (printed when first asked for on the
         tape path, where a very large program may take seconds to print)."""
-        if callable(self._generated):
-            self._generated = self._generated()
-        return self._generated
+        return self.pipeline.generated
+
+    @property
+    def path(self) -> Path | None:
+        """The generated module's file in the cache (None on the tape backend, which writes
+        nothing); after the import, the file it was imported from."""
+        return None if self.backend == "tape" else self.pipeline.path
 
     @property
     def backend(self) -> str:
@@ -276,17 +240,14 @@ class CompiledFunction:
     def program(self) -> Program:
         """The forward and backward assignments (SymPy data) that the listing prints, one per
         line."""
-        return self._program
+        return self.pipeline.program
 
     @property
     def module(self) -> ModuleType:
         """The imported generated module. Imported on first use: nothing compiles until a
         kernel is first called, and then only that kernel (Numba's disk cache keeps it)."""
         if self._module is None:
-            start = time.perf_counter()
-            self._module = _import(self.path, self.generated.source)
-            self.path = Path(self._module.__file__)  # moved if the cache was not usable
-            self.timings["load_s"] = time.perf_counter() - start
+            self._module = self.pipeline.module
         return self._module
 
     @property
@@ -314,8 +275,8 @@ class CompiledFunction:
     @property
     def source(self) -> str:
         """The whole generated module (standalone: it needs only NumPy and Numba)."""
-        if self._standalone is not None:
-            return self._standalone().source
+        if self.pipeline.fast_math:  # the cached module imports symgrad's kernels
+            return self.pipeline.render(standalone=True).source
         return self.generated.source
 
     def listing(self, columns: bool = False, order: int = 1) -> str:
@@ -342,11 +303,8 @@ class CompiledFunction:
     def second_order(self) -> SecondOrder:
         """The second-order code (tangent lines, their module or tape), built when first
         needed: ``sg.compile`` itself pays nothing for it."""
-        if not isinstance(self._second, SecondOrder):
-            if self._second is None:
-                raise CompileError("this function was built without its program; "
-                                   "compile it with symgrad.compile for second order.")
-            self._second = self._second()
+        if self._second is None:
+            self._second = SecondOrder(self.pipeline, self.backend)
         return self._second
 
     def hvp(self, v, *args, **kwargs) -> np.ndarray:
@@ -493,7 +451,7 @@ class CompiledFunction:
         return path
 
     def __repr__(self) -> str:
-        p = self._program
+        p = self.pipeline.program
         wrt = [g.name[len("grad_"):] for g in p.grads]
         tape = ", run as a tape" if self.backend == "tape" else ""
         return (

@@ -11,65 +11,56 @@ such run per column.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Sequence
 
 import numpy as np
 
-from ..emit import GeneratedModule, render
-from ..graph import Graph, Node
-from ..rules import Program, Tangent, linearize
-from .cache import cache_dir as _cache_dir
-from .cache import load_module, write_module
+from ..emit import GeneratedModule
+from ..rules import Program, Tangent
+from .pipeline import Pipeline
 
 __all__ = ["SecondOrder"]
 
 
 class SecondOrder:
-    """The second-order code of one compiled function (see the module docstring).
+    """The second-order code of one compiled function (see the module docstring): the
+    second-order parts of its :class:`~symgrad.compile.pipeline.Pipeline`, and on the tape
+    backend their tape.
 
     On the tape backend ``hvp_array(x, v, grad, hv)`` and ``hessian_array(x, grad, hess)``
     return the value and fill the arrays (float64, C-contiguous, checked by the caller); flat
     code has the same kernels in ``module`` (``CompiledFunction`` picks which).
     """
 
-    def __init__(self, graph: Graph, program: Program, params: Sequence[Node],
-                 wrt: Sequence[Node], fast_math: bool, cache_dir: str | os.PathLike | None,
-                 backend: str) -> None:
-        self._graph, self._program = graph, program
-        self._params, self._wrt = list(params), list(wrt)
-        self._fast_math, self._cache_dir, self.backend = fast_math, cache_dir, backend
+    def __init__(self, pipeline: Pipeline, backend: str) -> None:
+        self._pipeline, self.backend = pipeline, backend
         self.timings: dict = {}
         start = time.perf_counter()
-        self.tangent: Tangent = linearize(program, [n.var for n in wrt])
+        self.tangent: Tangent = pipeline.tangent
         self.timings["linearize_s"] = time.perf_counter() - start
-        self._generated: GeneratedModule | None = None
-        self._module = None
         self._tape = None
-        self.path = None
 
     @property
     def generated(self) -> GeneratedModule:
         """The module with the second-order kernels (printed when first asked for)."""
-        if self._generated is None:
-            self._generated = self.render()
-        return self._generated
+        return self._pipeline.second_generated
 
     def render(self, standalone: bool = False) -> GeneratedModule:
-        return render(self._graph, self._program, self._params, self._wrt,
-                      fast_math=self._fast_math, standalone=standalone, tangent=self.tangent)
+        return self._pipeline.render_second(standalone)
+
+    @property
+    def path(self):
+        """The second-order module's file (once :attr:`module` imported it)."""
+        return self._pipeline.second_path
 
     @property
     def module(self):
         """The imported second-order module (flat backend)."""
-        if self._module is None:
+        if "load_s" not in self.timings:
             start = time.perf_counter()
-            source = self.generated.source
-            self.path, _ = write_module(source, _cache_dir(self._cache_dir))
-            self._module = load_module(self.path, source)
+            self._pipeline.second_module  # noqa: B018
             self.timings["load_s"] = time.perf_counter() - start
-        return self._module
+        return self._pipeline.second_module
 
     @property
     def tape(self):
@@ -79,17 +70,18 @@ class SecondOrder:
             from .tape import lower
 
             start = time.perf_counter()
-            p, t = self._program, self.tangent
+            p, t = self._pipeline.program, self.tangent
             joined = Program(p.forward, [*p.backward, *t.lines], p.output,
                              [*p.grads, *t.outputs])
-            self._tape = lower(joined, [*(n.var for n in self._params), *t.inputs])
+            self._tape = lower(joined, [*(n.var for n in self._pipeline.param_nodes),
+                                        *t.inputs])
             self.timings["lower_s"] = time.perf_counter() - start
         return self._tape
 
     def hvp_array(self, x: np.ndarray, v: np.ndarray, grad: np.ndarray,
                   hv: np.ndarray) -> float:
         """The tape's value, gradient and H v (flat code: ``self.module.hvp_array``)."""
-        n = len(self._wrt)
+        n = len(self._pipeline.wrt_nodes)
         both = np.empty(2 * n)
         value = self.tape.value_and_grad_array(np.concatenate([x, v]), both)
         grad[:] = both[:n]
@@ -98,7 +90,7 @@ class SecondOrder:
 
     def hessian_array(self, x: np.ndarray, grad: np.ndarray, hess: np.ndarray) -> float:
         """The tape's value, gradient and Hessian (flat code: ``self.module.hessian_array``)."""
-        n = len(self._wrt)
+        n = len(self._pipeline.wrt_nodes)
         point = np.concatenate([x, np.zeros(n)])
         both = np.empty(2 * n)
         value = 0.0

@@ -492,15 +492,12 @@ def compile_tape(expr: sp.Basic, wrt: Iterable[sp.Symbol] | None = None, *,
     or compiled.
     """
     from ..expression import as_expression, free_symbols
-    from ..graph import build
-    from ..rules import differentiate
     from .function import _check_inputs, _check_wrt
+    from .pipeline import Pipeline
 
     expr = as_expression(expr)
     symbols = free_symbols(expr)
     wrt_syms = _check_wrt(wrt, symbols)
     params = _check_inputs(inputs, symbols, wrt_syms)
-    graph = build(expr, output_name=name)
-    node_of = graph.input_nodes()
-    program = differentiate(graph, [node_of[s] for s in wrt_syms])
-    return lower(program, [node_of[s] for s in params])
+    pipeline = Pipeline(expr, params, wrt_syms, name=name)
+    return lower(pipeline.program, pipeline.param_nodes)

@@ -311,8 +311,8 @@ class _Kernel:
     def matmul(self, c: _Var, e: matmul, aug: bool) -> list[str]:
         (a, ta), (b, tb) = self.operand(e.args[0]), self.operand(e.args[1])
         sw_a, sw_b = ta ^ a.flip, tb ^ b.flip
-        ra, ka = (a.shape[1], a.shape[0]) if ta else a.shape
-        _, cb = (b.shape[1], b.shape[0]) if tb else b.shape
+        ra, ka = transpose.shape_of(a.shape) if ta else a.shape
+        _, cb = transpose.shape_of(b.shape) if tb else b.shape
         work = 1
         for d in (ra, ka, cb):
             work *= d if isinstance(d, int) else BLAS_BATCH

@@ -34,7 +34,7 @@ from ..expression.functions import (
 )
 from ..graph import Identity
 from ..rules import lookup
-from .printer import FlatCodePrinter
+from .printer import FlatCodePrinter, printed_as_quotient
 
 __all__ = ["evaluate_line"]
 
@@ -226,8 +226,8 @@ class _Interpreter:
             return np.float64(1.0) / np.sqrt(base)
         if e.is_commutative and e.exp is sp.S.NegativeOne:
             return np.float64(1.0) / base
-        if e.is_commutative and e.exp.is_Integer and -0x10000 <= e.exp.p <= -2:
-            return np.float64(1.0) / base ** self.value(-e.exp)  # printed 1/x**n
+        if printed_as_quotient(e):
+            return np.float64(1.0) / base ** self.value(-e.exp)
         return base ** self.value(e.exp)
 
     def function(self, e: sp.Function):

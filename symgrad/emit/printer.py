@@ -28,7 +28,16 @@ from ..expression.functions import (
 from ..graph import GENERATED_CODE_NAMES
 from ..rules import lookup
 
-__all__ = ["FlatCodePrinter"]
+__all__ = ["FlatCodePrinter", "printed_as_quotient"]
+
+
+def printed_as_quotient(e: sp.Pow) -> bool:
+    """``x**-n`` for an integer ``n`` in 2..0x10000, which the printer writes ``1/x**n``.
+
+    Numba's ``x**-n`` inverts outside the numpy error model: ZeroDivisionError where ``x**n``
+    is 0 (x = 0, or 1e-200**2). ``1/x**n`` is the same arithmetic (x**n unrolled, then 1/r)
+    and gives inf there. (Beyond 0x10000 Numba calls pow, which does not raise.)"""
+    return e.is_commutative and e.exp.is_Integer and -0x10000 <= e.exp.p <= -2
 
 _HELPERS = {sigmoid: "sigmoid", relu: "relu", leaky_relu: "leaky_relu", elu: "elu",
             softplus: "softplus", sp.sign: "sign", sp.Heaviside: "heaviside",
@@ -83,13 +92,8 @@ class FlatCodePrinter(PythonCodePrinter):
             return self._float_literal(math.copysign(math.inf, expr.p))
 
     def _print_Pow(self, expr, rational=False):
-        exp = expr.exp
-        if expr.is_commutative and exp.is_Integer and -0x10000 <= exp.p <= -2:
-            # Numba's x**-n inverts outside the numpy error model: ZeroDivisionError where
-            # x**n is 0 (x = 0, or 1e-200**2). 1/x**n is the same arithmetic (x**n unrolled,
-            # then 1/r) and gives inf there. (Beyond 0x10000 Numba calls pow, which does not
-            # raise.) As a base of another power it is parenthesized (same precedence).
-            return "1/" + self._print(sp.Pow(expr.base, -exp, evaluate=False))
+        if printed_as_quotient(expr):  # as a base of another power it is parenthesized
+            return "1/" + self._print(sp.Pow(expr.base, -expr.exp, evaluate=False))
         return super()._print_Pow(expr, rational=rational)
 
     def _float_literal(self, value: float) -> str:

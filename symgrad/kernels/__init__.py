@@ -30,12 +30,11 @@ import ast
 import functools
 import hashlib
 import importlib
-import os
-import tempfile
 from pathlib import Path
 
 from ..trust import (
     LOCK,
+    atomic_write,
     discard_corrupt,
     fallback,
     numba_cache_at,
@@ -90,10 +89,7 @@ def _restamp(place: Path, files: list[Path]) -> None:
             return
         for f in files:
             f.unlink(missing_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=place, prefix=".tmp-", suffix=".stamp")
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(fingerprint())
-        os.replace(tmp, stamp)
+        atomic_write(stamp, fingerprint().encode("ascii"))
     except OSError:  # a place Numba can use but we cannot stamp: Numba's own checks remain
         pass
 

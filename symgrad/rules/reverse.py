@@ -9,7 +9,7 @@ that depend on a ``wrt`` input get adjoints. Cost is linear in the size of the g
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy as sp
 from sympy.codegen.ast import AddAugmentedAssignment, Assignment
@@ -23,12 +23,19 @@ __all__ = ["Program", "differentiate", "tidy"]
 
 @dataclass(frozen=True)
 class Program:
-    """Flat code of a value and its gradient, as SymPy assignment objects."""
+    """Flat code of a value and its gradient, as SymPy assignment objects.
+
+    ``edges[k]`` says where ``backward[k]`` comes from: ``(consumer, input)``, the node whose
+    rule gave the line and the input node whose adjoint it is (``consumer`` is None for the
+    seed ``grad_<output> = 1`` and a zero gradient). Programs joined by hand (forward, backward
+    and tangent lines) leave it empty.
+    """
 
     forward: list[Assignment]
     backward: list[Assignment | AddAugmentedAssignment]
     output: sp.Symbol
     grads: list[sp.Symbol]
+    edges: list[tuple[Node | None, Node]] = field(default_factory=list, compare=False)
 
 
 def grad_symbol(node: Node) -> sp.Symbol:
@@ -70,6 +77,7 @@ def differentiate(graph: Graph, wrt: Sequence[Node]) -> Program:
         if node.shape:
             shapes[node.var] = shapes[grad_symbol(node)] = node.shape
     backward: list = [Assignment(grad_symbol(out), sp.Float(1.0))]
+    edges: list[tuple[Node | None, Node]] = [(None, out)]
     has_grad = {out.id}
     for node, adjoints in local:
         if node.id not in has_grad:
@@ -88,10 +96,12 @@ def differentiate(graph: Graph, wrt: Sequence[Node]) -> Program:
             else:
                 backward.append(Assignment(target, adj))
                 has_grad.add(inp.id)
+            edges.append((node, inp))
     for node in wrt:
         if node.id not in has_grad:
             backward.append(Assignment(grad_symbol(node), sp.Float(0.0)))
-    return Program(forward, backward, out.var, [grad_symbol(n) for n in wrt])
+            edges.append((None, node))
+    return Program(forward, backward, out.var, [grad_symbol(n) for n in wrt], edges)
 
 
 def unbroadcast(adj: sp.Basic, shape: tuple, shapes: dict) -> sp.Basic:

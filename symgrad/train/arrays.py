@@ -18,15 +18,15 @@ import numpy as np
 import sympy as sp
 from sympy.matrices.expressions import MatrixSymbol
 
+from ..compile import Pipeline
 from ..compile.inputs import real_array
-from ..emit.arrays import render_arrays
 from ..errors import ExpressionError, InputError, ShapeError
 from ..expression.arrays import Lowered, lower
 from ..expression.evaluate import evaluate_numpy, lower_any
 from ..expression.stabilize import stabilize as _stabilize
 from ..expression.validate import as_expression
-from ..graph import Node, build
-from ..rules import Program, differentiate, linearize
+from ..graph import Node
+from ..rules import Program
 from .metrics import METRICS
 from .model import Model, one_per_parameter
 from .optim import Optimizer
@@ -57,6 +57,13 @@ def one_hot(labels, classes: int | None = None, dtype=np.float64) -> np.ndarray:
 class ArrayModel(Model):
     """A matrix model; see the module docstring. Built by ``symgrad.Model``."""
 
+    _symbol_type = MatrixSymbol
+    _params_form = "{MatrixSymbol: initial array}"
+    _not_a_symbol = ("in a matrix model, params and data are sympy.MatrixSymbol; got {!r} "
+                     "(write a scalar as a 1x1 MatrixSymbol).")
+    _data_word = "data"
+    _data_label = "data"
+
     def __init__(
         self,
         loss: sp.Expr,
@@ -76,33 +83,15 @@ class ArrayModel(Model):
             as_expression(loss)  # the uniform "no strings" error
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-        if not isinstance(params, Mapping) or not params:
-            raise ExpressionError("params must be a non-empty dict {MatrixSymbol: initial "
-                                  "array}.")
+        self._bind(params, data)
         self.dtype = dtype
         self._np_dtype = _DTYPES[dtype]
-        self._param_syms = list(params)
-        self._data_syms = list(data)
-        for s in [*self._param_syms, *self._data_syms]:
-            if not isinstance(s, MatrixSymbol):
-                raise ExpressionError(f"in a matrix model, params and data are "
-                                      f"sympy.MatrixSymbol; got {s!r} (write a scalar as a "
-                                      "1x1 MatrixSymbol).")
-        both = set(self._param_syms) & set(self._data_syms)
-        if both:
-            raise ExpressionError(f"{', '.join(s.name for s in both)} is listed as both a "
-                                  "parameter and data; it can be only one.")
         self._lowered = lower(loss)
         if stabilize:  # entry-wise plain forms that overflow -> sigmoid, softplus, ...
             self._lowered.expr = _stabilize(self._lowered.expr)
         self.loss = loss
         matrices = self._lowered.matrices
-        unknown = [m.name for m in matrices if m not in set(self._param_syms) |
-                   set(self._data_syms)]
-        if unknown:
-            raise ExpressionError(f"the loss uses {', '.join(unknown)}, which is neither a "
-                                  "parameter nor data; add it to params or data.")
-        batch = self._lowered.batch
+        self._check_known(matrices)
         for p in self._param_syms:
             if any(not isinstance(d, (int, sp.Integer)) for d in p.shape):
                 raise ShapeError(f"parameter {p.name} has shape {p.shape}; parameter shapes must "
@@ -116,28 +105,28 @@ class ArrayModel(Model):
             self._initial(p, v).ravel() for p, v in params.items()]).astype(self._np_dtype)
         self._settings(prediction, target, optimizer, name, fast_math, cache_dir, stabilize)
         self._numpy_loop_cache = None
-        self._graph = build(self._lowered.expr, output_name=name, shapes=self._lowered.shapes)
-        node_of = self._graph.input_nodes()
-        for p in self._param_syms:
-            if matrices.get(p) not in node_of:
-                raise ExpressionError(f"parameter {p.name} does not occur in the loss, so it "
-                                      "cannot be trained; remove it from params.")
-        for d in self._data_syms:
-            if matrices.get(d) not in node_of:
-                raise ExpressionError(f"data {d.name} does not occur in the loss; remove it "
-                                      "from data (or use it in the loss).")
-        self._param_nodes = [node_of[matrices[p]] for p in self._param_syms]
-        self._data_nodes = [node_of[matrices[d]] for d in self._data_syms]
-        self._batch = batch
-        extra = [n.symbol.name for n in self._graph.inputs if n.symbol != batch and
-                 n not in self._param_nodes and n not in self._data_nodes]
+        self._second_loop_cache = None
+        #: The lowered loss's graph, program and generated loops (``symgrad.compile.pipeline``).
+        self.pipeline = Pipeline(
+            self._lowered.expr, [matrices.get(p) for p in self._param_syms],
+            data=[matrices.get(d) for d in self._data_syms], kind="arrays", name=name,
+            shapes=self._lowered.shapes, batch=self._lowered.batch, dtype=dtype,
+            fast_math=fast_math, cache_dir=cache_dir, check=self._check_nodes,
+            timings=self.timings)
+        self._warn_symmetry()
+
+    def _check_nodes(self, pipeline: Pipeline) -> None:
+        """Model's checks, then: no scalar symbols but the batch size, and the targets of
+        ``softmax_cross_entropy`` are data."""
+        super()._check_nodes(pipeline)
+        nodes = [*pipeline.param_nodes, *pipeline.data_nodes]
+        extra = [n.symbol.name for n in pipeline.graph.inputs
+                 if n.symbol != self._lowered.batch and n not in nodes]
         if extra:
             raise ExpressionError(f"the loss uses the scalar symbol(s) {', '.join(extra)}; in a "
                                   "matrix model every symbol is a parameter, data or the batch "
                                   "size.")
-        self._targets = self._cross_entropy_targets()
-        self._program = differentiate(self._graph, self._param_nodes)
-        self._warn_symmetry()
+        self._targets = self._cross_entropy_targets(pipeline)
 
     # -- what users read -------------------------------------------------------------
 
@@ -156,12 +145,6 @@ class ArrayModel(Model):
         self._warn_symmetry(only=set(values))
 
     @property
-    def source(self) -> str:
-        """The whole generated module: listing, kernels, training loop (standalone: it
-        carries a copy of the symgrad kernels it uses)."""
-        return self._render(standalone=True).source
-
-    @property
     def lowered(self) -> Lowered:
         """The loss lowered to scalar-looking form: its expression, the symbol standing for
         each matrix, their shapes and the batch-size symbol."""
@@ -171,22 +154,13 @@ class ArrayModel(Model):
         """``data`` checked as ``fit`` checks it: one array per data matrix, model dtype."""
         return self._checked(data, "data")
 
-    def listing(self, columns: bool = False, order: int = 1) -> str:
-        """The flat whole-array forward/backward code (what the compiled loops implement);
-        ``order=2`` adds the tangent lines that :meth:`hvp` runs after them (with NumPy)."""
-        from ..compile import CompiledFunction
+    def _tangent_listing(self) -> list[str]:
+        """The tangent lines :meth:`hvp` runs (with NumPy), as whole-array code."""
         from ..emit.arrays import ArrayPrinter
 
-        g = self._generated()
-        text = CompiledFunction.format_listing(g.forward, g.backward, columns)
-        if order == 1:
-            return text
-        if order != 2:
-            raise ValueError(f"order must be 1 or 2, got {order!r}")
         self._second_loop()
         printer = ArrayPrinter()
-        return text + CompiledFunction.format_tangent(
-            [printer.doprint(a) for a in self._modules["tangent"].lines])
+        return [printer.doprint(a) for a in self.pipeline.tangent.lines]
 
     def __repr__(self) -> str:
         params = ", ".join(f"{p.name}{tuple(int(d) for d in p.shape)}" for p in self._param_syms)
@@ -244,25 +218,23 @@ class ArrayModel(Model):
 
         from .numpy_loop import NumpyLoop
 
-        loop = self._modules.get("numpy2")
+        loop = self._second_loop_cache
         if loop is None:
             t0 = time.perf_counter()
-            shapes = {n.var: n.shape for n in self._graph.nodes if n.shape}
-            tangent = linearize(self._program, [n.var for n in self._param_nodes], shapes)
-            p = self._program
+            tangent = self.pipeline.tangent
+            p = self.program
             joined = Program(p.forward, [*p.backward, *tangent.lines], p.output,
                              [*p.grads, *tangent.outputs])
             dots = [SimpleNamespace(var=d) for d in tangent.inputs]
             total = self._values.size
             slices = [(where, shape) for where, shape in self._slices.values()]
             slices += [(slice(w.start + total, w.stop + total), shape) for w, shape in slices]
-            node_of = self._graph.input_nodes()
+            node_of = self.ir.input_nodes()
             batch = self._lowered.batch
-            loop = self._modules["numpy2"] = NumpyLoop(
-                joined, [*self._param_nodes, *dots], self._data_nodes, batch,
+            loop = self._second_loop_cache = NumpyLoop(
+                joined, [*self.param_nodes, *dots], self.data_nodes, batch,
                 node_of[batch].var if batch in node_of else None, slices,
-                [False] * len(self._data_nodes), self._batched())
-            self._modules["tangent"] = tangent
+                [False] * len(self.data_nodes), self._batched())
             self.timings["second_order_codegen_s"] = time.perf_counter() - t0
         return loop
 
@@ -374,17 +346,17 @@ class ArrayModel(Model):
     def _has_dropout(self) -> bool:
         from ..expression.arrays import dropout_mask
 
-        return any(node.op is dropout_mask for node in self._graph.nodes)
+        return any(node.op is dropout_mask for node in self.ir.nodes)
 
     def _numpy_loop(self):
         from .numpy_loop import NumpyLoop
 
         loop = self._numpy_loop_cache
         if loop is None:
-            node_of = self._graph.input_nodes()
+            node_of = self.ir.input_nodes()
             batch = self._lowered.batch
             loop = self._numpy_loop_cache = NumpyLoop(
-                self._program, self._param_nodes, self._data_nodes, batch,
+                self.program, self.param_nodes, self.data_nodes, batch,
                 node_of[batch].var if batch in node_of else None,
                 [(where, shape) for where, shape in self._slices.values()],
                 self._flipped(), self._batched())
@@ -410,12 +382,6 @@ class ArrayModel(Model):
         if "accuracy" in fns:
             fns["accuracy"] = _accuracy
         return fns
-
-
-    def _render(self, standalone: bool = False):
-        return render_arrays(
-            self._graph, self._program, self._param_nodes, self._data_nodes, self._batch,
-            dtype=self.dtype, fast_math=self.fast_math, standalone=standalone)
 
     # -- checks -------------------------------------------------------------------------------
 
@@ -479,14 +445,14 @@ class ArrayModel(Model):
                 return a.shape[1] if flip else a.shape[0]
         return 1
 
-    def _cross_entropy_targets(self) -> set[MatrixSymbol]:
+    def _cross_entropy_targets(self, pipeline: Pipeline) -> set[MatrixSymbol]:
         """Data matrices that are softmax_cross_entropy targets (their rows must sum to 1:
         the rule's gradient (softmax - Y)/n, the deck's, assumes it)."""
         from ..expression.arrays import softmax_cross_entropy
 
-        by_node = {n.id: d for n, d in zip(self._data_nodes, self._data_syms)}
+        by_node = {n.id: d for n, d in zip(pipeline.data_nodes, self._data_syms)}
         targets = set()
-        for node in self._graph.nodes:
+        for node in pipeline.graph.nodes:
             if node.op is softmax_cross_entropy:
                 y = node.inputs[1]
                 if not (isinstance(y, Node) and y.id in by_node):

@@ -96,14 +96,14 @@ def wait_all(timeout: float | None = None) -> int:
 def _main(argv: list[str]) -> int:
     import numpy as np
 
-    from ..compile.cache import load_module
+    from ..compile.pipeline import import_module
     from .arrays import loop_arguments
 
     if hasattr(os, "nice"):
         os.nice(19)  # training comes first: compile on what the parent leaves idle
     spec = json.loads(argv[0])
     path = Path(spec["path"])
-    module = load_module(path)  # refuses a file whose SHA-256 is not its name: runs nothing
+    module = import_module(path)  # refuses a file whose SHA-256 is not its name: runs nothing
     if Path(module.__file__) != path:
         return 3  # the cache was not usable here: what this child compiles, the parent never sees
     dtype = np.dtype(spec["dtype"])

@@ -43,8 +43,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compile.cache import cache_dir, load_module, module_path, write_module
+from ..compile.cache import cache_dir, module_path
 from ..compile.inputs import real_array
+from ..compile.pipeline import import_source
 from ..errors import CompileError, ExpressionError, InputError, ShapeError
 from .data import match_columns
 from .history import DONE
@@ -97,8 +98,7 @@ def _module(layout: Layout, source: str):
             if module_path(source, directory).stem != f"sg_{layout.digest}":
                 raise CompileError("the module source a worker received does not match its "
                                    "SHA-256; it was not run (a symgrad bug: please report it).")
-            path, _ = write_module(source, directory)
-            module = load_module(path, source)
+            module = import_source(source, directory)
             _LOADS[layout.digest] = _LOADS.get(layout.digest, 0) + 1
             _MODULES[layout.digest] = module
     return module
@@ -284,7 +284,7 @@ class Job:
         self.model, self.client = model, client
         self.array = isinstance(model, ArrayModel)
         self.syms = list(model._data_syms)
-        source = model._generated().source if source is None else source
+        source = model.generated.source if source is None else source
         self.layout = Layout(
             digest=module_path(source, cache_dir()).stem[3:],
             kind="array" if self.array else "scalar", n_params=model._values.size,

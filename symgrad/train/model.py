@@ -22,17 +22,16 @@ from types import ModuleType
 import numpy as np
 import sympy as sp
 
-from ..compile import CompiledFunction
+from ..compile import CompiledFunction, Pipeline
 from ..compile import compile as compile_function
 from ..compile.cache import cache_dir as _cache_dir
-from ..compile.cache import load_module, write_module
 from ..compile.inputs import real_number
-from ..emit import GeneratedModule, render_trainer
+from ..emit import GeneratedModule
 from ..errors import ExpressionError, InputError, NotSupportedError
 from ..expression import as_expression, free_symbols
 from ..expression import stabilize as _stabilize
-from ..graph import Graph, Node, build
-from ..rules import Program, differentiate, linearize
+from ..graph import Graph, Node
+from ..rules import Program
 from .data import columns
 from .history import DIVERGED, DONE, EARLY_STOPPING, RESTORES_BEST, History
 from .interrupt import COMPILING, TRAINING, Interrupts
@@ -61,6 +60,13 @@ class Model:
     ``logsumexp`` (see ``symgrad.expression.stabilize``); ``False`` trains the loss as written.
     """
 
+    #: How this kind of model names its symbols in errors (``ArrayModel``: matrices).
+    _symbol_type: type = sp.Symbol
+    _params_form = "{symbol: initial value}"
+    _not_a_symbol = "params and data must be SymPy symbols, got {!r}."
+    _data_word = "a data column"  # "... both a parameter and a data column"
+    _data_label = "data column"  # "data column x does not occur in the loss"
+
     def __new__(cls, loss=None, params=None, *args, **kwargs):
         if cls is Model and _uses_matrices(loss, params):
             from .arrays import ArrayModel
@@ -85,34 +91,53 @@ class Model:
         self.loss = as_expression(loss)
         if stabilize:  # plain forms that overflow -> sigmoid, softplus, logsumexp, ...
             self.loss = _stabilize(self.loss)
-        if not isinstance(params, Mapping) or not params:
-            raise ExpressionError("params must be a non-empty dict {symbol: initial value}.")
-        self._param_syms = list(params)
-        self._data_syms = list(data)
-        for s in [*self._param_syms, *self._data_syms]:
-            if not isinstance(s, sp.Symbol):
-                raise ExpressionError(f"params and data must be SymPy symbols, got {s!r}.")
-        both = set(self._param_syms) & set(self._data_syms)
-        if both:
-            raise ExpressionError(f"{', '.join(s.name for s in both)} is listed as both a "
-                                  "parameter and a data column; it can be only one.")
-        unknown = [s.name for s in free_symbols(self.loss)
-                   if s not in set(self._param_syms) | set(self._data_syms)]
-        if unknown:
-            raise ExpressionError(f"the loss uses {', '.join(unknown)}, which is neither a "
-                                  "parameter nor a data column; add it to params or data.")
+        self._bind(params, data)
+        self._check_known(free_symbols(self.loss))
         self._values = np.array([_initial(s, v) for s, v in params.items()])
         self._settings(as_expression(prediction) if prediction is not None else None, target,
                        optimizer, name, fast_math, cache_dir, stabilize)
-        self._graph = build(self.loss, output_name=name)
-        node_of = self._graph.input_nodes()
-        for s in self._param_syms:
-            if s not in node_of:
+        #: The loss's graph, program and generated trainer (``symgrad.compile.pipeline``).
+        self.pipeline = Pipeline(self.loss, self._param_syms, data=self._data_syms,
+                                 kind="trainer", name=name, fast_math=fast_math,
+                                 cache_dir=cache_dir, check=self._check_nodes,
+                                 timings=self.timings)
+
+    # -- what every model checks (ArrayModel too, in its words) -------------------------
+
+    def _bind(self, params: Mapping, data: Sequence) -> None:
+        """The parameter and data symbols: a non-empty dict of parameters, symbols of this
+        kind of model, none of them both a parameter and data."""
+        if not isinstance(params, Mapping) or not params:
+            raise ExpressionError(f"params must be a non-empty dict {self._params_form}.")
+        self._param_syms = list(params)
+        self._data_syms = list(data)
+        for s in [*self._param_syms, *self._data_syms]:
+            if not isinstance(s, self._symbol_type):
+                raise ExpressionError(self._not_a_symbol.format(s))
+        both = set(self._param_syms) & set(self._data_syms)
+        if both:
+            raise ExpressionError(f"{', '.join(s.name for s in both)} is listed as both a "
+                                  f"parameter and {self._data_word}; it can be only one.")
+
+    def _check_known(self, used) -> None:
+        """Every symbol the loss uses is a parameter or data."""
+        known = set(self._param_syms) | set(self._data_syms)
+        unknown = [s.name for s in used if s not in known]
+        if unknown:
+            raise ExpressionError(f"the loss uses {', '.join(unknown)}, which is neither a "
+                                  f"parameter nor {self._data_word}; add it to params or data.")
+
+    def _check_nodes(self, pipeline: Pipeline) -> None:
+        """Every parameter and data symbol occurs in the loss's graph (the pipeline's
+        ``check``, run before the reverse pass)."""
+        for s, node in zip(self._param_syms, pipeline.param_nodes):
+            if node is None:
                 raise ExpressionError(f"parameter {s.name} does not occur in the loss, so it "
                                       "cannot be trained; remove it from params.")
-        self._param_nodes = [node_of[s] for s in self._param_syms]
-        self._data_nodes = [node_of.get(s) or _absent(s) for s in self._data_syms]
-        self._program = differentiate(self._graph, self._param_nodes)
+        for s, node in zip(self._data_syms, pipeline.data_nodes):
+            if node is None:
+                raise ExpressionError(f"{self._data_label} {s.name} does not occur in the loss; "
+                                      "remove it from data (or use it in the loss).")
 
     def _settings(self, prediction, target, optimizer, name, fast_math, cache_dir,
                   stabilize) -> None:
@@ -132,7 +157,6 @@ class Model:
         #: The last ``fit``'s seed, the default of the next one.
         self.seed = 0
         self.timings: dict = {}
-        self._modules: dict = {}  # the generated module: "generated", its "path", "module"
         self._predictors: dict = {}  # compiled (or lowered) predictions by expression
 
     # -- what users read -------------------------------------------------------------
@@ -153,38 +177,38 @@ class Model:
     def source(self) -> str:
         """The whole generated training module (standalone: it carries a copy of the symgrad
         kernels it uses, the training loop among them)."""
-        return self._render(standalone=True).source
+        return self.pipeline.render(standalone=True).source
 
     @property
     def ir(self) -> Graph:
         """The graph of the loss (nodes named as in the listing)."""
-        return self._graph
+        return self.pipeline.graph
 
     @property
     def program(self) -> Program:
         """The loss's forward and backward assignments (SymPy data), one per listing line."""
-        return self._program
+        return self.pipeline.program
 
     @property
     def param_nodes(self) -> tuple[Node, ...]:
         """The graph's input nodes of the parameters, in the order of :attr:`params`."""
-        return tuple(self._param_nodes)
+        return tuple(self.pipeline.param_nodes)
 
     @property
     def data_nodes(self) -> tuple[Node, ...]:
         """The graph's input nodes of the data columns, in the order they were given."""
-        return tuple(self._data_nodes)
+        return tuple(self.pipeline.data_nodes)
 
     @property
     def generated(self) -> GeneratedModule:
         """The generated module (listing and the source of the block kernel symgrad's cache
         holds; :attr:`source` is the standalone one)."""
-        return self._generated()
+        return self.pipeline.generated
 
     @property
     def trainer(self) -> ModuleType:
         """The imported generated module (its kernels compile on first use)."""
-        return self._trainer()
+        return self.pipeline.module
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the generated training module (standalone: needs only NumPy and Numba)."""
@@ -193,15 +217,19 @@ class Model:
         return path
 
     def listing(self, columns: bool = False, order: int = 1) -> str:
-        """The per-sample flat forward/backward code that the training loop runs per sample;
-        ``order=2`` adds the tangent lines that :meth:`hvp` runs after them."""
+        """The flat forward/backward code that the training loop runs (per sample; a matrix
+        model's: whole-array lines); ``order=2`` adds the tangent lines that :meth:`hvp`
+        runs after them."""
         g = self.generated
         text = CompiledFunction.format_listing(g.forward, g.backward, columns)
         if order == 1:
             return text
         if order != 2:
             raise ValueError(f"order must be 1 or 2, got {order!r}")
-        return text + CompiledFunction.format_tangent(self._second_generated().tangent)
+        return text + CompiledFunction.format_tangent(self._tangent_listing())
+
+    def _tangent_listing(self) -> list[str]:
+        return self.pipeline.second_generated.tangent
 
     def __repr__(self) -> str:
         params = ", ".join(f"{s}={v:.4g}" for s, v in self.params.items())
@@ -476,34 +504,13 @@ class Model:
         """Hessian of the mean loss over the samples of ``X`` at ``values``, times ``v``."""
         from ..kernels.trainer import loss_and_grad_sum
 
-        m = self._second()
+        m = self.pipeline.second_module
         n = len(self._values)
         both = np.concatenate([values, v])
         out = np.empty(2 * n)
         loss_and_grad_sum(m.hvp_block, m.hvp_exact, m.HAS_EXACT,
                           X.shape[1] >= PARALLEL_FROM, both, X, 0, X.shape[1], out)
         return out[n:] / X.shape[1]
-
-    def _second_generated(self) -> GeneratedModule:
-        """The training module with the second-order blocks, rendered when first needed."""
-        if "generated2" not in self._modules:
-            t0 = time.perf_counter()
-            tangent = linearize(self._program, [n.var for n in self._param_nodes])
-            self._modules["generated2"] = render_trainer(
-                self._graph, self._program, self._param_nodes, self._data_nodes,
-                self.fast_math, tangent=tangent)
-            self.timings["second_order_codegen_s"] = time.perf_counter() - t0
-        return self._modules["generated2"]
-
-    def _second(self) -> ModuleType:
-        """That module imported (its block kernels compile, or load from the cache, now)."""
-        if "order2" not in self._modules:
-            source = self._second_generated().source
-            path, _ = write_module(source, _cache_dir(self.cache_dir))
-            t0 = time.perf_counter()
-            self._modules["order2"] = load_module(path, source)
-            self.timings["second_order_load_s"] = time.perf_counter() - t0
-        return self._modules["order2"]
 
     def _direction(self, v) -> np.ndarray:
         """``v`` (a dict keyed by parameter, or flat in parameter order) as a flat array."""
@@ -590,40 +597,22 @@ class Model:
     def _unflatten(self, values: np.ndarray) -> dict:
         return dict(zip(self._param_syms, values.tolist()))
 
-    def _render(self, standalone: bool = False):
-        return render_trainer(self._graph, self._program, self._param_nodes,
-                              self._data_nodes, self.fast_math, standalone)
-
     def _generated(self) -> GeneratedModule:
-        """The generated module, rendered once: it serves every optimizer and loop."""
-        if "generated" not in self._modules:
-            t0 = time.perf_counter()
-            self._modules["generated"] = self._render()
-            self.timings["codegen_s"] = time.perf_counter() - t0
-        return self._modules["generated"]
+        """The generated module, printed once: it serves every optimizer and loop."""
+        return self.pipeline.generated
 
     def _module_file(self) -> Path:
         """The generated module's file in the cache (written if it is not there)."""
-        if "path" not in self._modules:
-            path, existed = write_module(self._generated().source, _cache_dir(self.cache_dir))
-            self.timings.update(cache_hit=existed, path=path)
-            self._modules["path"] = path
-        return self._modules["path"]
+        return self.pipeline.path
 
     def _trainer(self) -> ModuleType:
         """The imported generated module."""
-        if "module" not in self._modules:
-            path = self._module_file()
-            t0 = time.perf_counter()
-            self._modules["module"] = load_module(path, self._generated().source)
-            self._modules["path"] = Path(self._modules["module"].__file__)  # moved if unusable
-            self.timings["load_s"] = time.perf_counter() - t0
-        return self._modules["module"]
+        return self.pipeline.module
 
     def _blocks(self) -> tuple:
         """The block kernel, its exact twin and whether that differs: the model's part of
         every call into ``symgrad.kernels.trainer``."""
-        m = self._trainer()
+        m = self.pipeline.module
         return m.block, m.exact, m.HAS_EXACT
 
     def _prediction_or(self, expr):
@@ -771,7 +760,3 @@ def _by_symbol(data: Mapping, symbols: Sequence[sp.Symbol]) -> dict:
     names = {s.name: s for s in symbols}
     return {(k if isinstance(k, sp.Symbol) else names.get(k, k)): v for k, v in data.items()}
 
-
-def _absent(symbol: sp.Symbol):
-    raise ExpressionError(f"data column {symbol.name} does not occur in the loss; remove it from "
-                          "data (or use it in the loss).")

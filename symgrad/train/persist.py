@@ -45,7 +45,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 import warnings
 from dataclasses import fields
 from pathlib import Path
@@ -71,6 +70,7 @@ from ..errors import ExpressionError, InputError, ModelFileError
 from ..expression import arrays as _arrays
 from ..expression import functions as _functions
 from ..rules import registered
+from ..trust import atomic_write
 from . import optim as _optim
 from .arrays import ArrayModel, SymmetryWarning
 from .history import History
@@ -137,17 +137,7 @@ def save_model(model, path: str | os.PathLike) -> Path:
     ``epochs_trained``. ``symgrad.load_model(path)`` reads it back."""
     path = Path(path)
     data = model_bytes(model)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, durable=True)
     return path
 
 
