@@ -16,7 +16,16 @@ import sympy as sp
 import symgrad as sg
 from symgrad.compile import cache_info, prune_cache
 from symgrad.graph.names import GENERATED_CODE_NAMES
-from symgrad.kernels import MODULES, loops, optim, standalone, trainer, vecmath
+from symgrad.kernels import (
+    MODULES,
+    arrays,
+    copy_functions,
+    loops,
+    optim,
+    standalone,
+    trainer,
+    vecmath,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 a, b, x, y = sp.symbols("a b x y")
@@ -47,6 +56,107 @@ def test_standalone_kernels_drop_their_package_imports():
     assert not [n for n in imports if n.level or (n.module or "").startswith("symgrad")]
     assert [m for m in MODULES if f"symgrad.kernels.{m} (copied)" in text] == [
         "loops", "optim", "trainer"]
+
+
+# -- symgrad.kernels.arrays against NumPy: the loop kernels of matrix models --------------
+# Generated modules compile a copy of these with the model's loops; here each runs as plain
+# Python (``py_func``: the same source, milliseconds instead of a Numba compile per kernel).
+
+_RNG = np.random.default_rng(7)
+
+
+def _np_lse(s):
+    """Log-sum-exp of each column of s (classes, samples)."""
+    m = s.max(axis=0)
+    return m + np.log(np.exp(s - m).sum(axis=0))
+
+
+def _layouts(m):
+    """``m`` C-contiguous and as a transposed view (as the generated code passes both)."""
+    return [np.ascontiguousarray(m), np.ascontiguousarray(m.T).T]
+
+
+def test_array_sum_kernels_match_numpy():
+    m = _RNG.standard_normal((5, 9))
+    for v in _layouts(m):
+        assert arrays.sum2d.py_func(v, 5, 9) == pytest.approx(m.sum(), rel=1e-13)
+        assert arrays.sum2d.py_func(v, 3, 4) == pytest.approx(m[:3, :4].sum(), rel=1e-13)
+        assert arrays.sumsq2d.py_func(v, 5, 9) == pytest.approx((m ** 2).sum(), rel=1e-13)
+        assert arrays.sum1d.py_func(v[0], 6) == pytest.approx(m[0, :6].sum(), rel=1e-13)
+        out = np.zeros((5, 2))
+        arrays.rowsums.py_func(v, 5, 9, out[:, 1], False)  # a strided output, as grad_b[:, 0]
+        np.testing.assert_allclose(out[:, 1], m.sum(axis=1), rtol=1e-13)
+        arrays.rowsums.py_func(v, 5, 9, out[:, 1], True)
+        np.testing.assert_allclose(out[:, 1], 2 * m.sum(axis=1), rtol=1e-13)
+        assert not out[:, 0].any()
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("acc", [False, True])
+def test_mm_dot_matches_numpy(flip, acc):
+    p, q = _RNG.standard_normal((4, 6)), _RNG.standard_normal((3, 6))
+    start = _RNG.standard_normal((3, 4) if flip else (4, 3))
+    want = (p @ q.T).T if flip else p @ q.T
+    for pv in _layouts(p):
+        for qv in _layouts(q):
+            c = start.copy()
+            arrays.mm_dot.py_func(pv, qv, c, 4, 3, 6, flip, acc)
+            np.testing.assert_allclose(c, want + start if acc else want, rtol=1e-13, atol=1e-14)
+
+
+def test_row_wise_softmax_kernels_match_numpy():
+    """Stored (classes, samples): softmax, log-softmax and cross-entropy per sample (column),
+    with scores near 800 (the log-sum-exp must not overflow)."""
+    s = 30.0 * _RNG.standard_normal((4, 11))
+    s[:, 0] += 800.0
+    y1 = np.eye(4)[_RNG.integers(0, 4, 11)].T.copy()
+    lse = _np_lse(s)
+    want_log = s - lse
+    wm, wz, wl = np.zeros(11), np.zeros(11), np.zeros(11)
+    for sv in _layouts(s):
+        arrays.row_lse.py_func(sv, wm, wz)
+        np.testing.assert_allclose(wz, lse, rtol=1e-14)
+        np.testing.assert_array_equal(wm, s.max(axis=0))
+        out = np.ones((4, 11))
+        arrays.log_softmax_t.py_func(sv, out, wm, wz, False)
+        np.testing.assert_allclose(out, want_log, rtol=1e-13, atol=1e-13)
+        arrays.softmax_t.py_func(sv, out, wm, wz, False)
+        np.testing.assert_allclose(out, np.exp(want_log), rtol=1e-13, atol=1e-300)
+        np.testing.assert_allclose(out.sum(axis=0), 1.0, rtol=1e-12)
+        arrays.softmax_from_lse.py_func(sv, out, wz, True)  # adds a second softmax
+        np.testing.assert_allclose(out, 2 * np.exp(want_log), rtol=1e-13, atol=1e-300)
+        loss = arrays.sce_t.py_func(sv, np.asfortranarray(y1), wm, wz, wl)
+        assert loss == pytest.approx(-np.mean(np.sum(y1 * want_log, axis=0)), rel=1e-13)
+        np.testing.assert_allclose(wz, lse, rtol=1e-14)  # left for the backward softmax
+
+
+@pytest.mark.parametrize("name, ref", [("exp", np.exp), ("log", np.log), ("tanh", np.tanh),
+                                       ("sin", np.sin), ("cos", np.cos)])
+def test_map_kernels_match_numpy(name, ref):
+    m = _RNG.uniform(0.01, 30.0, (3, 20))
+    for v in _layouts(m):
+        out = np.empty((3, 20))
+        getattr(arrays, f"map_{name}").py_func(v, out)
+        np.testing.assert_allclose(out, ref(m), rtol=1e-15, atol=1e-300)
+
+
+def test_copied_kernels_are_renamed_with_their_callees():
+    """A generated module carries ``_sce_t`` and what it calls (``_row_lse``, ``_sum1d``),
+    every call renamed, and binds the names they read."""
+    text, reads = copy_functions("arrays", ["sce_t"])
+    defs = [n.name for n in ast.parse(text).body if isinstance(n, ast.FunctionDef)]
+    assert defs == ["_row_lse", "_sce_t", "_sum1d"]
+    called = {n.func.id for n in ast.walk(ast.parse(text))
+              if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert called == {"_row_lse", "_sum1d", "njit", "range", "max", "exp", "log"}
+    assert reads == {"njit", "exp", "log", "SUMS"}
+    n = sp.Symbol("n", integer=True, positive=True)
+    X, W = sp.MatrixSymbol("X", n, 3), sp.MatrixSymbol("W", 3, 2)
+    model = sg.Model(sg.softmax_cross_entropy(X * W, sp.MatrixSymbol("Y", n, 2)),
+                     params={W: np.zeros((3, 2))}, data=[X, sp.MatrixSymbol("Y", n, 2)])
+    for block in text.split("\n\n\n"):  # each function, verbatim
+        assert block.startswith("@njit") and block in model.source
+    assert "sce_t(" not in model.source.replace("_sce_t(", "")
 
 
 def test_saved_trainer_module_trains_without_symgrad(tmp_path):

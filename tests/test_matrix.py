@@ -703,6 +703,21 @@ def test_every_listing_line_is_a_comment_in_the_generated_loops(mlp):
     assert not missing, missing
 
 
+
+def test_products_over_a_small_dimension_join_the_element_wise_loops():
+    """X @ W1 with 2 input columns is written out term by term in the loop of the bias
+    addition after it (one pass, no zeroing pass); the gradients are checked against finite
+    differences by the ops tests above, whose products sum over 1 to 4 terms."""
+    Xs, W, b = sp.MatrixSymbol("X", n, 2), sp.MatrixSymbol("W", 2, 3), sp.MatrixSymbol("b", 1, 3)
+    model = sg.Model(sg.sum(sg.tanh(Xs * W + b)) / n, params={W: np.ones((2, 3)),
+                     b: np.zeros((1, 3))}, data=[Xs])
+    body = model.source[model.source.index("def value_and_grad("):]
+    loop = re.search(r"# (s\d+) = X @ W\n\s*# (s\d+) = \1 \+ b\n\s*for _a in .*\n"
+                     r"\s*for _b in .*\n\s*\1\[_a, _b\] = \(X\[0, _b\]\*W\[0, _a\] \+ "
+                     r"X\[1, _b\]\*W\[1, _a\]\)\n\s*\2\[_a, _b\] = ", body)
+    assert loop, body[:1500]
+    assert f"{loop.group(1)}[_a, _b] = 0.0" not in body
+
 def test_residual_connections_get_the_right_gradient():
     """A fan-out whose adjoint is first copied and later added to (a skip connection) must
     not share the copied buffer: found by review, where grad_W1 was 36% off."""

@@ -10,8 +10,15 @@ its listing line as a comment:
 * consecutive element-wise lines over the same shape share one loop nest (fused);
 * large matrix products call BLAS (``np.dot`` into a preallocated output); small ones are
   loops ordered so the innermost runs along contiguous memory, or fast-math dot products;
+  products over a small static dimension (``UNROLL_UP_TO`` terms) are written out term by
+  term as element-wise lines, which share the loop nest of the lines around them;
 * sums go to small fast-math kernels (reassociated, so they vectorize); element-wise code
   stays without fast-math so the vectorizable exp/log/tanh keep their exact arithmetic.
+
+Each kind of line is one ``_emit_<op>`` method of ``_Kernel``. The kernels the code calls
+(sums, row-wise softmax and cross-entropy, dot products, math maps) are written once in
+``symgrad.kernels.arrays``; the module carries a copy of those it uses, so that Numba
+compiles them with the model's loops (inlined and fused there, not called across a library).
 
 Parameters are views into one flat vector (so the optimizers of the per-sample trainer
 update them unchanged), and so are their gradients.
@@ -30,18 +37,15 @@ from sympy.core.numbers import Number
 from ..expression.arrays import (
     ArrayOp,
     colsum,
-    dropout_mask,
     expr_shape,
-    log_softmax,
     matmul,
     rowsum,
     softmax,
-    softmax_cross_entropy,
-    sqnorm,
     total,
     transpose,
 )
 from ..graph import Graph, NameAllocator, Node
+from ..kernels import copy_functions
 from ..rules import Program
 from .module import math_context, version
 from .printer import FlatCodePrinter
@@ -52,10 +56,17 @@ __all__ = ["ArrayModule", "ArrayPrinter", "render_arrays"]
 #: Matrix products from this many multiply-adds (batch rows counted as BLAS_BATCH) use BLAS.
 BLAS_FROM = 1 << 18
 BLAS_BATCH = 128
+#: Matrix products summing over at most this many terms (a small static dimension, such as
+#: a 2-feature input) are element-wise lines, written out term by term: they share the
+#: loop nest of the element-wise lines around them instead of a zeroing pass and a pass
+#: per term.
+UNROLL_UP_TO = 4
 #: Batched data with at most this many columns is stored transposed (samples innermost);
 #: wider data keeps its rows (a batch is then a copy of whole rows, not a strided gather).
 FLIP_DATA_UP_TO = 32
 _MAPPED = {sp.exp: "exp", sp.log: "log", sp.tanh: "tanh", sp.sin: "sin", sp.cos: "cos"}
+#: Math names the copied kernels may read; the module binds them (vectorizable or libm).
+_MATH_NAMES = frozenset(_MAPPED.values())
 
 
 class ArrayPrinter(FlatCodePrinter):
@@ -138,7 +149,18 @@ class ArrayModule:
 
 
 class _Kernel:
-    """Turns assignments into the loops of one function body."""
+    """Turns assignments into the loops of one function body, printer-style.
+
+    Each assignment goes to the method ``_emit_<op>`` named after the class of its
+    right-hand side (``_emit_matmul``, ``_emit_rowsum``, ``_emit_softmax``, ``_emit_exp``,
+    ...), as SymPy's printers dispatch ``_print_<class>``; a method returns the lines of
+    code under the listing line, [] if it added the line to the element-wise loops itself
+    (:meth:`_fuse`; ``self.comment`` is the listing line), or None to leave the line to
+    the element-wise loops (:meth:`_emit_elementwise`, fused with the loop before when they
+    can share it) or, for a scalar, to one printed line. Adding an operation is adding one
+    method (and, if it needs one, a kernel in ``symgrad.kernels.arrays``, whose source the
+    module carries: ``self.kernels`` collects their names).
+    """
 
     def __init__(self, vars_: dict[str, _Var], batch: str, printer: FlatCodePrinter,
                  names: NameAllocator, fast_math: bool = True) -> None:
@@ -146,16 +168,17 @@ class _Kernel:
         self.lse_of: str | None = None  # whose row-wise log-sum-exp _wz holds now
         self.augmented: set[str] = set()  # targets of += lines
         self.uses_dropout = False
-        self.maps: set[str] = set()
         self.vars = vars_
         self.batch = batch
         self.printer = printer
         self.names = names
         self.blocks: list[_Loop | list[str]] = []
         self.temps: list[_Var] = []
-        self.kernels: set[str] = set()
+        self.kernels: set[str] = set()  # functions of symgrad.kernels.arrays the code calls
         self.work_rows: set[str] = set()
         self.aliases: list[str] = []
+        self.comment = ""  # the listing line being emitted
+        self.alias_of: dict[str, str] = {}  # a buffer shared by a copy: the copy -> its source
 
     # -- shapes and storage ---------------------------------------------------------------
 
@@ -196,6 +219,11 @@ class _Kernel:
             self.temps.append(v)
         return v
 
+    def call(self, kernel: str, args: str) -> str:
+        """A call of ``symgrad.kernels.arrays``' ``kernel`` (the module's copy, ``_kernel``)."""
+        self.kernels.add(kernel)
+        return f"_{kernel}({args})"
+
     # -- statements -------------------------------------------------------------------------
 
     def assign(self, target: str, expr: sp.Basic, aug: bool, comment: str) -> None:
@@ -209,23 +237,20 @@ class _Kernel:
             # a copy that is never added to later can share the buffer; one that is (a
             # fan-out, a residual connection) must not, or the += would change the source
             self.aliases.append(f"{target} = {source.name}  # {comment}: the same values")
+            self.alias_of[target] = self.alias_of.get(source.name, source.name)
             return
-        op = "+=" if aug else "="
-        if not v.shape:
-            if isinstance(expr, (total, sqnorm, softmax_cross_entropy)):
-                self.code([f"# {comment}", *self.reduce(target, expr, op)])
-            else:
-                self.code([f"# {comment}", f"{target} {op} {self.printer.doprint(expr)}"])
-        elif isinstance(expr, matmul):
-            self.code([f"# {comment}", *self.matmul(v, expr, aug)])
-        elif isinstance(expr, (rowsum, colsum)):
-            self.code([f"# {comment}", *self.axis_sum(v, expr, aug)])
-        elif isinstance(expr, (softmax, log_softmax)):
-            self.code([f"# {comment}", *self.rowwise(v, expr, aug)])
-        elif isinstance(expr, dropout_mask):
-            self.code([f"# {comment}", *self.dropout(v, expr)])
-        elif not self.mapped(v, expr, aug, comment):
-            self.elementwise(v, expr, aug, comment)
+        emit = getattr(self, f"_emit_{type(expr).__name__}", None)
+        self.comment = comment
+        lines = emit(v, expr, aug) if emit is not None else None
+        if lines:
+            self.code([f"# {comment}", *lines])
+        elif lines is not None:
+            pass  # the method added the line to the element-wise loops itself
+        elif v.shape:
+            self._emit_elementwise(v, expr, aug, comment)
+        else:
+            self.code([f"# {comment}", f"{target} {'+=' if aug else '='} "
+                                       f"{self.printer.doprint(expr)}"])
 
     def code(self, lines: list[str]) -> None:
         self.blocks.append(lines)
@@ -267,10 +292,12 @@ class _Kernel:
         self.assign(t.name, e, False, f"{t.name} = {ArrayPrinter().doprint(e)}")
         return sp.Symbol(t.name)
 
-    def elementwise(self, v: _Var, expr: sp.Basic, aug: bool, comment: str) -> None:
-        dims = self.storage(v)
-        u, w = "_a", "_b"
-        i, j = (w, u) if v.flip else (u, w)
+    # -- element-wise lines: fused loops ------------------------------------------------------
+
+    def _emit_elementwise(self, v: _Var, expr: sp.Basic, aug: bool, comment: str) -> None:
+        """``v (+)= expr`` entry by entry, in the loop nest before if it runs over the same
+        storage and reads nothing it wrote at other entries (a transpose, a broadcast)."""
+        i, j = ("_b", "_a") if v.flip else ("_a", "_b")
         reads: dict[str, bool] = {}
 
         def visit(e):
@@ -289,17 +316,40 @@ class _Kernel:
                 return e
             return e.func(*[visit(a) for a in e.args])
 
-        body = self.printer.doprint(visit(expr))
+        self._fuse(v, self.printer.doprint(visit(expr)), reads, aug, comment)
+
+    def _fuse(self, v: _Var, body: str, reads: dict[str, bool], aug: bool,
+              comment: str) -> None:
+        """``v[_a, _b] (+)= body`` in the loop nest before, if it runs over ``v``'s storage
+        and wrote none of the arrays ``body`` reads at other entries (``reads[name]``)."""
+        dims = self.storage(v)
+        i, j = ("_b", "_a") if v.flip else ("_a", "_b")
         statement = f"{self.access(v, i, j)} {'+=' if aug else '='} {body}"
         last = self.blocks[-1] if self.blocks else None
         fusable = (isinstance(last, _Loop) and last.dims == dims and
-                   not any(odd and name in last.written for name, odd in reads.items()))
+                   not any(odd and self.alias_of.get(name, name) in last.written
+                           for name, odd in reads.items()))
         if not fusable:
             last = _Loop(dims, (f"{v.name}.shape[0]", f"{v.name}.shape[1]"))
             self.blocks.append(last)
         last.comments.append(comment)
         last.body.append(statement)
         last.written.add(v.name)
+
+    def _emit_map(self, out: _Var, e, aug: bool) -> list[str] | None:
+        """``out = f(a)`` for a vectorizable math function: one shared kernel per function.
+
+        Each inlined copy of a vectorizable function costs ~0.4 s of Numba compile time;
+        a kernel per function (not per use) keeps that constant.
+        """
+        if not out.shape or not self.fast_math or aug or not isinstance(e.args[0], sp.Symbol):
+            return None
+        a = self.vars.get(e.args[0].name)
+        if a is None or a.shape != out.shape or a.flip != out.flip:
+            return None
+        return [self.call(f"map_{_MAPPED[type(e)]}", f"{a.name}, {out.name}")]
+
+    _emit_exp = _emit_log = _emit_tanh = _emit_sin = _emit_cos = _emit_map
 
     # -- whole-array operations ---------------------------------------------------------------
 
@@ -308,7 +358,9 @@ class _Kernel:
             return self.vars[e.args[0].name], True
         return self.vars[e.name], False
 
-    def matmul(self, c: _Var, e: matmul, aug: bool) -> list[str]:
+    def _emit_matmul(self, c: _Var, e: matmul, aug: bool) -> list[str]:
+        """``c (+)= A @ B``: BLAS for large products, else loops whose innermost runs along
+        contiguous memory, or a fast-math dot product per entry."""
         (a, ta), (b, tb) = self.operand(e.args[0]), self.operand(e.args[1])
         sw_a, sw_b = ta ^ a.flip, tb ^ b.flip
         ra, ka = transpose.shape_of(a.shape) if ta else a.shape
@@ -318,6 +370,8 @@ class _Kernel:
             work *= d if isinstance(d, int) else BLAS_BATCH
         I_, J_ = self.logical(c)
         K_ = self.logical(a)[0 if ta else 1]
+        if isinstance(ka, int) and ka <= UNROLL_UP_TO and work < BLAS_FROM:
+            return self._unrolled_matmul(c, (a, ta), (b, tb), ka, aug)
         if work >= BLAS_FROM:
             if c.flip:
                 left = b.name if sw_b else f"{b.name}.T"
@@ -350,13 +404,26 @@ class _Kernel:
                            f"        _x = {A('_i', '_q')}", f"        for _j in range({J_}):",
                            f"            {C('_i', '_j')} += _x * {B('_q', '_j')}"]
         if not sw_a and sw_b:
-            self.kernels.add("_mm_dot")
-            return [f"_mm_dot({a.name}, {b.name}, {c.name}, {I_}, {J_}, {K_}, {c.flip}, {aug})"]
+            return [self.call("mm_dot", f"{a.name}, {b.name}, {c.name}, {I_}, {J_}, {K_}, "
+                                        f"{c.flip}, {aug}")]
         return [f"for _i in range({I_}):", f"    for _j in range({J_}):", "        _x = 0.0",
                 f"        for _q in range({K_}):", f"            _x += {A('_i', '_q')} * "
                 f"{B('_q', '_j')}", f"        {C('_i', '_j')} {'+=' if aug else '='} _x"]
 
-    def axis_sum(self, out: _Var, e, aug: bool) -> list[str]:
+    def _unrolled_matmul(self, c: _Var, a, b, terms: int, aug: bool) -> list[str]:
+        """``c (+)= A @ B`` over a small static inner dimension as an element-wise line,
+        ``A[i, 0]*B[0, j] + A[i, 1]*B[1, j] + ...`` (the order of the loops it replaces)."""
+        (a, ta), (b, tb) = a, b
+        i, j = ("_b", "_a") if c.flip else ("_a", "_b")
+        body = " + ".join(f"{self.access(a, i, str(q), swap=ta)}*"
+                          f"{self.access(b, str(q), j, swap=tb)}" for q in range(terms))
+        reads = {a.name: True, b.name: True}  # read at other entries than c's
+        self._fuse(c, body if terms == 1 else f"({body})", reads, aug, self.comment)
+        return []
+
+    def _emit_rowsum(self, out: _Var, e, aug: bool) -> list[str]:
+        """``sum(a, axis=1)`` and (:meth:`_emit_colsum`) ``sum(a, axis=0)``: a fast-math
+        kernel along contiguous memory, else a loop that accumulates along samples."""
         a = self.vars[e.args[0].name]
         R, C = self.logical(a)
 
@@ -365,11 +432,9 @@ class _Kernel:
 
         lines = []
         if isinstance(e, colsum) and a.flip:
-            self.kernels.add("_rowsums")
-            return [f"_rowsums({a.name}, {C}, {R}, {out.name}[0], {aug})"]
+            return [self.call("rowsums", f"{a.name}, {C}, {R}, {out.name}[0], {aug}")]
         if isinstance(e, rowsum) and not a.flip:
-            self.kernels.add("_rowsums")
-            return [f"_rowsums({a.name}, {R}, {C}, {out.name}[:, 0], {aug})"]
+            return [self.call("rowsums", f"{a.name}, {R}, {C}, {out.name}[:, 0], {aug}")]
         if not aug:
             lines += self.each(out, f"{out.name}[_a, _b] = 0.0")
         if a.flip:  # rowsum of a transposed-stored matrix: accumulate along samples
@@ -380,11 +445,14 @@ class _Kernel:
                       f"        {o('_i', '_j')} += {self.access(a, '_i', '_j')}"]
         return lines
 
+    _emit_colsum = _emit_rowsum
+
     def work(self, rows: str) -> None:
         """Ask for the per-row work vectors _wm, _wz, _wl (maxima, sums, losses)."""
         self.work_rows.add(rows)
 
-    def dropout(self, out: _Var, e) -> list[str]:
+    def _emit_dropout_mask(self, out: _Var, e, aug: bool) -> list[str]:
+        """A mask of 0 and 1/(1 - p) entries while training, all ones when evaluating."""
         p = float(e.args[1])
         self.uses_dropout = True
         return self.each(out, f"{out.name}[_a, _b] = (np.random.random() >= {p!r}) * "
@@ -394,49 +462,40 @@ class _Kernel:
         """``v``'s storage as (columns, rows): what the row-wise kernels take."""
         return v.name if v.flip else f"{v.name}.T"
 
-    def rowwise(self, out: _Var, e, aug: bool) -> list[str]:
+    def _emit_softmax(self, out: _Var, e, aug: bool) -> list[str]:
+        """Row-wise softmax (and, :meth:`_emit_log_softmax`, log-softmax) by kernels over
+        samples stored as columns."""
         a = self.vars[e.args[0].name]
         self.work(self.dim(a.shape[0]))
+        views = f"{self.transposed_view(a)}, {self.transposed_view(out)}"
         if isinstance(e, softmax) and self.lse_of == a.name:
             # the forward cross-entropy left log-sum-exp of these rows in _wz: one pass
-            self.kernels.add("_softmax_from_lse")
-            return [f"_softmax_from_lse({self.transposed_view(a)}, {self.transposed_view(out)}, "
-                    f"_wz[0], {aug})"]
+            return [self.call("softmax_from_lse", f"{views}, _wz[0], {aug}")]
         self.lse_of = None
-        kernel = "_softmax_t" if isinstance(e, softmax) else "_log_softmax_t"
-        self.kernels.update((kernel, "_row_lse"))
-        return [f"{kernel}({self.transposed_view(a)}, {self.transposed_view(out)}, _wm[0], "
-                f"_wz[0], {aug})"]
+        kernel = "softmax_t" if isinstance(e, softmax) else "log_softmax_t"
+        return [self.call(kernel, f"{views}, _wm[0], _wz[0], {aug}")]
 
-    def reduce(self, target: str, e, op: str) -> list[str]:
+    _emit_log_softmax = _emit_softmax
+
+    # -- reductions to a scalar ---------------------------------------------------------------
+
+    def _emit_softmax_cross_entropy(self, out: _Var, e, aug: bool) -> list[str]:
+        """The mean cross-entropy of the rows; leaves their log-sum-exp in _wz for a
+        softmax of the same scores in the backward pass."""
+        a, y = self.vars[e.args[0].name], self.vars[e.args[1].name]
+        self.work(self.dim(a.shape[0]))
+        self.lse_of = a.name
+        args = f"{self.transposed_view(a)}, {self.transposed_view(y)}, _wm[0], _wz[0], _wl[0]"
+        return [f"{out.name} {'+=' if aug else '='} {self.call('sce_t', args)}"]
+
+    def _emit_total(self, out: _Var, e, aug: bool) -> list[str]:
+        """``sum(a)`` and (:meth:`_emit_sqnorm`) ``sum(a**2)``: fast-math kernels."""
         a = self.vars[e.args[0].name]
-        if isinstance(e, softmax_cross_entropy):
-            y = self.vars[e.args[1].name]
-            self.work(self.dim(a.shape[0]))
-            self.kernels.update(("_sce_t", "_row_lse"))
-            self.lse_of = a.name
-            return [f"{target} {op} _sce_t({self.transposed_view(a)}, "
-                    f"{self.transposed_view(y)}, _wm[0], _wz[0], _wl[0])"]
-        r0, r1 = f"{a.name}.shape[0]", f"{a.name}.shape[1]"
-        kernel = "_sum2d" if isinstance(e, total) else "_sumsq2d"
-        self.kernels.add(kernel)
-        return [f"{target} {op} {kernel}({a.name}, {r0}, {r1})"]
+        kernel = "sum2d" if isinstance(e, total) else "sumsq2d"
+        call = self.call(kernel, f"{a.name}, {a.name}.shape[0], {a.name}.shape[1]")
+        return [f"{out.name} {'+=' if aug else '='} {call}"]
 
-    def mapped(self, out: _Var, e, aug: bool, comment: str) -> bool:
-        """``out = f(a)`` for a vectorizable math function: one shared kernel per function.
-
-        Each inlined copy of a vectorizable function costs ~0.4 s of Numba compile time;
-        a kernel per function (not per use) keeps that constant.
-        """
-        name = _MAPPED.get(type(e))
-        if name is None or not self.fast_math or aug or not isinstance(e.args[0], sp.Symbol):
-            return False
-        a = self.vars.get(e.args[0].name)
-        if a is None or a.shape != out.shape or a.flip != out.flip:
-            return False
-        self.maps.add(name)
-        self.code([f"# {comment}", f"_map_{name}({a.name}, {out.name})"])
-        return True
+    _emit_sqnorm = _emit_total
 
     # -- output -----------------------------------------------------------------------------
 
@@ -522,16 +581,15 @@ def render_arrays(
     data_vars = [vars_[n.name] for n in data]
     grad_names = [f"grad_{n.name}" for n in params]
 
-    extra = set(kernel.maps)
-    if kernel.kernels & {"_row_lse", "_softmax_from_lse"}:
-        extra |= {"exp", "log"}
+    kernel_source, kernel_reads = copy_functions("arrays", sorted(kernel.kernels))
     offsets, k = [], 0
     for v in param_vars:
         offsets.append((k, k + math.prod(v.shape)))
         k += math.prod(v.shape)
     context = dict(
-        math_context(printer, graph, fast_math, extra=extra, standalone=standalone,
-                     kernels={"loops": ["DONE", "end_epoch", "permute"],
+        math_context(printer, graph, fast_math, extra=kernel_reads & _MATH_NAMES,
+                     standalone=standalone,
+                     kernels={"loops": ["DONE", "SUMS", "end_epoch", "permute"],
                               "optim": ["update"]}),
         version=version(),
         output=program.output.name,
@@ -552,8 +610,7 @@ def render_arrays(
         batch=batch_name,
         buffers=[dict(name=v.name, dims=_dims(v)) for v in buffers]
         + [dict(name=w, dims=f"(1, {work})") for w in ("_wm", "_wz", "_wl") if work],
-        kernels=sorted(kernel.kernels),
-        maps=sorted(kernel.maps),
+        array_kernels=kernel_source,
         dropout=kernel.uses_dropout,
         dtype=dtype,
         renamed=[(n.name, ascii(n.symbol.name)) for n in [*params, *data]

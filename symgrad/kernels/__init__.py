@@ -9,6 +9,9 @@ afterwards; generated modules import them and compile only the model's own code:
 - ``optim``: the optimizers' update rules, one function for all of them;
 - ``trainer``: the training loop (epochs, minibatches, block sums, early stopping) that
   calls a model's per-sample block kernel through a first-class function argument;
+- ``arrays``: the loops of matrix models (sums, small products, row-wise softmax and
+  cross-entropy), which generated matrix modules carry a copy of (:func:`copy_functions`)
+  so that Numba compiles them with the model's own loops;
 - ``tape_vm``: an interpreter of tapes (opcode rows over a slot array), which runs the
   programs of graphs too big to compile as flat code (``symgrad.compile.tape``).
 
@@ -30,6 +33,8 @@ import ast
 import functools
 import hashlib
 import importlib
+import io
+import tokenize
 from pathlib import Path
 
 from ..trust import (
@@ -43,13 +48,15 @@ from ..trust import (
 )
 from ..trust import problem as trust_problem
 
-__all__ = ["MODULES", "cache_files", "cache_location", "fingerprint", "ready", "standalone"]
+__all__ = ["MODULES", "cache_files", "cache_location", "copy_functions", "fingerprint", "ready",
+           "standalone"]
 
 #: The kernel modules in dependency order.
 MODULES = ("vecmath", "loops", "optim", "trainer")
 #: Every module of Numba functions here (the tape interpreter is not copied into saved
-#: modules, so it is not in :data:`MODULES`).
-ALL = (*MODULES, "tape_vm")
+#: modules, and generated modules copy single functions of ``arrays``, so neither is in
+#: :data:`MODULES`).
+ALL = (*MODULES, "arrays", "tape_vm")
 _HERE = Path(__file__).parent
 _LOCATION: list[Path] = []
 
@@ -158,6 +165,59 @@ def standalone(names: tuple[str, ...] = MODULES) -> str:
             todo.extend(_parts(name)[1])
     return "\n\n".join(f"# ---- symgrad.kernels.{m} (copied) ----\n{_parts(m)[0]}"
                        for m in MODULES if m in needed)
+
+
+@functools.cache
+def _functions(name: str) -> tuple[str, dict[str, tuple[int, int, frozenset[str]]]]:
+    """Kernel module ``name``'s source and, for each top-level function, its lines (from its
+    first decorator to its end) and the module-level names it reads (imports, functions)."""
+    source = (_HERE / f"{name}.py").read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    defined = {a.asname or a.name for node in tree.body
+               if isinstance(node, (ast.Import, ast.ImportFrom)) for a in node.names}
+    defined |= {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            start = min([d.lineno for d in node.decorator_list] + [node.lineno])
+            reads = frozenset(n.id for n in ast.walk(node) if isinstance(n, ast.Name)) & defined
+            found[node.name] = (start, node.end_lineno, reads)
+    return source, found
+
+
+def copy_functions(module: str, names, prefix: str = "_") -> tuple[str, frozenset[str]]:
+    """The source of the functions ``names`` of kernel module ``module`` and of the module's
+    functions they call, in the module's order, each renamed ``prefix + name`` (calls
+    included), for a generated module to carry (so Numba compiles them with its code); and
+    the names the module imports that they read (``njit``, math functions, ``SUMS``), which
+    the generated module must bind."""
+    source, found = _functions(module)
+    needed, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo.extend(found[name][2] & found.keys())
+    lines = source.splitlines(keepends=True)
+    blocks, reads = [], set()
+    for name, (start, end, used) in found.items():
+        if name in needed:
+            blocks.append(_renamed("".join(lines[start - 1:end]), needed, prefix))
+            reads |= used - found.keys()
+    return "\n\n".join(blocks), frozenset(reads)
+
+
+def _renamed(text: str, names: set[str], prefix: str) -> str:
+    """``text`` with every identifier token in ``names`` prefixed (comments, strings and
+    attribute names other than those identifiers are left as they are)."""
+    lines = text.splitlines(keepends=True)
+    tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
+              if t.type == tokenize.NAME and t.string in names]
+    for t in reversed(tokens):
+        row, col = t.start
+        line = lines[row - 1]
+        lines[row - 1] = line[:col] + prefix + line[col:]
+    return "".join(lines)
 
 
 def warm() -> float:

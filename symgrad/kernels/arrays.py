@@ -1,0 +1,173 @@
+"""The loop kernels of matrix models: sums, small products, row-wise softmax, cross-entropy.
+
+Generated matrix modules do not import these: they carry a copy of the ones they use
+(:func:`symgrad.kernels.copy_functions`, names prefixed with ``_``), so that Numba compiles
+them together with the model's loops and can inline and fuse them there. (Calling a
+separately compiled library instead made W3 about 30 % slower per step.) This module is
+their one written form, linted and tested against NumPy.
+
+Matrices whose rows are the batch are stored transposed, (columns, samples): the row-wise
+kernels take that layout, one sample per column. ``acc`` adds into ``out`` instead of
+overwriting it (an adjoint that several lines add to). ``exp``, ``log``, ``tanh``, ``sin``
+and ``cos`` are libm's here; in a generated module with ``fast_math`` the same names are
+symgrad's vectorizable versions (``vecmath``). Sums are reassociated (``SUMS``) so that they
+vectorize; nothing else is, so the vectorizable math keeps its exact arithmetic.
+"""
+
+from math import cos, exp, log, sin, tanh
+
+from numba import njit
+
+from .loops import SUMS
+
+
+@njit(cache=True, error_model="numpy", fastmath=SUMS)
+def sum2d(a, rows, cols):
+    """The sum of a[:rows, :cols]."""
+    t = 0.0
+    for r in range(rows):
+        for c in range(cols):
+            t += a[r, c]
+    return t
+
+
+@njit(cache=True, error_model="numpy", fastmath=SUMS)
+def sumsq2d(a, rows, cols):
+    """The sum of the squares of a[:rows, :cols]."""
+    t = 0.0
+    for r in range(rows):
+        for c in range(cols):
+            t += a[r, c] * a[r, c]
+    return t
+
+
+@njit(cache=True, error_model="numpy", fastmath=SUMS)
+def rowsums(a, rows, cols, out, acc):
+    """out[r] (+)= sum of a[r, :cols], for r < rows."""
+    for r in range(rows):
+        t = 0.0
+        for c in range(cols):
+            t += a[r, c]
+        out[r] = out[r] + t if acc else t
+
+
+@njit(cache=True, error_model="numpy")
+def map_cos(a, out):
+    """out = cos(a), entry by entry."""
+    for r in range(a.shape[0]):
+        for c in range(a.shape[1]):
+            out[r, c] = cos(a[r, c])
+
+
+@njit(cache=True, error_model="numpy")
+def map_exp(a, out):
+    """out = exp(a), entry by entry."""
+    for r in range(a.shape[0]):
+        for c in range(a.shape[1]):
+            out[r, c] = exp(a[r, c])
+
+
+@njit(cache=True, error_model="numpy")
+def map_log(a, out):
+    """out = log(a), entry by entry."""
+    for r in range(a.shape[0]):
+        for c in range(a.shape[1]):
+            out[r, c] = log(a[r, c])
+
+
+@njit(cache=True, error_model="numpy")
+def map_sin(a, out):
+    """out = sin(a), entry by entry."""
+    for r in range(a.shape[0]):
+        for c in range(a.shape[1]):
+            out[r, c] = sin(a[r, c])
+
+
+@njit(cache=True, error_model="numpy")
+def map_tanh(a, out):
+    """out = tanh(a), entry by entry."""
+    for r in range(a.shape[0]):
+        for c in range(a.shape[1]):
+            out[r, c] = tanh(a[r, c])
+
+
+@njit(cache=True, error_model="numpy")
+def row_lse(a, wm, wz):
+    """Row-wise log-sum-exp of a matrix stored (classes, samples): wz[i] for sample i (wm[i]
+    its largest score)."""
+    for i in range(a.shape[1]):
+        wm[i] = a[0, i]
+        wz[i] = 0.0
+    for j in range(1, a.shape[0]):
+        for i in range(a.shape[1]):
+            wm[i] = max(wm[i], a[j, i])
+    for j in range(a.shape[0]):
+        for i in range(a.shape[1]):
+            wz[i] += exp(a[j, i] - wm[i])
+    for i in range(a.shape[1]):
+        wz[i] = wm[i] + log(wz[i])
+
+
+@njit(cache=True, error_model="numpy")
+def softmax_t(a, out, wm, wz, acc):
+    """out (+)= softmax of each sample (column) of a, both stored (classes, samples)."""
+    row_lse(a, wm, wz)
+    for j in range(a.shape[0]):
+        for i in range(a.shape[1]):
+            v = exp(a[j, i] - wz[i])
+            out[j, i] = out[j, i] + v if acc else v
+
+
+@njit(cache=True, error_model="numpy")
+def softmax_from_lse(a, out, lse, acc):
+    """out (+)= exp(a - lse) per sample (column), lse its log-sum-exp from the forward pass."""
+    for j in range(a.shape[0]):
+        for i in range(a.shape[1]):
+            v = exp(a[j, i] - lse[i])
+            out[j, i] = out[j, i] + v if acc else v
+
+
+@njit(cache=True, error_model="numpy")
+def log_softmax_t(a, out, wm, wz, acc):
+    """out (+)= log-softmax of each sample (column) of a, both stored (classes, samples)."""
+    row_lse(a, wm, wz)
+    for j in range(a.shape[0]):
+        for i in range(a.shape[1]):
+            v = a[j, i] - wz[i]
+            out[j, i] = out[j, i] + v if acc else v
+
+
+@njit(cache=True, error_model="numpy")
+def sce_t(s, y, wm, wz, wl):
+    """Mean over samples of sum_j y[j, i] * (logsumexp_j s[:, i] - s[j, i]), both stored
+    (classes, samples); leaves each sample's log-sum-exp in wz (for the backward softmax)."""
+    row_lse(s, wm, wz)
+    for i in range(s.shape[1]):
+        wl[i] = 0.0
+    for j in range(s.shape[0]):
+        for i in range(s.shape[1]):
+            wl[i] += y[j, i] * (wz[i] - s[j, i])
+    return sum1d(wl, s.shape[1]) / s.shape[1]
+
+
+@njit(cache=True, error_model="numpy", fastmath=SUMS)
+def sum1d(a, m):
+    """The sum of a[:m]."""
+    t = 0.0
+    for k in range(m):
+        t += a[k]
+    return t
+
+
+@njit(cache=True, error_model="numpy", fastmath=SUMS)
+def mm_dot(a, b, c, m, l, k, flip, acc):
+    """c[x, y] (c[y, x] if flip) (+)= sum over z < k of a[x, z] * b[y, z]."""
+    for x in range(m):
+        for y in range(l):
+            t = 0.0
+            for z in range(k):
+                t += a[x, z] * b[y, z]
+            if flip:
+                c[y, x] = c[y, x] + t if acc else t
+            else:
+                c[x, y] = c[x, y] + t if acc else t
