@@ -178,7 +178,7 @@ def render_trainer(
         params=[n.name for n in params],
         data=[n.name for n in data],
         uses_numpy=False,
-        numba_names=["cfunc", "njit"],
+        numba_names=["cfunc", "njit", "uint64"],
     )
     return GeneratedModule(source, context["forward"], context["backward"],
                            [n.name for n in params], [n.name for n in params],
