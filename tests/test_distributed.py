@@ -191,6 +191,8 @@ def test_bad_data_gives_the_local_error(client, column, value):
         model.fit({x: X, y: Y[:10]}, epochs=1, verbose=0, client=client)
     with pytest.raises(TypeError, match="dask.distributed.Client"):
         model.fit({x: X, y: Y}, epochs=1, verbose=0, client="tcp://localhost:8786")
+    with pytest.raises(sg.InputError, match="prepared data .* pass a dict of dask arrays"):
+        model.fit(model.prepare({x: XS, y: YS}), epochs=1, verbose=0, client=client)
     with pytest.raises(ValueError, match="metrics"):
         model.fit({x: X, y: Y}, epochs=1, verbose=0, client=client, metrics=["r2"])
 

@@ -643,6 +643,10 @@ def test_nan_in_data(moons_model):
     xs[3, 1] = np.nan
     with pytest.raises(sg.InputError, match=r"X holds nan at \[3, 1\]"):
         moons_model.fit({X: xs, Y: ONE_HOT5}, epochs=1, verbose=0)
+    with pytest.raises(sg.InputError, match=r"X holds nan at \[3, 1\]"):
+        moons_model.prepare({X: xs, Y: ONE_HOT5})
+    with pytest.raises(sg.InputError, match="row 0 sums to 2"):
+        moons_model.prepare({X: np.ones((5, 2)), Y: np.ones((5, 2))})
     with pytest.raises(sg.InputError, match=r"validation Y"):
         moons_model.fit({X: np.ones((5, 2)), Y: ONE_HOT5}, epochs=1, verbose=0,
                         validation={X: np.ones((2, 2)), Y: np.array([[0, np.inf], [1, 0]])})
@@ -762,3 +766,59 @@ def test_maxout_of_three_tied_pieces_splits_the_gradient_in_thirds():
     assert loss3 == pytest.approx(loss1, rel=1e-14)
     for p in (A, B, C):
         np.testing.assert_allclose(grads[p], want / 3, rtol=1e-13, atol=1e-16)
+
+
+def test_prepared_matrix_data_trains_bit_identically(moons_model):
+    """Shuffled minibatches with validation, then value_and_grad, evaluate and predict: a
+    prepared set gives exactly the numbers the dict does."""
+    rng = np.random.default_rng(5)
+    xs, ys = rng.standard_normal((40, 2)), sg.one_hot(rng.integers(0, 2, 40), 2)
+    runs = []
+    for prepared in (False, True):
+        moons_model.params = moons_init()
+        train, val = {X: xs, Y: ys}, {X: xs[:8], Y: ys[:8]}
+        if prepared:
+            train, val = moons_model.prepare(train), moons_model.prepare(val)
+        hist = moons_model.fit(train, optimizer=sg.optim.SGD(lr=LR), epochs=4, batch_size=16,
+                               seed=2, validation=val, verbose=0, initial_epoch=0)
+        loss, grad = moons_model.value_and_grad(train)
+        runs.append([*moons_model.params.values(), hist.loss, hist.val_loss, loss,
+                     *grad.values(), moons_model.predict(data=val), moons_model.evaluate(train),
+                     moons_model.hvp(np.linspace(-1, 1, 82), train)])
+    for got, want in zip(*runs):
+        assert np.array_equal(got, want)
+
+
+def test_prepared_matrix_data_is_a_copy_in_the_model_layout(moons_model):
+    """Wide float32 data keeps its rows (the dict path trains on the user's array itself),
+    narrow targets are stored transposed: a prepared set has that layout in its own copy."""
+    Xw, Ww = sp.MatrixSymbol("X", n, 40), sp.MatrixSymbol("W", 40, 2)
+    model = sg.Model(sg.softmax_cross_entropy(Xw * Ww, Y), data=[Xw, Y], dtype="float32",
+                     params={Ww: np.random.default_rng(0).standard_normal((40, 2))})
+    rng = np.random.default_rng(6)
+    xs = rng.random((50, 40), dtype=np.float32)
+    ys = sg.one_hot(rng.integers(0, 2, 50), 2)  # float64: converted
+    stored = model._fit_data({Xw: xs, Y: ys}, None)[0]
+    assert np.shares_memory(stored[0], xs) and stored[0].shape == (50, 40)
+    assert stored[1].shape == (2, 50) and np.array_equal(stored[1], ys.T.astype(np.float32))
+    prepared = model.prepare({Xw: xs, Y: ys})
+    kept = model._fit_data(prepared, None)[0]
+    assert not np.shares_memory(kept[0], xs)
+    for got, want in zip(kept, stored):
+        assert got.dtype == want.dtype == np.float32 and got.flags.c_contiguous
+        assert got.shape == want.shape and np.array_equal(got, want)
+    before = xs.copy()
+    xs[:] = np.nan  # the user's array changes: the prepared set does not
+    assert np.array_equal(model.data_arrays(prepared)[Xw], before)
+    with pytest.raises(ValueError, match="read-only"):
+        model.data_arrays(prepared)[Xw][0, 0] = 1.0
+    with pytest.raises(sg.InputError, match="prepared for a model with other data"):
+        moons_model.evaluate(prepared)
+    with pytest.raises(sg.InputError, match="with client= pass a dict of dask arrays"):
+        sg.train.arrays.match_matrices(prepared, [Xw, Y], "data")  # the Dask path's check
+    big = before.astype(np.float64)
+    big[3, 7] = 1e39  # finite in float64, inf in float32: refused, not trained on as inf
+    for call in (model.prepare, lambda d: model.fit(d, verbose=0)):
+        with pytest.raises(sg.InputError, match=r"X holds 1e\+39 at \[3, 7\], beyond the "
+                           "range of float32"):
+            call({Xw: big, Y: ys})

@@ -39,6 +39,7 @@ def test_trace_shows_each_line_with_its_shape_and_values(model):
     # the trace's gradient (NumPy, line by line) equals the compiled one
     _, grads = model.value_and_grad(DATA)
     np.testing.assert_allclose(t["grad_W2"].array, grads[W2], rtol=1e-10)
+    assert str(model.trace(model.prepare(DATA))) == text  # prepared data traces the same
 
 
 def test_picture_draws_matmul_gates_with_shapes_and_gradient_norms(model):

@@ -74,6 +74,16 @@ def test_newton_cg_reaches_the_bfgs_optimum():
     assert sum(hist.n_hvp) >= len(hist) and all(k >= 1 for k in hist.n_hvp)
 
 
+def test_prepared_data_runs_the_same_iterations():
+    runs = []
+    for prepared in (False, True):
+        model = _model()
+        data = model.prepare(DATA) if prepared else DATA
+        hist = model.fit(data, optimizer=NewtonCG(), epochs=100, verbose=0)
+        runs.append((list(model.params.values()), hist.loss, hist.n_hvp))
+    assert runs[0] == runs[1] and len(runs[0][1]) > 1
+
+
 def test_newton_cg_drives_the_hvp_it_is_given():
     """The loop asks ``model.hvp`` at the point scipy names: with sympy's Hessian in its
     place the run is the same up to rounding."""

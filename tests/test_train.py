@@ -391,7 +391,58 @@ def test_bad_data_is_refused_before_compiling(data, message):
     model = _model()
     with pytest.raises(sg.InputError, match=message):
         model.fit(data, epochs=1, verbose=0)
+    with pytest.raises(sg.InputError, match=message):
+        model.prepare(data)
     assert model.pipeline.steps == ("build", "differentiate")  # nothing printed or written
+
+
+def test_prepared_data_trains_bit_identically_to_the_dict():
+    """Shuffled minibatches with validation and metrics, then evaluate, predict and the HVP's
+    data: a prepared set gives exactly the numbers the dict does."""
+    runs = []
+    for prepared in (False, True):
+        model = _model()
+        train, val = DATA, {x: XS[:20], y: YS[:20]}
+        if prepared:
+            train, val = model.prepare(train), model.prepare(val)
+        hist = model.fit(train, optimizer=optim.Adam(lr=0.05), epochs=6, batch_size=10, seed=3,
+                         validation=val, metrics=["r2"], verbose=0)
+        runs.append((list(model.params.values()), hist.loss, hist.val_loss,
+                     hist.metrics["r2"], model.evaluate(train), model.predict(data=val),
+                     model._hvp_data(train)))
+    dict_run, prepared_run = runs
+    for got, want in zip(prepared_run, dict_run):
+        assert np.array_equal(got, want)
+    assert len(model.prepare(DATA)) == 64
+
+
+def test_prepared_data_is_a_copy_and_belongs_to_its_layout():
+    xs, ys = XS.copy(), YS.copy()
+    model = _model()
+    prepared = model.prepare({"x": xs, y: ys})
+    xs[:] = np.nan  # the user's arrays change afterwards: the prepared set does not
+    ys[0] = 1e9
+    assert np.array_equal(model._hvp_data(prepared), np.vstack([XS, YS]))
+    assert model.evaluate(prepared) == model.evaluate(DATA)
+    assert _model().evaluate(prepared) == model.evaluate(DATA)  # a twin model takes it
+    other = sg.Model(loss=(a * x - 1) ** 2, params={a: 0.5}, data=[x])
+    with pytest.raises(sg.InputError, match=r"prepared for a model with other data.*"
+                       r"model\.prepare\(data\)"):
+        other.fit(prepared, verbose=0)
+    with pytest.raises(sg.InputError, match="with client= pass a dict of dask arrays"):
+        sg.train.data.match_columns(prepared, [x, y])
+
+
+def test_all_finite_is_the_entrywise_check():
+    from symgrad.train.data import all_finite
+
+    big = np.full(4, 3e38, dtype=np.float32)  # finite entries whose sum overflows to inf
+    assert all_finite(big) and all_finite(np.arange(5)) and all_finite(np.ones((3, 2)))
+    for bad in (np.nan, np.inf, -np.inf):
+        for dtype in (np.float32, np.float64):
+            a = np.ones((7, 3), dtype=dtype)
+            a[5, 1] = bad
+            assert not all_finite(a) and not all_finite(a.T)
 
 
 def test_model_definition_errors():

@@ -17,6 +17,14 @@ epoch) run the 468 steps in one call: first call = compile + the first epoch, st
 epoch time / 468. symgrad as in W4 (cold: two fits, the second one of a fresh Model gives the
 steady time per step; warm: a new process on the same cache dir).
 
+Group "fit-call", the time a user waits: symgrad's model, fitted once, then FIT_CALLS calls
+``fit(data, epochs=FIT_EPOCHS, batch_size=128, shuffle=False, drop_last=True)`` timed from the
+call to its return, best call / (FIT_EPOCHS * 468), with ``model.prepare(data)`` (the way to fit
+repeatedly; the baseline) and with the plain dict, which checks and lays out the 188 MB again on
+every call; the notes give the compiled epochs alone (``History.time``) of the same calls.
+The reference is JAX's ``jit(lax.scan)`` over the epoch, each call timed to
+``block_until_ready``, best of its repeats.
+
 Checks, against the NumPy float32 peer (scale = the largest |parameter| of the reference,
 about 0.5): the final parameters within 1e-4 x scale, float32 parameters, all 468 steps run;
 and, as a diagnostic that also has to pass, the parameters after the first 10 steps (a separate
@@ -39,6 +47,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -59,6 +68,7 @@ SAMPLES, D, H, K = 60_000, 784, 128, 10
 BATCH = 128
 STEPS = SAMPLES // BATCH  # 468: the last partial batch is dropped
 QUICK_STEPS = 100  # steps of the timed (second) run with --quick
+FIT_EPOCHS, FIT_CALLS = 3, 5  # group "fit-call": epochs per fit call, calls (best of)
 LR, BETA1, BETA2, EPS = 1e-3, 0.9, 0.999, 1e-8
 EARLY = 10  # steps of the short run whose parameters are held to EARLY_RTOL
 EARLY_RTOL = 1e-4  # max abs diff / max |reference parameter| after EARLY steps
@@ -488,8 +498,11 @@ def peer_jax(spec, opts):
         s, losses = jax.block_until_ready(fit_all(init_state, *xs))
         return np.asarray(losses), [np.asarray(a) for a in s[0]]
 
-    yield {"variant": f"jit(lax.scan over the epoch, {STEPS} steps)", "group": "step",
-           **epoch_rows(0.0, fit, ref, opts), "compile_s": None, **info}
+    scan = {"variant": f"jit(lax.scan over the epoch, {STEPS} steps)", "group": "step",
+            **epoch_rows(0.0, fit, ref, opts), "compile_s": None, **info}
+    yield scan
+    yield {**scan, "group": "fit-call", "steady_s": scan["steady_min_s"],
+           "variant": scan["variant"] + ", each call to its end, best"}
 
 
 def peer_pytensor(spec, opts):
@@ -621,3 +634,35 @@ def peer_symgrad(spec, opts):
         row["check_note"] = second["check_note"] + " (second fit)"
     yield {**row, **step_stats(times), "steps_timed": len(times) * STEPS, "baseline": True,
            "second_fit_s": wall2}
+    yield from fit_calls(model2, {Xs: X, Ys: Y}, cache_warm, opts)
+
+
+def fit_calls(model, data, cache_warm, opts):
+    """Group "fit-call": repeated fit calls on a model fitted once, timed as the user waits
+    (best call / step), with prepared data (baseline) and with the plain dict."""
+    with Clock() as c:
+        prepared = model.prepare(data)
+    for variant, given in (("Model.fit(model.prepare(data))", prepared),
+                           ("Model.fit({X: X, Y: Y})", data)):
+        walls, epochs = [], []
+        for _ in range(2 if opts.quick else FIT_CALLS):
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                hist = model.fit(given, epochs=FIT_EPOCHS, batch_size=BATCH, shuffle=False,
+                                 drop_last=True, verbose=0)
+                walls.append((time.perf_counter() - t0) / (FIT_EPOCHS * STEPS))
+            finally:
+                gc.enable()
+            epochs.append(sum(hist.time) / (FIT_EPOCHS * STEPS))
+        note = (f"{FIT_EPOCHS} epochs per call, best of {len(walls)} calls (median "
+                f"{statistics.median(walls) * 1e6:.0f} µs); compiled epochs alone (History.time) "
+                f"{min(epochs) * 1e6:.0f} µs/step")
+        if given is prepared:
+            note += f"; model.prepare(data) {c.s:.2f} s once, not in the calls"
+        yield {"variant": variant, "group": "fit-call", "cache_warm": cache_warm,
+               "baseline": given is prepared, **step_stats(walls), "steady_s": min(walls),
+               "steps_timed": len(walls) * FIT_EPOCHS * STEPS,
+               "epoch_only_s": min(epochs), "prepare_s": c.s if given is prepared else None,
+               "check_note": note + "; timing only (the step rows check the numbers)"}

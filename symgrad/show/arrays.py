@@ -16,7 +16,7 @@ import sympy as sp
 
 from ..errors import InputError
 from ..expression.evaluate import evaluate_lowered
-from ..train import ArrayModel
+from ..train import ArrayModel, PreparedData
 from .source import Source
 from .trace import Trace, execute
 
@@ -88,8 +88,11 @@ def array_source(model: ArrayModel) -> Source:
                   defaults=current, matrix=True)
 
 
-def _data(args, kwargs) -> dict:
-    """A matrix model's data, given as one dict {X: array, ...} or by keyword (X=array)."""
+def _data(args, kwargs):
+    """A matrix model's data, given as one dict {X: array, ...}, by keyword (X=array) or as
+    ``model.prepare(...)`` made it."""
+    if len(args) == 1 and isinstance(args[0], PreparedData) and not kwargs:
+        return args[0]
     if len(args) == 1 and isinstance(args[0], Mapping) and not kwargs:
         return dict(args[0])
     if args:

@@ -27,6 +27,7 @@ from ..expression.stabilize import stabilize as _stabilize
 from ..expression.validate import as_expression
 from ..graph import Node
 from ..rules import Program
+from .data import PreparedData, all_finite, refuse_prepared
 from .metrics import METRICS
 from .model import Model, one_per_parameter
 from .optim import Optimizer
@@ -151,8 +152,37 @@ class ArrayModel(Model):
         return self._lowered
 
     def data_arrays(self, data: Mapping) -> dict[MatrixSymbol, np.ndarray]:
-        """``data`` checked as ``fit`` checks it: one array per data matrix, model dtype."""
+        """``data`` checked as ``fit`` checks it: one array per data matrix, model dtype
+        (read-only views of prepared data)."""
         return self._checked(data, "data")
+
+    def prepare(self, data: Mapping) -> PreparedData:
+        """``data`` checked and laid out once, for many calls: ``fit``, ``evaluate``,
+        ``predict``, ``value_and_grad``, ``evaluator``, ``hvp`` and ``hessian`` take the
+        result wherever they take a dict, and skip the checks and the copies a dict costs on
+        every call. It holds its own copy in the layout the compiled loop reads (the model's
+        dtype, batched matrices transposed where the model stores them so): later changes to
+        the arrays of ``data`` do not reach it (see :class:`PreparedData`)."""
+        X = self._storage(self._checked(data, "data"))
+        given = match_matrices(data, self._data_syms, "data")
+        X = tuple(a.copy() if np.may_share_memory(a, given[d]) else a
+                  for a, d in zip(X, self._data_syms))
+        return PreparedData(self._data_layout(), X, self._rows(X))
+
+    def _data_layout(self) -> tuple:
+        """What prepared data must match: a description for errors, then the key (data
+        matrices, dtype, which are stored transposed, which are cross-entropy targets)."""
+        flipped = self._flipped()
+        parts = ", ".join(f"{d.name}{' transposed' if f else ''}"
+                          for d, f in zip(self._data_syms, flipped))
+        return (f"data {parts} in {self.dtype}", tuple(self._data_syms), self.dtype, flipped,
+                frozenset(self._targets))
+
+    def _stored(self, data, what: str) -> tuple:
+        """``data`` (a dict or prepared data) checked, in the layout of the compiled loop."""
+        if isinstance(data, PreparedData):
+            return data.arrays_for(self._data_layout(), what)
+        return self._storage(self._checked(data, what))
 
     def _tangent_listing(self) -> list[str]:
         """The tangent lines :meth:`hvp` runs (with NumPy), as whole-array code."""
@@ -286,10 +316,10 @@ class ArrayModel(Model):
     # -- plumbing (hooks of Model.fit) -----------------------------------------------------
 
     def _fit_data(self, data: Mapping, validation: Mapping | None):
-        X = self._storage(self._checked(data, "data"))
+        X = self._stored(data, "data")
         n = self._rows(X)
         if validation is not None:
-            V = self._storage(self._checked(validation, "validation"))
+            V = self._stored(validation, "validation")
             n_val = self._rows(V)
         else:
             V = tuple(self._batch_array(a, flip, 0) if batched else a
@@ -403,6 +433,13 @@ class ArrayModel(Model):
         return [self._is_batched(d) for d in self._data_syms]
 
     def _checked(self, data: Mapping, what: str, partial: bool = False) -> dict:
+        """``data`` as one finite array per data matrix in the model's dtype, samples as
+        rows (prepared data: read-only views of its arrays, C-ordered copies of those it
+        stores transposed, so that NumPy computes with them as with the dict's arrays)."""
+        if isinstance(data, PreparedData):
+            X = data.arrays_for(self._data_layout(), what)
+            return {d: np.ascontiguousarray(a.T) if flip else _read_only(a)
+                    for d, a, flip in zip(self._data_syms, X, self._flipped())}
         found = match_matrices(data, self._data_syms, what, partial)
         rows = {}
         out = {}
@@ -412,13 +449,7 @@ class ArrayModel(Model):
                 rows[d.name] = a.shape[0]
             elif a.shape[0] != int(d.shape[0]):
                 raise ShapeError(f"{what} {d.name} has shape {a.shape}, declared {d.shape}.")
-            bad = ~np.isfinite(a)
-            if bad.any():
-                r, c = np.argwhere(bad)[0]
-                raise InputError(f"{what} {d.name} holds {a[r, c]} at [{r}, {c}] "
-                                 f"({int(bad.sum())} non-finite values); remove or fill them "
-                                 "before training.")
-            out[d] = a.astype(self._np_dtype, copy=False)
+            out[d] = _finite(a, self._np_dtype, f"{what} {d.name}")
         if len(set(rows.values())) > 1:
             sizes = ", ".join(f"{k}: {v}" for k, v in rows.items())
             raise ShapeError(f"{what} matrices have different numbers of rows ({sizes}); each "
@@ -488,6 +519,7 @@ def match_matrices(data, syms, what: str, partial: bool = False) -> dict:
     """``data`` keyed by the data matrices ``syms`` (given as symbols or names); every one of
     them present unless ``partial``."""
     if not isinstance(data, Mapping):
+        refuse_prepared(data, what)
         raise InputError(f"{what} must be a dict from data matrices to arrays, e.g. "
                          f"{{X: X_train, Y: Y_train}}; got {type(data).__name__}.")
     by_name = {d.name: d for d in syms}
@@ -588,6 +620,31 @@ class _Tiered:
                                         self._V, first, count, *rest)
         return self._loop.train(values, state, step, hyper, self._kind, self._X, self._V,
                                 first, count, *rest)
+
+
+def _finite(a: np.ndarray, dtype, name: str) -> np.ndarray:
+    """``a`` (2-D) in ``dtype`` (not copied if it is in it already), every entry finite: a
+    conversion, if any, then one pass (:func:`all_finite`). Checked after the conversion, so a
+    float64 value beyond float32's range is refused too, not turned into inf."""
+    with np.errstate(over="ignore"):  # a value beyond dtype's range: named below
+        b = a.astype(dtype, copy=False)
+    if a.dtype.kind != "f" or all_finite(b):  # integers and booleans are finite in both
+        return b
+    bad = ~np.isfinite(b)
+    r, c = np.argwhere(bad)[0]
+    if np.isfinite(a[r, c]):
+        raise InputError(f"{name} holds {a[r, c]} at [{r}, {c}], beyond the range of "
+                         f"{np.dtype(dtype).name} ({int(bad.sum())} values that are not finite "
+                         f"in {np.dtype(dtype).name}); scale the data, or train with "
+                         "dtype='float64'.")
+    raise InputError(f"{name} holds {a[r, c]} at [{r}, {c}] ({int(bad.sum())} non-finite "
+                     "values); remove or fill them before training.")
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    view = a.view()
+    view.flags.writeable = False
+    return view
 
 
 def _real(name: str, value) -> np.ndarray:

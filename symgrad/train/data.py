@@ -10,7 +10,66 @@ import sympy as sp
 from ..compile.inputs import real_array
 from ..errors import InputError
 
-__all__ = ["columns", "match_columns"]
+__all__ = ["PreparedData", "all_finite", "columns", "match_columns"]
+
+
+class PreparedData:
+    """Data checked and laid out once, for many calls: what ``model.prepare(data)`` returns.
+
+    ``fit`` (``data`` and ``validation``), ``evaluate``, ``predict``, ``value_and_grad``,
+    ``hvp`` and ``hessian`` take it wherever they take a dict, and skip the checks and the
+    copies they would make of a dict on every call. It holds its own copy of the data in the
+    model's layout (dtype, samples innermost where the model stores them so), taken when it
+    was prepared: changing the arrays it was made from afterwards does not change it; prepare
+    again to train on new values. It serves any model with the same data symbols, dtype and
+    layout (a new ``Model`` of the same loss, for one); another model refuses it.
+    """
+
+    __slots__ = ("_layout", "_arrays", "samples")
+
+    def __init__(self, layout: tuple, arrays, samples: int) -> None:
+        self._layout = layout
+        self._arrays = arrays
+        #: Number of samples.
+        self.samples = samples
+
+    def arrays_for(self, layout: tuple, what: str):
+        """The stored arrays, if they were prepared in ``layout``; an InputError if not."""
+        if layout != self._layout:
+            raise InputError(
+                f"{what} was prepared for a model with other data or another layout "
+                f"({_describe(self._layout)}; this model: {_describe(layout)}); prepare it "
+                "with this model: model.prepare(data).")
+        return self._arrays
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def __repr__(self) -> str:
+        return f"<PreparedData {self.samples} samples: {_describe(self._layout)}>"
+
+
+def _describe(layout: tuple) -> str:
+    return layout[0]
+
+
+def refuse_prepared(data, what: str) -> None:
+    """A clear error for prepared data where only a dict of arrays will do (Dask)."""
+    if isinstance(data, PreparedData):
+        raise InputError(f"{what} is prepared data (model.prepare), which lives in this "
+                         "process; with client= pass a dict of dask arrays instead.")
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """Whether every entry of ``a`` is finite, in one pass without temporaries when it is:
+    a sum of IEEE numbers is finite only if every term is (NaN and inf propagate), and only a
+    non-finite sum (or an overflowing one) pays for the entry-by-entry check."""
+    if a.dtype.kind in "biu":
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):  # inf + -inf, an overflowing sum
+        if np.isfinite(a.sum()):
+            return True
+    return bool(np.isfinite(a).all())
 
 
 def columns(data, symbols: Sequence[sp.Symbol], what: str = "data") -> np.ndarray:
@@ -39,6 +98,7 @@ def match_columns(data, symbols: Sequence[sp.Symbol], what: str = "data") -> lis
     """``data``'s value of every symbol, in the order of ``symbols``; a missing or unknown
     column is refused with its name."""
     if not isinstance(data, Mapping):
+        refuse_prepared(data, what)
         raise InputError(
             f"{what} must be a dict from data symbols to arrays, e.g. {{x: X, y: Y}}; "
             f"got {type(data).__name__}."
@@ -67,6 +127,8 @@ def _column(symbol: sp.Symbol, value, what: str) -> np.ndarray:
     if a.ndim != 1:
         raise InputError(f"{what} column {symbol.name} has shape {a.shape}; each column must be "
                          "1-D (one value per sample).")
+    if all_finite(a):
+        return a
     bad = np.flatnonzero(~np.isfinite(a))
     if bad.size:
         kind = "NaN" if np.isnan(a[bad[0]]) else "inf"

@@ -32,7 +32,7 @@ from ..expression import as_expression, free_symbols
 from ..expression import stabilize as _stabilize
 from ..graph import Graph, Node
 from ..rules import Program
-from .data import columns
+from .data import PreparedData, columns
 from .history import DIVERGED, DONE, EARLY_STOPPING, RESTORES_BEST, History
 from .interrupt import COMPILING, TRAINING, Interrupts
 from .metrics import METRICS
@@ -238,6 +238,25 @@ class Model:
 
     # -- training ---------------------------------------------------------------------
 
+    def prepare(self, data: Mapping) -> PreparedData:
+        """``data`` checked and laid out once, for many calls: ``fit``, ``evaluate``,
+        ``predict``, ``hvp`` and ``hessian`` take the result wherever they take a dict, and
+        skip the checks and copies a dict costs on every call. It is a copy: later changes
+        to the arrays of ``data`` do not reach it (see :class:`PreparedData`)."""
+        X = columns(data, self._data_syms, "data")  # a new array (stacked), the set's own
+        return PreparedData(self._data_layout(), X, X.shape[1])
+
+    def _data_layout(self) -> tuple:
+        """What prepared data must match: a description for errors, then the key."""
+        names = ", ".join(s.name for s in self._data_syms)
+        return (f"data {names} as float64 columns", tuple(self._data_syms))
+
+    def _columns(self, data, what: str) -> np.ndarray:
+        """``data`` (a dict or prepared data) as checked columns, (data symbols, samples)."""
+        if isinstance(data, PreparedData):
+            return data.arrays_for(self._data_layout(), what)
+        return columns(data, self._data_syms, what)
+
     def fit(
         self,
         data: Mapping,
@@ -260,6 +279,9 @@ class Model:
         client=None,
     ) -> History:
         """Train for ``epochs`` epochs and return the History (also kept as ``self.history``).
+
+        ``data`` and ``validation`` map data symbols (or names) to arrays, or are what
+        :meth:`prepare` made of such a dict: checked and laid out once, for repeated fits.
 
         ``batch_size=None`` is full-batch gradient descent, ``m`` minibatches of ``m`` samples
         (shuffled each epoch unless ``shuffle=False``, reproducibly from ``seed``), ``1``
@@ -443,7 +465,7 @@ class Model:
             return evaluate(self, client, data)
         from ..kernels.trainer import loss_sum
 
-        X = columns(data, self._data_syms, "data")
+        X = self._columns(data, "data")
         parallel = X.shape[1] >= PARALLEL_FROM
         return loss_sum(*self._blocks(), parallel, self._values, X) / X.shape[1]
 
@@ -544,7 +566,7 @@ class Model:
                                  f"({rows}, samples), one row per data column; or pass a dict "
                                  "of columns as for fit.")
             return data
-        return columns(data, self._data_syms, "data")
+        return self._columns(data, "data")
 
     def predict(self, expr: sp.Expr | None = None, data: Mapping | None = None, *,
                 client=None) -> np.ndarray:
@@ -560,6 +582,10 @@ class Model:
         f = self._predictor(expr)
         needed = set(f.inputs)
         used = [s for s in self._data_syms if s in needed]
+        if isinstance(data, PreparedData):
+            X = data.arrays_for(self._data_layout(), "data")
+            return self._evaluate(f, {s: X[k] for k, s in enumerate(self._data_syms)
+                                      if s in needed})
         X = columns({s: v for s, v in _by_symbol(data, self._data_syms).items() if s in used},
                     used, "data")
         return self._evaluate(f, dict(zip(used, X)))
@@ -573,8 +599,8 @@ class Model:
 
     def _fit_data(self, data: Mapping, validation: Mapping | None):
         """Checked training and validation data, and their sample counts."""
-        X = columns(data, self._data_syms, "data")
-        V = (columns(validation, self._data_syms, "validation") if validation is not None
+        X = self._columns(data, "data")
+        V = (self._columns(validation, "validation") if validation is not None
              else np.empty((len(self._data_syms), 0)))
         return X, V, X.shape[1], V.shape[1]
 
