@@ -306,6 +306,19 @@ def test_mean_of_an_n_by_n_matrix():
     assert_grads_close(grads, fd_grad(np_loss, INIT_G), rtol=1e-8)
 
 
+def test_mean_and_hinge_count_the_broadcast_rows():
+    """SymPy gives softmax(X) + b the shape of its first term, the bias row b (1, 2): mean
+    and hinge take the broadcast shape (n, 2), so they divide by 2n and n."""
+    xs = sp.MatrixSymbol("X", n, 2)
+    bias, target = sp.MatrixSymbol("b", 1, 2), sp.MatrixSymbol("Y", n, 2)
+    scores = sg.softmax(xs) + bias
+    assert scores.shape == (1, 2)  # SymPy's: why the helpers must not read it
+    assert sg.mean(scores) == A.total(scores) / (2 * n)
+    assert sg.mean(xs * WG) == A.total(xs * WG) / (2 * n)  # unchanged where SymPy is right
+    hinge = sg.hinge(scores, target)
+    assert hinge.as_numer_denom()[1] == n
+
+
 # -- 3. training: the W2 two-moons network against NumPy gradient descent -------------------
 
 X = sp.MatrixSymbol("X", n, 2)

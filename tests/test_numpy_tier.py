@@ -3,6 +3,7 @@ process): same results as the compiled loop up to rounding, and the switch betwe
 
 import copy
 
+import broadcast_cases as bc
 import numpy as np
 import pytest
 import sympy as sp
@@ -191,3 +192,54 @@ def test_divergence_keeps_the_parameters_best_loss_belongs_to(engine):
     # NumPy's own rounding, evaluate runs the compiled code)
     tol = 0.0 if engine == "compiled" else 1e-14
     assert model.evaluate(data) == pytest.approx(hist.best_loss, rel=tol, abs=0.0)
+
+
+# -- names keep their shapes: smaller adjoints broadcast (tests/broadcast_cases.py) -------
+
+@pytest.mark.parametrize("name", list(bc.CASES))
+def test_broadcast_adjoints_on_the_numpy_tier_and_in_the_trace(name):
+    """A scalar adjoint below sum(), a column below a row sum, a bias row's adjoint: the
+    NumPy tier's gradient (one full-batch SGD step of lr=1 moves the parameters by minus
+    it) and the trace's equal central differences of the NumPy reference."""
+    f, v0 = bc.reference(name)
+    want = bc.fd_gradient(f, v0)
+    params = bc.CASES[name][1]
+    model = bc.model(name)
+    hist = model.fit({bc.X: bc.XV}, engine="numpy", epochs=1, verbose=0,
+                     optimizer=sg.optim.SGD(lr=1.0))
+    assert hist.engine == ["numpy"]
+    assert hist.loss[0] == pytest.approx(f(v0), rel=1e-12)
+    assert bc.err(v0 - bc.flat(model.params, params), want) <= 1e-8
+    trace = bc.model(name).trace({bc.X: bc.XV})
+    assert trace.value == pytest.approx(f(v0), rel=1e-12)
+    got = np.concatenate([trace[f"grad_{p.name}"].array.ravel() for p in params])
+    assert bc.err(got, want) <= 1e-8
+
+
+@pytest.mark.slow  # compiles a matrix model (about 15 s on a busy 2-core machine)
+def test_broadcast_cases_agree_on_every_engine():
+    """Several cases in one loss: the compiled loop's value and gradient, one SGD step on it
+    and on the NumPy tier, the trace and hessian/hvp, against the NumPy reference."""
+    name = "a few in one"
+    f, v0 = bc.reference(name)
+    want = bc.fd_gradient(f, v0)
+    params = bc.CASES[name][1]
+    data = {bc.X: bc.XV}
+    model = bc.model(name)
+    value, grad = model.value_and_grad(data)
+    assert value == pytest.approx(f(v0), rel=1e-12)
+    assert bc.err(bc.flat(grad, params), want) <= 1e-8
+    steps = {}
+    for engine in ("compiled", "numpy"):
+        stepped = bc.model(name)
+        hist = stepped.fit(data, engine=engine, epochs=1, verbose=0,
+                           optimizer=sg.optim.SGD(lr=1.0))
+        assert hist.engine == [engine] and hist.loss[0] == pytest.approx(f(v0), rel=1e-12)
+        steps[engine] = v0 - bc.flat(stepped.params, params)
+        assert bc.err(steps[engine], want) <= 1e-8
+    assert bc.err(steps["numpy"], steps["compiled"]) <= 1e-12
+    trace = model.trace(data)
+    got = np.concatenate([trace[f"grad_{p.name}"].array.ravel() for p in params])
+    assert bc.err(got, bc.flat(grad, params)) <= 1e-12
+    hess = model.hessian(data)
+    assert bc.err(hess, bc.fd_hessian(f, v0)) <= 1e-6

@@ -8,6 +8,7 @@ installed). Errors are max|a - b| / max(1, max|b|), as the issue measures them.
 
 import math
 
+import broadcast_cases as bc
 import mpmath
 import numpy as np
 import pytest
@@ -425,6 +426,52 @@ def test_matrix_model_hessian_matches_torch():
     p0 = torch.tensor(np.concatenate([a.ravel() for a in params.values()]))
     want = torch.autograd.functional.hessian(risk, p0).numpy()
     assert err(model.hessian(data), want) <= 1e-12
+
+
+def test_hessians_of_the_reported_bias_row_models_are_exact():
+    """L = (sum(X W) + n*sum(b))**2, so H = 2 u u^T with u the gradient of the sum: column
+    sums of X for W's rows, n for b. Its b block is 2*n**2 everywhere: the tangent of the
+    bias row must count it once per row of the batch (it once summed one row)."""
+    rows = bc.XV.shape[0]
+    colsums = bc.XV.sum(axis=0)
+    u = np.array([colsums[0], colsums[0], colsums[1], colsums[1], rows, rows])
+    for name, want in zip(bc.REPORTED, (2 * np.outer(u, u), np.full((2, 2), 2.0 * rows**2))):
+        model = bc.model(name)
+        hess = model.hessian({bc.X: bc.XV})
+        assert err(hess, want) <= 1e-14, name
+        v = np.linspace(-1.0, 2.0, len(want))
+        assert err(model.hvp(v, {bc.X: bc.XV}), want @ v) <= 1e-14, name
+
+
+@pytest.mark.parametrize("name", list(bc.CASES))
+def test_broadcast_hessians_match_differences_of_a_numpy_reference(name):
+    """model.hessian and model.hvp (NumPy, forward over reverse) on the losses whose
+    adjoints or tangents broadcast, against second differences of a NumPy transcription."""
+    f, v0 = bc.reference(name)
+    model = bc.model(name)
+    hess = model.hessian({bc.X: bc.XV})
+    assert bc.err(hess, bc.fd_hessian(f, v0)) <= 1e-6
+    v = np.cos(np.arange(v0.size))
+    assert bc.err(model.hvp(v, {bc.X: bc.XV}), hess @ v) <= 1e-13
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bc.random_losses())
+def test_random_broadcast_losses_trace_and_hessian(case):
+    """Random compositions of broadcasts and reductions: the trace's value and gradient
+    (the program run by NumPy) and model.hessian against the NumPy twin's differences."""
+    loss, params, f = case
+    try:
+        model = sg.Model(loss, params={p: bc.INIT[p] for p in params}, data=[bc.X])
+    except sg.ExpressionError as e:  # b - 2*b + b: a parameter that cancels out
+        assume("does not occur in the loss" not in str(e))
+        raise
+    at, v0 = bc.reference_of(params, f)
+    trace = model.trace({bc.X: bc.XV})
+    assert trace.value == pytest.approx(at(v0), rel=1e-10, abs=1e-12)
+    got = np.concatenate([trace[f"grad_{p.name}"].array.ravel() for p in params])
+    assert bc.err(got, bc.fd_gradient(at, v0)) <= 1e-7
+    assert bc.err(model.hessian({bc.X: bc.XV}), bc.fd_hessian(at, v0)) <= 1e-6
 
 
 def test_function_input_errors():

@@ -447,3 +447,27 @@ def test_fast_trig_of_one_argument_share_the_work():
     one = LOOPS["sin_fast"].inspect_asm(LOOPS["sin_fast"].signatures[0]).split(".Lfunc_end0")[0]
     fmas = re.compile(r"\bvfn?m(?:add|sub)\d{3}pd\b")
     assert len(fmas.findall(asm)) <= len(fmas.findall(one)) + 2
+
+
+def test_strict_under_a_fastmath_caller():
+    # Numba compiles a callee that does not set `fastmath` with its caller's flags, and caches
+    # that code for every later caller: under `reassoc`, exp's x + SHIFT - SHIFT (round to an
+    # integer) folds to x and exp(-0.6) came out 5 % off. Each function pins fastmath=False.
+    jitted = {name: f for name, f in vars(vm).items()
+              if isinstance(f, numba.core.registry.CPUDispatcher)}
+    assert {n for n, f in jitted.items() if f.targetoptions.get("fastmath") is not False} == set()
+    options = {k: v for k, v in vm.vexp.targetoptions.items() if k not in ("cache", "nopython")}
+    fresh = {name: numba.njit(**options)(jitted["v" + name].py_func)
+             for name in ("exp", "sin_fast", "cos_fast")}  # not cached: compiled right here
+    exp, sin, cos = fresh["exp"], fresh["sin_fast"], fresh["cos_fast"]
+
+    @numba.njit(error_model="numpy", fastmath={"reassoc", "contract", "arcp", "nsz"})
+    def total(x):
+        t = 0.0
+        for i in range(x.size):
+            t += exp(-x[i]) * sin(x[i]) + cos(x[i])
+        return t
+
+    x = np.linspace(0.0, 10.0, 1001)
+    want = math.fsum(np.exp(-x) * np.sin(x) + np.cos(x))
+    assert abs(total(x) - want) <= 1e-12 * np.sum(np.exp(-x) + 1.0)

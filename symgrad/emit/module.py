@@ -169,15 +169,16 @@ def render_trainer(
     """Render the training module: the per-sample flat code as the block kernel of
     ``symgrad.kernels.trainer``'s loop (which is the same for every model). With ``tangent``
     it also has ``hvp_block``/``hvp_exact``: blocks whose parameter array is the parameters
-    followed by the direction ``v`` and which write loss, gradient and ``H v`` per sample."""
+    followed by the direction ``v`` and which sum loss, gradient and ``H v`` over samples."""
     context = _printed(graph, program, [*params, *data], fast_math, ranged=True,
-                       kernels={"trainer": ["BLOCK"]}, standalone=standalone, tangent=tangent)
+                       kernels={"loops": ["accumulate"], "trainer": ["BLOCK"]},
+                       standalone=standalone, tangent=tangent)
     source = environment().get_template("trainer.py.j2").render(
         context,
         params=[n.name for n in params],
         data=[n.name for n in data],
         uses_numpy=False,
-        numba_names=["cfunc", "njit"],
+        numba_names=["cfunc", "njit", "uint64"],
     )
     return GeneratedModule(source, context["forward"], context["backward"],
                            [n.name for n in params], [n.name for n in params],

@@ -18,7 +18,8 @@ from sympy.functions.elementary.piecewise import ExprCondPair
 from ..errors import ExpressionError, InputError
 from .arrays import Lowered, lower
 
-__all__ = ["evaluate_numpy", "evaluate_lowered", "lower_any", "numpy_function"]
+__all__ = ["evaluate_numpy", "evaluate_lowered", "lower_any", "numpy_function", "resolved",
+           "stored"]
 
 
 def evaluate_numpy(expr: sp.Basic | Lowered, env: Mapping) -> np.ndarray:
@@ -88,6 +89,21 @@ def numpy_function(expr: sp.Basic, slots: Mapping[sp.Symbol, int]):
         return lambda env: fn(*[a(env) for a in args])
 
     return build(expr)
+
+
+def resolved(shape: tuple, rows) -> tuple[int, ...]:
+    """A program name's shape in numbers: a dimension that is not a number is the batch
+    size, ``rows`` (a model has one batch-size symbol)."""
+    return tuple(int(d) if isinstance(d, int) or d.is_Integer else int(rows) for d in shape)
+
+
+def stored(value, dims: tuple[int, ...], dtype=None):
+    """``value`` as a program's name of shape ``dims`` holds it: a smaller value (a scalar
+    adjoint below a sum, a bias row's tangent) broadcast, as the compiled loop fills the
+    name's preallocated buffer (in its ``dtype``); a value of that shape as it is."""
+    if not dims or np.shape(value) == dims:
+        return value
+    return np.broadcast_to(np.asarray(value, dtype=dtype), dims)
 
 
 def lower_any(expr):

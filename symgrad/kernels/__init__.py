@@ -5,7 +5,7 @@ Numba, so Numba compiles each of them once per machine and loads it from its dis
 afterwards; generated modules import them and compile only the model's own code:
 
 - ``vecmath``: vectorizable exp, log, sin, cos, tanh, log1p, expm1 (pure arithmetic);
-- ``loops``: the seeded shuffle, finiteness checks, row sums;
+- ``loops``: the seeded shuffle, finiteness checks, the reassociable add of running sums;
 - ``optim``: the optimizers' update rules, one function for all of them;
 - ``trainer``: the training loop (epochs, minibatches, block sums, early stopping) that
   calls a model's per-sample block kernel through a first-class function argument;
@@ -238,10 +238,11 @@ def warm() -> float:
         getattr(vecmath, name)(0.5)
 
     @cfunc(trainer.BLOCK)
-    def block(params, data, start, stop, buf):
+    def block(params, data, start, stop, sums):
+        sums[0] = sums[1] = 0.0
         for i in range(start, stop):
-            buf[0, i - start] = params[0] * data[0, i]
-            buf[1, i - start] = data[0, i]
+            sums[0] = loops.accumulate(sums[0], params[0] * data[0, i])
+            sums[1] = loops.accumulate(sums[1], data[0, i])
 
     data, val = np.ones((1, 4)), np.ones((1, 2))
     for parallel in (False, True):

@@ -1,55 +1,50 @@
 """The training loop of per-sample models, compiled once for every model.
 
-A model contributes only its *block kernel*: ``block(params, data, start, stop, buf)``
-writes the per-sample loss (row 0 of ``buf``) and gradient (rows 1..) of samples
-``start..stop-1`` (columns of ``data``) into ``buf``. It is a ``numba.cfunc`` of signature
-:data:`BLOCK`, passed to these functions as a first-class function, so this module is
-compiled (and cached) once per machine and only the model's flat code compiles per model.
-A model whose fast sin/cos may return NaN (huge arguments) also passes an *exact* block
-with libm's; a block whose sums come out non-finite is recomputed with it.
+A model contributes only its *block kernel*: ``block(params, data, start, stop, sums)``
+writes the sums over samples ``start..stop-1`` (columns of ``data``) of the per-sample loss
+(``sums[0]``) and gradient (``sums[1..]``) into ``sums``, in one pass: each sample's values
+stay in registers and go into running sums (``loops.accumulate``), so the loop over samples
+vectorizes. It is a ``numba.cfunc`` of signature :data:`BLOCK`, passed to these functions
+as a first-class function, so this module is compiled (and cached) once per machine and
+only the model's flat code compiles per model. A model whose fast sin/cos may return NaN
+(huge arguments) also passes an *exact* block with libm's; a block whose sums come out
+non-finite is recomputed with it.
 """
 
 import numpy as np
 from numba import float64, int64, njit, prange, types
 
-from .loops import DONE, add_rows, end_epoch, finite, permute
+from .loops import DONE, end_epoch, finite, permute
 from .optim import update
 
-#: The block kernel's signature: (params, data, start, stop, buf) -> None.
-BLOCK = types.void(float64[::1], float64[:, ::1], int64, int64, float64[:, ::1])
-#: Samples per block; whole runs of blocks are the parallel work items.
+#: The block kernel's signature: (params, data, start, stop, sums) -> None.
+BLOCK = types.void(float64[::1], float64[:, ::1], int64, int64, float64[::1])
+#: Samples per block (the unit the exact block redoes); runs of blocks are the parallel
+#: work items.
 BLOCK_SIZE = 512
 CHUNKS = 64
 
 
 @njit(cache=True, error_model="numpy")
-def block_sums(block, exact, has_exact, params, data, lo, hi, buf, part):
-    """Loss and gradient sums of samples lo..hi-1 into ``part`` (zeroed here)."""
-    for k in range(part.shape[0]):
-        part[k] = 0.0
-    block(params, data, lo, hi, buf)
-    add_rows(buf, part.shape[0], hi - lo, part)
+def block_sums(block, exact, has_exact, params, data, lo, hi, part):
+    """Loss and gradient sums of samples lo..hi-1 into ``part``."""
+    block(params, data, lo, hi, part)
     if has_exact:
         ok = True
         for k in range(part.shape[0]):
             ok = ok and finite(part[k])
         if not ok:
-            for k in range(part.shape[0]):
-                part[k] = 0.0
-            exact(params, data, lo, hi, buf)
-            add_rows(buf, part.shape[0], hi - lo, part)
+            exact(params, data, lo, hi, part)
 
 
 @njit(cache=True, error_model="numpy")
 def _serial_sum(block, exact, has_exact, params, data, start, stop, acc):
     rows = acc.shape[0]
     blocks = (stop - start + BLOCK_SIZE - 1) // BLOCK_SIZE
-    buf = np.empty((rows, BLOCK_SIZE))
     part = np.empty(rows)
     for b in range(blocks):
         lo = start + b * BLOCK_SIZE
-        block_sums(block, exact, has_exact, params, data, lo, min(lo + BLOCK_SIZE, stop),
-                   buf, part)
+        block_sums(block, exact, has_exact, params, data, lo, min(lo + BLOCK_SIZE, stop), part)
         for k in range(rows):
             acc[k] += part[k]
 
@@ -61,12 +56,11 @@ def _parallel_sum(block, exact, has_exact, params, data, start, stop, acc):
     chunks = min(blocks, CHUNKS)
     partial = np.zeros((chunks, rows))
     for c in prange(chunks):
-        buf = np.empty((rows, BLOCK_SIZE))
         part = np.empty(rows)
         for b in range(c * blocks // chunks, (c + 1) * blocks // chunks):
             lo = start + b * BLOCK_SIZE
             block_sums(block, exact, has_exact, params, data, lo,
-                       min(lo + BLOCK_SIZE, stop), buf, part)
+                       min(lo + BLOCK_SIZE, stop), part)
             for k in range(rows):
                 partial[c, k] += part[k]
     for c in range(chunks):

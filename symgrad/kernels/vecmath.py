@@ -10,7 +10,9 @@ Contract: float64 -> float64 over the full domain (NaN, +-inf, +-0, subnormals, 
 compiled once per machine (Numba's disk cache) and marked forceinline, so LLVM inlines it
 into the caller's loop when the caller is linked (without it, the larger ones stay calls
 and the loop does not vectorize); its instructions keep their own (no fast-math) flags, so
-a fastmath caller cannot break the error-free transformations. The fused multiply-add comes
+a fastmath caller cannot break the error-free transformations (``fastmath=False`` is set
+explicitly: Numba compiles a callee that leaves it unset with its caller's flags, and caches
+that code for every later caller). The fused multiply-add comes
 from llvm.fma: one instruction on x86-64-v3 and AArch64, a slow (but correct) libm call on
 CPUs without FMA.
 sin and cos reduce every argument with Payne-Hanek: a branch to math.sin for huge |x|
@@ -44,7 +46,7 @@ def _fma(typingctx, a, b, c):
     return sig, codegen
 
 
-_jit = numba.njit(error_model="numpy", cache=True, forceinline=True)
+_jit = numba.njit(error_model="numpy", cache=True, forceinline=True, fastmath=False)
 
 _INF = math.inf
 _SHIFT = 6755399441055744.0  # 1.5 * 2**52: x + _SHIFT - _SHIFT rounds x to an integer

@@ -8,7 +8,7 @@ that depend on a ``wrt`` input get adjoints. Cost is linear in the size of the g
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -25,6 +25,13 @@ __all__ = ["Program", "differentiate", "tidy"]
 class Program:
     """Flat code of a value and its gradient, as SymPy assignment objects.
 
+    ``shapes`` (matrix models) gives the shape of every matrix-valued name, a node's value
+    and its adjoint alike (rows may be the batch-size symbol). A name keeps its shape: an
+    assignment of a smaller value broadcasts it, as NumPy's ``a[...] = value`` does into a
+    preallocated array. ``grad_s1 = grad_s2`` below ``s2 = sum(s1)`` fills ``grad_s1``,
+    whose shape is ``s1``'s, with the scalar ``grad_s2``; a runner of the program (the
+    compiled loop, the NumPy tier, the trace) stores it so.
+
     ``edges[k]`` says where ``backward[k]`` comes from: ``(consumer, input)``, the node whose
     rule gave the line and the input node whose adjoint it is (``consumer`` is None for the
     seed ``grad_<output> = 1`` and a zero gradient). Programs joined by hand (forward, backward
@@ -36,6 +43,7 @@ class Program:
     output: sp.Symbol
     grads: list[sp.Symbol]
     edges: list[tuple[Node | None, Node]] = field(default_factory=list, compare=False)
+    shapes: Mapping[sp.Symbol, tuple] = field(default_factory=dict, compare=False)
 
 
 def grad_symbol(node: Node) -> sp.Symbol:
@@ -101,14 +109,14 @@ def differentiate(graph: Graph, wrt: Sequence[Node]) -> Program:
         if node.id not in has_grad:
             backward.append(Assignment(grad_symbol(node), sp.Float(0.0)))
             edges.append((None, node))
-    return Program(forward, backward, out.var, [grad_symbol(n) for n in wrt], edges)
+    return Program(forward, backward, out.var, [grad_symbol(n) for n in wrt], edges, shapes)
 
 
 def unbroadcast(adj: sp.Basic, shape: tuple, shapes: dict) -> sp.Basic:
     """Sum an adjoint over the axes its input was broadcast along (a bias row, a scalar).
 
     An adjoint smaller than its input (a scalar, a column) is left as is: assigning it
-    broadcasts it, as NumPy would.
+    broadcasts it (see :class:`Program`).
     """
     got = expr_shape(adj, shapes)
     if got == shape or got == ():

@@ -16,12 +16,17 @@ the tangent lines can run after it, in order: the listing reads forward, backwar
 Their number is at most that of the program's lines: linear, no swell. Because every
 partial comes from a first-order rule, the stable forms stay stable (``sigmoid``'s second
 derivative is ``dot*(1 - L)*L`` products of bounded values, never ``exp(1000)``).
+
+In a matrix model ``dot_x`` has the shape of ``x`` and, like the program's names, keeps it:
+below ``s0 = X + b`` (a bias row broadcast over the batch) the line ``dot_s0 = dot_b``
+fills every row of ``dot_s0`` with ``dot_b``, so ``dot_s1 = sum(dot_s0)`` sums n rows.
+``Tangent.shapes`` says so for every tangent name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy as sp
 from sympy.codegen.ast import AddAugmentedAssignment, Assignment
@@ -39,11 +44,14 @@ __all__ = ["Tangent", "linearize", "tangent_symbol"]
 @dataclass(frozen=True)
 class Tangent:
     """The tangent lines of a program: ``inputs`` (``dot_w``, the direction ``v``, in
-    ``wrt`` order) in, ``outputs`` (``dot_grad_w``, the entries of ``H v``) out."""
+    ``wrt`` order) in, ``outputs`` (``dot_grad_w``, the entries of ``H v``) out; ``shapes``
+    (matrix models): the shape of each matrix-valued tangent name, its primal's (an
+    assignment of a smaller value broadcasts, as in :class:`~symgrad.rules.Program`)."""
 
     lines: list[Assignment | AddAugmentedAssignment]
     inputs: list[sp.Symbol]
     outputs: list[sp.Symbol]
+    shapes: Mapping[sp.Symbol, tuple] = field(default_factory=dict)
 
 
 def tangent_symbol(symbol: sp.Symbol) -> sp.Symbol:
@@ -55,10 +63,12 @@ def linearize(program: Program, wrt: Sequence[sp.Symbol],
               shapes: Mapping[sp.Symbol, tuple] | None = None) -> Tangent:
     """Tangent lines of ``program`` along the inputs ``wrt`` (their symbols in the code).
 
-    ``shapes`` (a matrix model's program) gives the shape of each node's symbol; products,
-    sums and the other whole-array operations then take their tangents from
-    ``rules.arrays.TANGENTS`` and element-wise ones from their rules, entry by entry.
+    ``shapes`` (a matrix model's program; ``program.shapes`` by default) gives the shape of
+    each node's symbol; products, sums and the other whole-array operations then take their
+    tangents from ``rules.arrays.TANGENTS`` and element-wise ones from their rules, entry by
+    entry.
     """
+    shapes = {**program.shapes, **(shapes or {})}
     inputs = [tangent_symbol(w) for w in wrt]
     dots: dict[sp.Symbol, sp.Symbol] = dict(zip(wrt, inputs))
     raw: list = []
@@ -66,7 +76,7 @@ def linearize(program: Program, wrt: Sequence[sp.Symbol],
     with sp.evaluate(False):  # once: entering it clears SymPy's cache
         for k, line in enumerate([*program.forward, *program.backward]):
             out = line.lhs if k < n_forward else None  # a forward line's lhs is its value
-            d = _Linearizer(dots, shapes or {}).jvp(line.rhs, out)
+            d = _Linearizer(dots, shapes).jvp(line.rhs, out)
             augmented = isinstance(line, AddAugmentedAssignment)
             if d is None:
                 if not augmented:
@@ -84,7 +94,10 @@ def linearize(program: Program, wrt: Sequence[sp.Symbol],
             dots[g] = tangent_symbol(g)
             lines.append(Assignment(dots[g], sp.Float(0.0)))
         outputs.append(dots[g])
-    return Tangent(_live(lines, outputs), inputs, outputs)
+    lines = _live(lines, outputs)
+    dot_shapes = {tangent_symbol(x): shape for x, shape in shapes.items() if shape}
+    named = {*inputs, *(line.lhs for line in lines)}
+    return Tangent(lines, inputs, outputs, {d: s for d, s in dot_shapes.items() if d in named})
 
 
 def _live(lines: list, outputs: list[sp.Symbol]) -> list:

@@ -130,7 +130,8 @@ def run_arrays(source: Source, args, kwargs, digits: int = 4) -> Trace:
     def shown(value, section: str):
         return _wrap(value, GradientValue if section == "backward" else MatrixValue)
 
-    forward, backward = execute(source, env, evaluate_lowered, shown)
+    rows = env.get(source.obj.lowered.batch)
+    forward, backward = execute(source, env, evaluate_lowered, shown, rows)
     values = {line.target: line.value for line in (*forward, *backward)}
     values.update({s.name: _wrap(v) for s, v in env.items() if s.name not in values})
     wrt = {s: n for s, n in zip(source.wrt, (source.safe[s] for s in source.wrt))}

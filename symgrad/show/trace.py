@@ -25,6 +25,7 @@ from sympy.codegen.ast import AddAugmentedAssignment
 
 from ..emit import evaluate_line
 from ..errors import InputError
+from ..expression.evaluate import resolved, stored
 from .source import Source, expression_text, source_of
 
 __all__ = ["Trace", "TraceLine", "align_decimals", "execute", "format_number", "run", "trace"]
@@ -174,11 +175,14 @@ def run(source: Source, point: dict[sp.Symbol, float], digits: int = 4) -> Trace
                  {s: safe[s] for s in source.wrt}, forward, backward, values, digits)
 
 
-def execute(source: Source, env: dict, evaluate, shown) -> tuple[tuple[TraceLine, ...], ...]:
+def execute(source: Source, env: dict, evaluate, shown,
+            rows: float | None = None) -> tuple[tuple[TraceLine, ...], ...]:
     """Run the program's assignments in order on ``env`` (symbol -> value, updated).
 
     ``evaluate(rhs, env)`` computes a right-hand side; ``shown(value, section)`` is what a
-    :class:`TraceLine` keeps of a value. Returns the forward and the backward lines.
+    :class:`TraceLine` keeps of a value. A matrix name keeps its shape (``program.shapes``,
+    ``rows`` the batch size): a smaller value assigned to it is broadcast. Returns the
+    forward and the backward lines.
     """
     program = source.program
     sections = []
@@ -190,6 +194,8 @@ def execute(source: Source, env: dict, evaluate, shown) -> tuple[tuple[TraceLine
                 term = evaluate(a.rhs, env)
                 added = isinstance(a, AddAugmentedAssignment)
                 value = env[a.lhs] + term if added else term
+                if program.shapes.get(a.lhs):
+                    value = stored(value, resolved(program.shapes[a.lhs], rows))
                 env[a.lhs] = value
                 done.append(TraceLine(section, code, a.lhs.name, shown(value, section),
                                       shown(term, section) if added else None, _consumer(a)))

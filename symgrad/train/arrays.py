@@ -254,7 +254,7 @@ class ArrayModel(Model):
             tangent = self.pipeline.tangent
             p = self.program
             joined = Program(p.forward, [*p.backward, *tangent.lines], p.output,
-                             [*p.grads, *tangent.outputs])
+                             [*p.grads, *tangent.outputs], shapes={**p.shapes, **tangent.shapes})
             dots = [SimpleNamespace(var=d) for d in tangent.inputs]
             total = self._values.size
             slices = [(where, shape) for where, shape in self._slices.values()]

@@ -3,9 +3,11 @@
 A matrix model's listing is whole-array code, so NumPy can run it as it stands: each
 assignment of the program (forward and backward, as SymPy data) becomes a closure over
 NumPy calls once (``expression.evaluate.numpy_function``), and a step evaluates them in
-order. ``fit`` starts here when the compiled loop is not in the cache yet, so a short job
-never waits for a compile it does not need; a background process compiles the loop
-meanwhile and ``fit`` switches to it between chunks of epochs. This loop mirrors the
+order, each name keeping its shape as the compiled loop's buffers do (``program.shapes``:
+``grad_s1 = grad_s2`` below ``s2 = sum(s1)`` broadcasts the scalar to ``s1``'s shape).
+``fit`` starts here when the compiled loop is not in the cache yet, so a short job never
+waits for a compile it does not need; a background process compiles the loop meanwhile and
+``fit`` switches to it between chunks of epochs. This loop mirrors the
 compiled one (``templates/arrays.py.j2``: batches, the seeded shuffle, the loss weighted by
 batch size, early stopping, the divergence guard), and its optimizer mirrors
 ``symgrad.kernels.optim.update``: results agree up to rounding (tested).
@@ -20,7 +22,7 @@ import numpy as np
 import sympy as sp
 from sympy.codegen.ast import AddAugmentedAssignment
 
-from ..expression.evaluate import numpy_function
+from ..expression.evaluate import numpy_function, resolved, stored
 from .history import DIVERGED, DONE, EARLY_STOPPING
 
 __all__ = ["NumpyLoop", "end_epoch", "numpy_update", "permutation"]
@@ -133,12 +135,14 @@ class NumpyLoop:
         slots = {s: k for k, s in enumerate(names)}  # the values live in a list, by slot
         self._size = len(names)
 
-        def steps(part):
+        def steps(part):  # a name's shape (matrices): smaller values broadcast into it
             return [(slots[a.lhs], numpy_function(a.rhs, slots),
-                     isinstance(a, AddAugmentedAssignment)) for a in part]
+                     isinstance(a, AddAugmentedAssignment), program.shapes.get(a.lhs) or None)
+                    for a in part]
 
         self._forward = steps(program.forward)
         self._backward = steps(program.backward)
+        self._dims_of: dict = {}  # rows -> each step's shape (smaller values broadcast)
         self._output = slots[program.output]
         self._grads = [slots[g] for g in program.grads]
         self._params = list(slices)
@@ -155,13 +159,23 @@ class NumpyLoop:
         k += len(data)
         for j in range(k, k + self._n_batch_symbols):
             env[j] = float(rows)
-        for lhs, fn, aug in (*self._forward, *(self._backward if backward else ())):
-            env[lhs] = env[lhs] + fn(env) if aug else fn(env)
+        steps = self._forward + self._backward if backward else self._forward
+        for (lhs, fn, aug, _), dims in zip(steps, self._dims(rows)):
+            value = env[lhs] + fn(env) if aug else fn(env)
+            env[lhs] = value if dims is None else stored(value, dims, values.dtype)
         loss = env[self._output]
         if not backward:
             return loss, None
         grad = np.concatenate([np.ravel(env[g]) for g in self._grads]).astype(values.dtype)
         return loss, grad
+
+    def _dims(self, rows) -> list:
+        """Each step's shape in numbers for a batch of ``rows`` (None: not a matrix)."""
+        found = self._dims_of.get(rows)
+        if found is None:
+            found = self._dims_of[rows] = [resolved(shape, rows) if shape else None
+                                           for *_, shape in self._forward + self._backward]
+        return found
 
     def _logical(self, stored: tuple) -> list:
         return [a.T if flip else a for a, flip in zip(stored, self._flipped)]

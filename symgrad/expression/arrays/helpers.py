@@ -13,6 +13,7 @@ import sympy as sp
 from sympy.matrices.expressions import HadamardProduct, MatrixExpr, OneMatrix
 
 from ...errors import ExpressionError
+from .lowering import matrix_shape
 from .ops import sqnorm, total
 from .wrappers import ColSum, Dropout, Elementwise, LogSoftmax, RowSum, Softmax
 
@@ -63,7 +64,7 @@ def sum(x, axis: int | None = None):  # noqa: A001  (NumPy's name, on purpose)
 def mean(x):
     """Mean of all entries."""
     _need_matrix(x, "mean")
-    rows, cols = x.shape
+    rows, cols = matrix_shape(x)  # not x.shape: SymPy's (1, k) for softmax(X) + b
     return total(x) / (rows * cols)
 
 
@@ -115,7 +116,7 @@ def hinge(scores, target):
     comes from their rules.
     """
     _need_matrix(scores, "hinge")
-    rows, cols = scores.shape
+    rows, cols = matrix_shape(scores)
     correct = RowSum(HadamardProduct(scores, target)) * OneMatrix(1, cols)
     margins = elementwise(lambda s, c, y: (1 - y) * sp.Max(0, s - c + 1),
                           scores, correct, target)

@@ -32,7 +32,7 @@ from .ops import ArrayOp, colsum, matmul, rowsum, transpose
 from .shapes import Shape, broadcast_all, dim, fmt
 from .wrappers import Elementwise, _MatrixOp
 
-__all__ = ["Lowered", "is_array_expression", "lower"]
+__all__ = ["Lowered", "is_array_expression", "lower", "matrix_shape"]
 
 
 @dataclass
@@ -64,6 +64,15 @@ def lower(expr: sp.Basic) -> Lowered:
     check_constants(lowered)
     lowering.out.expr = lowered
     return lowering.out
+
+
+def matrix_shape(expr: MatrixExpr) -> Shape:
+    """The shape of a matrix expression as symgrad computes it, bias rows broadcast.
+
+    SymPy gives a sum the shape of its first term, and sorts a bias row first in
+    ``softmax(X) + b``: its ``.shape`` is ``b``'s (1, k), where the sum is (n, k).
+    """
+    return _Lowering().visit(expr)[1]
 
 
 class _Lowering:
@@ -208,19 +217,26 @@ class _Lowering:
         return [p for p, _ in parts], [s for _, s in parts]
 
     def broadcast_operand(self, a) -> tuple[sp.Basic, Shape]:
-        """``OneMatrix(r, 1)*b`` (or ``c*OneMatrix(1, k)``) inside an element-wise operation
+        """``OneMatrix(r, 1)*b`` (or ``c*OneMatrix(1, k)``), with any scalar factors
+        (``2*OneMatrix(r, 1)*b``, SymPy's ``1*b + 1*b``), inside an element-wise operation
         is just ``b`` (``c``): NumPy broadcasting does the rest."""
-        if isinstance(a, MatMul) and len(a.args) == 2:
-            left, right = a.args
+        mats = [f for f in a.args if isinstance(f, MatrixExpr)] if isinstance(a, MatMul) else []
+        if len(mats) == 2:
+            left, right = mats
             if (isinstance(left, OneMatrix) and left.shape[1] == 1
                     and isinstance(right, MatrixExpr) and right.shape[0] == 1):
                 b, shape = self.visit(right)
-                return b, matmul.shape_of(tuple(map(dim, left.shape)), shape)
+                return self.scaled(a, b), matmul.shape_of(tuple(map(dim, left.shape)), shape)
             if (isinstance(right, OneMatrix) and right.shape[0] == 1
                     and isinstance(left, MatrixExpr) and left.shape[1] == 1):
                 b, shape = self.visit(left)
-                return b, matmul.shape_of(shape, tuple(map(dim, right.shape)))
+                return self.scaled(a, b), matmul.shape_of(shape, tuple(map(dim, right.shape)))
         return self.visit(a)
+
+    def scaled(self, product: MatMul, b: sp.Basic) -> sp.Basic:
+        """``b`` times the scalar factors of ``product``."""
+        coeff = [self.visit(f)[0] for f in product.args if not isinstance(f, MatrixExpr)]
+        return sp.Mul(*coeff, b) if coeff else b
 
 
 class _Lazy:
