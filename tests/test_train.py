@@ -307,7 +307,18 @@ def test_interrupt_restores_the_best_parameters():
     assert model.evaluate(LINE) == hist.best_loss == hist.loss[0] < hist.loss[3]
 
 
-def test_sigint_during_the_compiled_loop_keeps_every_epoch_it_ran():
+@pytest.fixture
+def default_sigint():
+    """Python's own Ctrl-C handler, as in a user's process. symgrad holds Ctrl-C only over
+    that one and leaves any other handler alone; with every extra installed, some earlier test
+    of the full suite (a library's helper process machinery) sometimes leaves SIGINT ignored
+    in this process, so these tests set the default themselves and put back what was there."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_during_the_compiled_loop_keeps_every_epoch_it_ran(default_sigint):
     """A real Ctrl-C while the compiled loop runs: it is held until the chunk of epochs
     returns, so every epoch run is in the History (the chunk in flight was lost)."""
     model = _line(lr=1e-6)  # a loss that falls every epoch: the best epoch is the last run
@@ -325,7 +336,7 @@ def test_sigint_during_the_compiled_loop_keeps_every_epoch_it_ran():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_sigint_between_epochs_stops_there():
+def test_sigint_between_epochs_stops_there(default_sigint):
     def press_ctrl_c(epoch, logs):
         if epoch == 2:
             os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, held until the epoch ends
@@ -338,7 +349,7 @@ def test_sigint_between_epochs_stops_there():
     assert model.params == hist.best_params and hist.best_epoch == 2
 
 
-def test_sigint_during_the_first_compile_is_a_clean_keyboard_interrupt():
+def test_sigint_during_the_first_compile_is_a_clean_keyboard_interrupt(default_sigint):
     """Ctrl-C while the model's code compiles: the compile finishes (Numba cannot be
     interrupted safely), then fit raises KeyboardInterrupt; the next fit works."""
     model = _model()
