@@ -244,19 +244,14 @@ def value_and_grad_point(tape, consts, n_slots, x, out_slot, grad_slots, grad):
 @njit(**_FLAGS)
 def value_batch(tape, consts, n_slots, xs, out_slot, values):
     """``values[i]`` = output at the point ``xs[:, i]`` (one row of ``xs`` per input)."""
-    s = np.empty(n_slots)
-    _load_consts(consts, s)
-    n_in = xs.shape[0]
-    for i in range(values.shape[0]):
-        for k in range(n_in):
-            s[k] = xs[k, i]
-        execute(tape, 0, tape.shape[0], s)
-        values[i] = s[out_slot]
+    value_and_grad_batch(tape, consts, n_slots, xs, out_slot, np.empty(0, dtype=np.int64),
+                         values, np.empty((0, values.shape[0])))
 
 
 @njit(**_FLAGS)
 def value_and_grad_batch(tape, consts, n_slots, xs, out_slot, grad_slots, values, grads):
-    """``value_batch`` plus ``grads[j, i]`` = gradient slot ``j`` at point ``i``."""
+    """``values[i]`` = output at the point ``xs[:, i]`` (one row of ``xs`` per input) and
+    ``grads[j, i]`` = gradient slot ``grad_slots[j]`` there (none for ``value_batch``)."""
     s = np.empty(n_slots)
     _load_consts(consts, s)
     n_in = xs.shape[0]
