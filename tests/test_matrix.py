@@ -481,6 +481,41 @@ def test_unshuffled_minibatches_match_numpy(moons_model, moons, drop_last):
         np.testing.assert_allclose(v, p[k], rtol=0, atol=1e-10)
 
 
+def test_minibatches_of_wide_data_match_numpy():
+    """Data wider than FLIP_DATA_UP_TO columns keeps its rows: unshuffled batches (the short
+    last one too) are read in place, shuffled ones gathered; NumPy by hand, and the NumPy tier
+    for the shuffled order, give the same training."""
+    Xw, Ww = sp.MatrixSymbol("X", n, 40), sp.MatrixSymbol("W", 40, 1)
+    yw = sp.MatrixSymbol("y", n, 1)
+    rng = np.random.default_rng(8)
+    xs, ys, w0 = rng.standard_normal((50, 40)), rng.standard_normal((50, 1)), rng.random((40, 1))
+    model = sg.Model(sg.losses.mse(Xw * Ww, yw), params={Ww: w0}, data=[Xw, yw])
+    assert model._flipped() == (False, True)
+    data = {Xw: xs, yw: ys}
+    hist = model.fit(data, optimizer=sg.optim.SGD(lr=0.05), epochs=2, batch_size=16,
+                     shuffle=False, verbose=0, engine="compiled")
+    w, losses = w0.copy(), []
+    for _ in range(2):
+        total = 0.0
+        for start in range(0, 50, 16):  # 50 = 3*16 + 2
+            xb, yb = xs[start:start + 16], ys[start:start + 16]
+            r = xb @ w - yb
+            total += np.mean(r ** 2) * len(xb)
+            w -= 0.05 * xb.T @ (2 * r / len(xb))
+        losses.append(total / 50)
+    np.testing.assert_allclose(hist.loss, losses, rtol=1e-12)
+    np.testing.assert_allclose(model.params[Ww], w, rtol=0, atol=1e-12)
+    runs = []
+    for engine in ("compiled", "numpy"):
+        model.params = {Ww: w0}
+        hist = model.fit(data, optimizer=sg.optim.SGD(lr=0.05), epochs=2, batch_size=16,
+                         shuffle=True, seed=4, verbose=0, engine=engine, initial_epoch=0)
+        runs.append((hist.loss, model.params[Ww]))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-12)
+    np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=0, atol=1e-12)
+    assert not np.allclose(runs[0][1], w, rtol=0, atol=1e-6)  # another order than unshuffled
+
+
 def test_shuffled_minibatches_with_validation_and_early_stopping(moons_model, moons):
     xs, labels = moons
     ys = sg.one_hot(labels, 2)
