@@ -515,3 +515,25 @@ def test_strict_under_a_fastmath_caller():
     x = np.linspace(0.0, 10.0, 1001)
     want = math.fsum(np.exp(-x) * np.sin(x) + np.cos(x))
     assert abs(total(x) - want) <= 1e-12 * np.sum(np.exp(-x) + 1.0)
+
+
+def test_tanh_strict_under_a_fastmath_caller():
+    # vtanh's double-double sums fold away under `reassoc` (2.2 ulp off when compiled with
+    # fastmath=True); its own fastmath=False keeps them inside a fastmath loop
+    options = {k: v for k, v in vm.vtanh.targetoptions.items() if k not in ("cache", "nopython")}
+    tanh = numba.njit(**options)(vm.vtanh.py_func)  # not cached: compiled right here
+
+    @numba.njit(error_model="numpy", fastmath=True)
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = tanh(x[i])
+
+    x = np.random.default_rng(5).uniform(0.25, 0.6, 100_000)
+    out = np.empty_like(x)
+    apply(x, out)
+    err, kept = error_in_ulps("tanh", x, out)
+    worst = int(np.argmax(err))
+    assert err[worst] < 0.75, f"vtanh({kept[worst]!r}) is {float(err[worst]):.3f} ulp off"
+    special = np.array([-0.0, 5e-324, -math.inf, math.nan])
+    apply(special, got := np.empty(4))
+    assert got[:3].tobytes() == np.array([-0.0, 5e-324, -1.0]).tobytes() and math.isnan(got[3])
