@@ -248,7 +248,9 @@ def vexpm1(x):
 def vtanh(x):
     """tanh(x), odd: an odd polynomial below |x| = 0.35 (subnormals and +-0.0 come back
     unchanged), above it 1 - 2/(exp(2|x|) + 1) with exp(2|x|) + 1 and the quotient carried
-    to double-double precision (one division); exactly +-1 from |x| = 19.06 on."""
+    to double-double precision (one division); exactly +-1 from |x| = 19.06 on. Max error
+    0.73 ulp (64e6 random arguments against long double and mpmath; worst just below
+    tanh(x) = 0.5, where the result's ulp halves)."""
     a = abs(x)
     w = a * a
     p = _fma(w, _TP7, _TP6)
