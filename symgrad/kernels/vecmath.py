@@ -72,7 +72,7 @@ _E8 = 2.51004110820149e-08
 _E9 = 2.091125490208877e-09
 
 # tanh: below _TANH_SMALL, tanh(x) = x + x*w*P(w) with w = x*x (Remez minimax on
-# |x| <= 0.35: |tanh(x)/x - 1 - w*P(w)| < 9.6e-18); above it 1 - 2/(exp(2|x|) + 1), with
+# |x| <= 0.35: |tanh(x)/x - 1 - w*P(w)| < 1.2e-17); above it 1 - 2/(exp(2|x|) + 1), with
 # exp(r) = 1 + r + r*r*Q(r) on |r| <= ln2/2 (Remez minimax with the first two terms exact:
 # relative error 2.7e-17)
 _TANH_SMALL = 0.35
