@@ -63,8 +63,9 @@ BLAS_BATCH = 128
 #: Matrix products summing over at most this many terms (a small static dimension, such as
 #: a 2-feature input) are element-wise lines, written out term by term: they share the
 #: loop nest of the element-wise lines around them instead of a zeroing pass and a pass
-#: per term.
+#: per term; unless they have UNROLL_BELOW multiply-adds or more (then BLAS).
 UNROLL_UP_TO = 4
+UNROLL_BELOW = 1 << 18
 #: Batched data with at most this many columns is stored transposed (samples innermost);
 #: wider data keeps its rows (a batch is then a copy of whole rows, not a strided gather).
 FLIP_DATA_UP_TO = 32
@@ -374,7 +375,7 @@ class _Kernel:
             work *= d if isinstance(d, int) else BLAS_BATCH
         I_, J_ = self.logical(c)
         K_ = self.logical(a)[0 if ta else 1]
-        if isinstance(ka, int) and ka <= UNROLL_UP_TO and work < BLAS_FROM:
+        if isinstance(ka, int) and ka <= UNROLL_UP_TO and work < UNROLL_BELOW:
             return self._unrolled_matmul(c, (a, ta), (b, tb), ka, aug)
         if work >= BLAS_FROM:
             if c.flip:
