@@ -481,34 +481,46 @@ def test_unshuffled_minibatches_match_numpy(moons_model, moons, drop_last):
         np.testing.assert_allclose(v, p[k], rtol=0, atol=1e-10)
 
 
-def test_minibatches_of_wide_data_match_numpy():
-    """Data wider than FLIP_DATA_UP_TO columns keeps its rows: unshuffled batches (the short
-    last one too) are read in place, shuffled ones gathered; NumPy by hand, and the NumPy tier
-    for the shuffled order, give the same training."""
-    Xw, Ww = sp.MatrixSymbol("X", n, 40), sp.MatrixSymbol("W", 40, 1)
-    yw = sp.MatrixSymbol("y", n, 1)
+@pytest.mark.slow  # compiles a model of its own: ~4-7 s
+def test_wide_data_and_tied_weights_through_blas_match_numpy():
+    """A tied autoencoder on data wider than FLIP_DATA_UP_TO columns, kept as rows: its
+    products call BLAS with transposed operands (W's second gradient added into the first
+    through a temporary); unshuffled batches (the short last one too) are read in place,
+    shuffled ones gathered. Value and gradient against finite differences, training
+    against NumPy by hand, the shuffled order against the NumPy tier."""
+    Xw, Ww = sp.MatrixSymbol("X", n, 40), sp.MatrixSymbol("W", 40, 5)
     rng = np.random.default_rng(8)
-    xs, ys, w0 = rng.standard_normal((50, 40)), rng.standard_normal((50, 1)), rng.random((40, 1))
-    model = sg.Model(sg.losses.mse(Xw * Ww, yw), params={Ww: w0}, data=[Xw, yw])
-    assert model._flipped() == (False, True)
-    data = {Xw: xs, yw: ys}
-    hist = model.fit(data, optimizer=sg.optim.SGD(lr=0.05), epochs=2, batch_size=16,
+    xs, w0 = rng.standard_normal((50, 40)), 0.1 * rng.standard_normal((40, 5))
+    model = sg.Model(sg.losses.mse(Xw * Ww * Ww.T, Xw), params={Ww: w0}, data=[Xw])
+    assert model._flipped() == (False,)
+    body = model.source.split("def value_and_grad(")[1].split("\ndef ")[0]
+    assert body.count("np.dot(") == 5 and "grad_W[_a, _b] += t0[_a, _b]" in body
+
+    def np_loss(p, x=xs):
+        return np.mean((x @ p[Ww] @ p[Ww].T - x) ** 2)
+
+    value, grads = model.value_and_grad({Xw: xs})
+    assert value == pytest.approx(np_loss({Ww: w0}), rel=1e-12)
+    assert_grads_close(grads, fd_grad(np_loss, {Ww: w0}), rtol=1e-8)
+    hist = model.fit({Xw: xs}, optimizer=sg.optim.SGD(lr=0.05), epochs=2, batch_size=16,
                      shuffle=False, verbose=0, engine="compiled")
     w, losses = w0.copy(), []
     for _ in range(2):
         total = 0.0
         for start in range(0, 50, 16):  # 50 = 3*16 + 2
-            xb, yb = xs[start:start + 16], ys[start:start + 16]
-            r = xb @ w - yb
+            xb = xs[start:start + 16]
+            a = xb @ w
+            r = a @ w.T - xb
             total += np.mean(r ** 2) * len(xb)
-            w -= 0.05 * xb.T @ (2 * r / len(xb))
+            g = 2 * r / r.size
+            w -= 0.05 * (xb.T @ (g @ w) + g.T @ a)
         losses.append(total / 50)
     np.testing.assert_allclose(hist.loss, losses, rtol=1e-12)
     np.testing.assert_allclose(model.params[Ww], w, rtol=0, atol=1e-12)
     runs = []
     for engine in ("compiled", "numpy"):
         model.params = {Ww: w0}
-        hist = model.fit(data, optimizer=sg.optim.SGD(lr=0.05), epochs=2, batch_size=16,
+        hist = model.fit({Xw: xs}, optimizer=sg.optim.SGD(lr=0.05), epochs=2, batch_size=16,
                          shuffle=True, seed=4, verbose=0, engine=engine, initial_epoch=0)
         runs.append((hist.loss, model.params[Ww]))
     np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-12)
