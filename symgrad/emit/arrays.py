@@ -27,6 +27,7 @@ update them unchanged), and so are their gradients.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -124,13 +125,20 @@ class _Var:
 
 @dataclass
 class _Loop:
-    """One loop nest over a storage shape, with the fused element-wise statements in it."""
+    """One loop nest over a storage shape, with the fused element-wise statements in it,
+    and the sums along its inner axis fused into it: each an accumulator ``_r<k>`` set to 0
+    before the inner loop (``pre``), added to in it and stored after it (``post``)."""
 
     dims: tuple[str, str]
     bounds: tuple[str, str]
     comments: list[str] = field(default_factory=list)
     body: list[str] = field(default_factory=list)
     written: set[str] = field(default_factory=set)
+    read: set[str] = field(default_factory=set)
+    read_elsewhere: set[str] = field(default_factory=set)  # read at other entries
+    reduced: set[str] = field(default_factory=set)  # complete only after the loop nest
+    pre: list[str] = field(default_factory=list)
+    post: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -179,6 +187,8 @@ class _Kernel:
         self.aliases: list[str] = []
         self.comment = ""  # the listing line being emitted
         self.alias_of: dict[str, str] = {}  # a buffer shared by a copy: the copy -> its source
+        self.uses_accumulate = False  # a loop nest sums with symgrad.kernels.loops.accumulate
+        self.locals: list[str] = []  # buffers kept in local variables (:meth:`scalarize`)
 
     # -- shapes and storage ---------------------------------------------------------------
 
@@ -326,15 +336,62 @@ class _Kernel:
         i, j = ("_b", "_a") if v.flip else ("_a", "_b")
         statement = f"{self.access(v, i, j)} {'+=' if aug else '='} {body}"
         last = self.blocks[-1] if self.blocks else None
-        fusable = (isinstance(last, _Loop) and last.dims == dims and
-                   not any(odd and self.alias_of.get(name, name) in last.written
-                           for name, odd in reads.items()))
+        fusable = (isinstance(last, _Loop) and last.dims == dims
+                   and not self._conflicts(last, reads)
+                   and v.name not in last.reduced and v.name not in last.read_elsewhere)
         if not fusable:
             last = _Loop(dims, (f"{v.name}.shape[0]", f"{v.name}.shape[1]"))
             self.blocks.append(last)
         last.comments.append(comment)
         last.body.append(statement)
         last.written.add(v.name)
+        self._note_reads(last, reads)
+
+    def _note_reads(self, loop: _Loop, reads: dict[str, bool]) -> None:
+        for name, odd in reads.items():
+            name = self.alias_of.get(name, name)
+            loop.read.add(name)
+            if odd:
+                loop.read_elsewhere.add(name)
+
+    def _conflicts(self, loop: _Loop, reads: dict[str, bool]) -> bool:
+        """Whether a statement reading ``reads`` (name -> read at other entries than the
+        loop's own) cannot join ``loop``: it reads what the loop wrote at other entries, or
+        a sum the loop completes only at its end."""
+        for name, odd in reads.items():
+            name = self.alias_of.get(name, name)
+            if name in loop.reduced or odd and name in loop.written:
+                return True
+        return False
+
+    def _fuse_sums(self, big: _Var, out: _Var, sums: list[tuple[str, str]],
+                   reads: dict[str, bool], aug: bool) -> bool:
+        """``target (+)= sum over the inner storage axis of expr`` for each (target, expr)
+        of ``sums``, added to the loop nest before if it runs over ``big``'s storage (expr
+        reads ``big[_a, _b]`` and, at other entries, what ``reads`` marks); False if it
+        cannot join it (then nothing is added).
+
+        Each sum is a scalar accumulator of that loop, added to with ``accumulate``: only
+        that addition may be reassociated, so the loop still vectorizes and the
+        element-wise code in it computes exactly as written. The sums of a layer's
+        backward pass (``X.T @ delta``, ``sum(delta, axis=0)``) so read ``delta`` in the
+        pass that computes it instead of a pass of their own each."""
+        last = self.blocks[-1] if self.blocks else None
+        name = self.alias_of.get(out.name, out.name)
+        if (not isinstance(last, _Loop) or last.dims != self.storage(big)
+                or self._conflicts(last, reads)
+                or name in last.read or name in last.written or name in last.reduced):
+            return False
+        for target, expr in sums:
+            r = f"_r{len(last.pre)}"
+            last.pre.append(f"{r} = 0.0")
+            last.body.append(f"{r} = accumulate({r}, {expr})")
+            last.post.append(f"{target} {'+=' if aug else '='} {r}")
+        last.comments.append(self.comment)
+        last.reduced.add(name)
+        self._note_reads(last, reads)
+        self.uses_accumulate = True
+        return True
 
     def _emit_map(self, out: _Var, e, aug: bool) -> list[str] | None:
         """``out = f(a)`` for a vectorizable math function: one shared kernel per function.
@@ -372,6 +429,8 @@ class _Kernel:
         K_ = self.logical(a)[0 if ta else 1]
         if isinstance(ka, int) and ka <= UNROLL_UP_TO and work < BLAS_FROM:
             return self._unrolled_matmul(c, (a, ta), (b, tb), ka, aug)
+        if work < BLAS_FROM and self._summed_matmul(c, a, b, aug):
+            return []
         if work >= BLAS_FROM:
             if c.flip:
                 left = b.name if sw_b else f"{b.name}.T"
@@ -410,6 +469,29 @@ class _Kernel:
                 f"        for _q in range({K_}):", f"            _x += {A('_i', '_q')} * "
                 f"{B('_q', '_j')}", f"        {C('_i', '_j')} {'+=' if aug else '='} _x"]
 
+    def _summed_matmul(self, c: _Var, a: _Var, b: _Var, aug: bool) -> bool:
+        """``c (+)= A @ B`` summed over the batch (``X.T @ delta``), both stored with the
+        samples innermost, fused into the loop nest before as sums (:meth:`_fuse_sums`):
+        one per entry of ``c``, when that loop runs over one operand's storage and the
+        other has at most ``UNROLL_UP_TO`` rows. The operands are ``a[x, _b]`` and
+        ``b[y, _b]`` in storage whatever their transposes: the batch is their inner axis."""
+        sa, sb = self.storage(a), self.storage(b)
+        if not (sa[1] == sb[1] == self.batch and sa[0] != self.batch != sb[0]):
+            return False
+        for big, small, big_left in ((b, a, False), (a, b, True)):
+            rows = self.storage(small)[0]
+            if not rows.isdigit() or int(rows) > UNROLL_UP_TO:
+                continue
+            sums = []
+            for x in range(int(rows)):
+                i, j = ("_a", str(x)) if big_left else (str(x), "_a")
+                left, right = (big, small) if big_left else (small, big)
+                sums.append((self.access(c, i, j),
+                             f"{left.name}[{i}, _b]*{right.name}[{j}, _b]"))
+            if self._fuse_sums(big, c, sums, {big.name: False, small.name: True}, aug):
+                return True
+        return False
+
     def _unrolled_matmul(self, c: _Var, a, b, terms: int, aug: bool) -> list[str]:
         """``c (+)= A @ B`` over a small static inner dimension as an element-wise line,
         ``A[i, 0]*B[0, j] + A[i, 1]*B[1, j] + ...`` (the order of the loops it replaces)."""
@@ -431,6 +513,10 @@ class _Kernel:
             return self.access(out, i, j)
 
         lines = []
+        if isinstance(e, colsum) == a.flip:  # along the inner storage axis: fused or a kernel
+            target = self.access(out, "0", "_a") if a.flip else self.access(out, "_a", "0")
+            if self._fuse_sums(a, out, [(target, f"{a.name}[_a, _b]")], {a.name: False}, aug):
+                return []
         if isinstance(e, colsum) and a.flip:
             return [self.call("rowsums", f"{a.name}, {C}, {R}, {out.name}[0], {aug}")]
         if isinstance(e, rowsum) and not a.flip:
@@ -499,15 +585,62 @@ class _Kernel:
 
     # -- output -----------------------------------------------------------------------------
 
-    def lines(self, start: int = 0) -> list[str]:
-        """The code of the blocks from ``start`` on."""
+    def scalarize(self) -> set[str]:
+        """Keep in a local variable each buffer that one loop nest writes and only that loop
+        reads, at the entry it wrote (``s4`` in ``s4 = X @ W1; s5 = s4 + b1``, a backward
+        line's adjoint read by the next line and the sums fused after it): its values never
+        go to memory. Returns the names of the buffers no longer needed."""
+        def refs(block) -> str:
+            lines = [*block.pre, *block.body, *block.post] if isinstance(block, _Loop) else block
+            return "\n".join(lines)
+
+        texts = [refs(b) for b in self.blocks]
+        names_of: dict[str, set[str]] = {}  # a buffer -> the names it goes by (its copies)
+        for copy, source in self.alias_of.items():
+            names_of.setdefault(source, {source}).add(copy)
+        gone: set[str] = set()
+        for k, block in enumerate(self.blocks):
+            if not isinstance(block, _Loop):
+                continue
+            for name in sorted(block.written):
+                if self.vars[name].kind != "buffer" or name in self.alias_of:
+                    continue
+                names = names_of.get(name, {name})
+                used = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+                if any(used.search(t) for m, t in enumerate(texts) if m != k):
+                    continue
+                entry = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\[_a, _b\]")
+                first = next(b for b in block.body if used.search(b))
+                if (len(entry.findall(texts[k])) != len(used.findall(texts[k]))
+                        or not first.startswith(f"{name}[_a, _b] = ")
+                        or used.search(first.split(" = ", 1)[1])):
+                    continue  # read at other entries, or before it is written
+                if block.bounds[0].startswith(f"{name}."):  # the loop's bounds: another's
+                    other = next((m for m in re.findall(r"\b(\w+)\[_a, _b\]", texts[k])
+                                  if m not in names and m in self.vars
+                                  and self.storage(self.vars[m]) == block.dims), None)
+                    if other is None:
+                        continue
+                    block.bounds = (f"{other}.shape[0]", f"{other}.shape[1]")
+                local = f"_v{len(self.locals)}"
+                self.locals.append(local)
+                block.body = [entry.sub(local, b) for b in block.body]
+                texts[k] = refs(block)
+                gone |= names
+        self.aliases = [a for a in self.aliases if a.split(" = ")[0] not in gone]
+        return gone
+
+    def lines(self, start: int = 0, stop: int | None = None) -> list[str]:
+        """The code of the blocks from ``start`` to ``stop``."""
         out: list[str] = []
-        for block in self.blocks[start:]:
+        for block in self.blocks[start:stop]:
             if isinstance(block, _Loop):
                 out += [f"# {c}" for c in block.comments]
-                out += [f"for _a in range({block.bounds[0]}):",
-                        f"    for _b in range({block.bounds[1]}):"]
+                out += [f"for _a in range({block.bounds[0]}):"]
+                out += [f"    {s}" for s in block.pre]
+                out += [f"    for _b in range({block.bounds[1]}):"]
                 out += [f"        {s}" for s in block.body]
+                out += [f"    {s}" for s in block.post]
             else:
                 out += block
         return out
@@ -565,10 +698,11 @@ def render_arrays(
     kernel.augmented = {a.lhs.name for a in backward if isinstance(a, AddAugmentedAssignment)}
     for a, text in zip(forward, forward_lines):
         kernel.assign(a.lhs.name, a.rhs, False, text)
-    forward_code = kernel.lines()
     fwd_blocks = len(kernel.blocks)
     for a, text in zip(backward, backward_lines):
         kernel.assign(a.lhs.name, a.rhs, isinstance(a, AddAugmentedAssignment), text)
+    scalars = kernel.scalarize()
+    forward_code = kernel.lines(0, fwd_blocks)
     backward_code = kernel.lines(fwd_blocks)
 
     assigned = {a.lhs.name for a in [*forward, *backward]}
@@ -576,6 +710,7 @@ def render_arrays(
     buffers = [v for v in vars_.values()
                if v.kind == "buffer" and v.name in assigned and v.name not in aliased]
     buffers += kernel.temps
+    buffers = [v for v in buffers if v.name not in scalars]
     work = _work_width(kernel.work_rows)
     param_vars = [vars_[n.name] for n in params]
     data_vars = [vars_[n.name] for n in data]
@@ -589,7 +724,8 @@ def render_arrays(
     context = dict(
         math_context(printer, graph, fast_math, extra=kernel_reads & _MATH_NAMES,
                      standalone=standalone,
-                     kernels={"loops": ["DONE", "SUMS", "end_epoch", "permute"],
+                     kernels={"loops": ["DONE", "SUMS", "end_epoch", "permute"]
+                              + (["accumulate"] if kernel.uses_accumulate else []),
                               "optim": ["update"]}),
         version=version(),
         output=program.output.name,
