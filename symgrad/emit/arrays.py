@@ -631,7 +631,8 @@ class _Kernel:
                 block.body = [entry.sub(local, b) for b in block.body]
                 texts[k] = refs(block)
                 gone |= names
-        self.aliases = [a for a in self.aliases if a.split(" = ")[0] not in gone]
+        self.aliases = [f"# {a.split('  # ', 1)[1]}, in a local" if a.split(" = ")[0] in gone
+                        else a for a in self.aliases]
         return gone
 
     def lines(self, start: int = 0, stop: int | None = None) -> list[str]:
