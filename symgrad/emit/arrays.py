@@ -12,8 +12,14 @@ its listing line as a comment:
   loops ordered so the innermost runs along contiguous memory, or fast-math dot products;
   products over a small static dimension (``UNROLL_UP_TO`` terms) are written out term by
   term as element-wise lines, which share the loop nest of the lines around them;
-* sums go to small fast-math kernels (reassociated, so they vectorize); element-wise code
-  stays without fast-math so the vectorizable exp/log/tanh keep their exact arithmetic.
+* sums along the samples (``X.T @ delta`` with a small side, ``sum(delta, axis=0)``) are
+  accumulators of the loop nest that computes ``delta`` (added with
+  ``kernels.loops.accumulate``, the one reassociated addition, so the loop vectorizes);
+  other sums go to small fast-math kernels; element-wise code stays without fast-math so
+  the vectorizable exp/log/tanh keep their exact arithmetic;
+* a buffer that one loop nest writes and only that loop nest reads, at the entry it wrote,
+  is a local variable there (:meth:`_Kernel.scalarize`): a layer's backward pass is one
+  pass over its activations, with no adjoint written to memory.
 
 Each kind of line is one ``_emit_<op>`` method of ``_Kernel``. The kernels the code calls
 (sums, row-wise softmax and cross-entropy, dot products, math maps) are written once in
