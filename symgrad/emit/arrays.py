@@ -199,6 +199,9 @@ class _Kernel:
         self.alias_of: dict[str, str] = {}  # a buffer shared by a copy: the copy -> its source
         self.uses_accumulate = False  # a loop nest sums with symgrad.kernels.loops.accumulate
         self.locals: list[str] = []  # buffers kept in local variables (:meth:`scalarize`)
+        #: scores -> (block, call) of their cross-entropy, which a later softmax of the same
+        #: scores turns into sce_probs_t (the softmax computed on the way)
+        self.sce_at: dict[str, tuple[int, str]] = {}
 
     # -- shapes and storage ---------------------------------------------------------------
 
@@ -565,6 +568,16 @@ class _Kernel:
         self.work(self.dim(a.shape[0]))
         views = f"{self.transposed_view(a)}, {self.transposed_view(out)}"
         if isinstance(e, softmax) and self.lse_of == a.name:
+            at = self.sce_at.get(a.name)
+            if at is not None and not aug and out.kind == "buffer":
+                # the forward cross-entropy computes these rows' softmax into out as it goes
+                k, line = at
+                self.blocks[k] = [ln.replace(line, line.replace(
+                    "_sce_t(", "_sce_probs_t(")[:-1] + f", {self.transposed_view(out)})")
+                    for ln in self.blocks[k]]
+                self.kernels.add("sce_probs_t")
+                del self.sce_at[a.name]
+                return []
             # the forward cross-entropy left log-sum-exp of these rows in _wz: one pass
             return [self.call("softmax_from_lse", f"{views}, _wz[0], {aug}")]
         self.lse_of = None
@@ -582,7 +595,9 @@ class _Kernel:
         self.work(self.dim(a.shape[0]))
         self.lse_of = a.name
         args = f"{self.transposed_view(a)}, {self.transposed_view(y)}, _wm[0], _wz[0], _wl[0]"
-        return [f"{out.name} {'+=' if aug else '='} {self.call('sce_t', args)}"]
+        call = self.call("sce_t", args)
+        self.sce_at[a.name] = (len(self.blocks), call)  # the block assign() adds next
+        return [f"{out.name} {'+=' if aug else '='} {call}"]
 
     def _emit_total(self, out: _Var, e, aug: bool) -> list[str]:
         """``sum(a)`` and (:meth:`_emit_sqnorm`) ``sum(a**2)``: fast-math kernels."""
@@ -727,7 +742,9 @@ def render_arrays(
     data_vars = [vars_[n.name] for n in data]
     grad_names = [f"grad_{n.name}" for n in params]
 
-    kernel_source, kernel_reads = copy_functions("arrays", sorted(kernel.kernels))
+    code = "\n".join([*forward_code, *backward_code])
+    used = sorted(k for k in kernel.kernels if f"_{k}(" in code)  # sce_t may have become
+    kernel_source, kernel_reads = copy_functions("arrays", used)  # sce_probs_t
     offsets, k = [], 0
     for v in param_vars:
         offsets.append((k, k + math.prod(v.shape)))
