@@ -417,6 +417,11 @@ class _Kernel:
         a = self.vars.get(e.args[0].name)
         if a is None or a.shape != out.shape or a.flip != out.flip:
             return None
+        if a.kind == out.kind == "buffer":  # both from alloc(), contiguous: one flat loop,
+            # whose vectorized body leaves one remainder instead of one per row (W2's tanh
+            # over (16, 300): measured 7.4 us flat against 9.1 us by rows)
+            return [self.call(f"map_{_MAPPED[type(e)]}", ", ".join(
+                f"{v.name}.reshape((1, {v.name}.size))" for v in (a, out)))]
         return [self.call(f"map_{_MAPPED[type(e)]}", f"{a.name}, {out.name}")]
 
     _emit_exp = _emit_log = _emit_tanh = _emit_sin = _emit_cos = _emit_map
