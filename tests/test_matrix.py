@@ -763,6 +763,9 @@ def test_sums_over_the_batch_join_the_loop_that_computes_their_operand(mlp):
         assert re.search(rf"grad_W1\[{k}, _a\] = _r\d+", loop), loop
     assert "_r0 = accumulate(_r0, " in loop
     assert f"{b1.group(2)}[" not in body  # kept in a local
+    # tanh from one buffer into another: one flat loop over the contiguous storage
+    assert re.search(r"_map_tanh\((\w+)\.reshape\(\(1, \1\.size\)\), (\w+)\.reshape\("
+                     r"\(1, \2\.size\)\)\)", body), body
 
 
 def test_fused_sums_keep_their_own_limit():
