@@ -409,15 +409,15 @@ class CompiledFunction:
     def value_and_grad(self, *args, **kwargs) -> tuple[float, tuple[float, ...]]:
         """``(value, gradient)``, the gradient a tuple in the order of :attr:`wrt`."""
         if not kwargs:
-            # The fast path, for Python's numbers: only floats, ints, bools (and Fractions)
-            # add up to a float, and for them the compiled entry point's own conversion,
-            # float(), is the one rule's. Text, SymPy and other numbers take the checked path
-            # below, and so does a NumPy float64 first (a tuple from an array: adding NumPy
-            # scalars costs more than the dispatcher's conversion). ``_fast`` raises where an
-            # input or a result is not finite (FloatingPointError) or the count is wrong
-            # (TypeError), and is None until the first call compiled it.
+            # The fast path, for Python floats: a float first, and the rest adds up to a
+            # float, which only floats, ints, bools (and Fractions) do. For them the compiled
+            # entry point's own conversion, float(), is the one rule's; everything else
+            # (NumPy and SymPy numbers, text) takes the checked path below, whose dispatcher
+            # converts or refuses. ``_fast`` raises where an input or a result is not finite
+            # (FloatingPointError) or the count is wrong (TypeError), and is None until the
+            # first call compiled it.
             try:
-                if type(args[0]) is not _FLOAT64 and type(sum(args, 0.0)) is float:
+                if type(args[0]) is float and type(sum(args, 0.0)) is float:
                     return self._fast(*args)
             except Exception:  # the path below does it again and says what
                 pass
@@ -630,7 +630,6 @@ class CompiledFunction:
 
 
 _MISSING = object()
-_FLOAT64 = np.float64
 
 
 def _checked_in_python(kernel):
