@@ -260,6 +260,15 @@ def test_the_nonfinite_warning_names_the_callers_line(backend):
     assert record[0].filename == __file__
 
 
+def test_a_flat_function_of_many_inputs_imports():
+    """value_and_grad_checked sums every input, the value and every partial: written as one
+    expression, 1600 inputs made Python's compiler give up (recursion) on the whole module."""
+    xs = sp.symbols("x0:1600")
+    g = sg.compile(sp.Add(*xs), wrt=list(xs), backend="flat")
+    assert "value_and_grad_checked" in g.source
+    assert callable(g.module.value_and_grad_checked)  # imported; nothing compiled by Numba
+
+
 def test_out_must_be_a_writable_float64_array(both):
     read_only = np.empty(1)
     read_only.flags.writeable = False
