@@ -246,8 +246,6 @@ class ArrayModel(Model):
         """The NumPy runner of the program followed by its tangent lines (built once)."""
         from types import SimpleNamespace
 
-        from .numpy_loop import NumpyLoop
-
         loop = self._second_loop_cache
         if loop is None:
             t0 = time.perf_counter()
@@ -259,12 +257,8 @@ class ArrayModel(Model):
             total = self._values.size
             slices = [(where, shape) for where, shape in self._slices.values()]
             slices += [(slice(w.start + total, w.stop + total), shape) for w, shape in slices]
-            node_of = self.ir.input_nodes()
-            batch = self._lowered.batch
-            loop = self._second_loop_cache = NumpyLoop(
-                joined, [*self.param_nodes, *dots], self.data_nodes, batch,
-                node_of[batch].var if batch in node_of else None, slices,
-                [False] * len(self.data_nodes), self._batched())
+            loop = self._second_loop_cache = self._make_loop(
+                joined, [*self.param_nodes, *dots], slices, [False] * len(self.data_nodes))
             self.timings["second_order_codegen_s"] = time.perf_counter() - t0
         return loop
 
@@ -379,18 +373,21 @@ class ArrayModel(Model):
         return any(node.op is dropout_mask for node in self.ir.nodes)
 
     def _numpy_loop(self):
-        from .numpy_loop import NumpyLoop
-
         loop = self._numpy_loop_cache
         if loop is None:
-            node_of = self.ir.input_nodes()
-            batch = self._lowered.batch
-            loop = self._numpy_loop_cache = NumpyLoop(
-                self.program, self.param_nodes, self.data_nodes, batch,
-                node_of[batch].var if batch in node_of else None,
-                [(where, shape) for where, shape in self._slices.values()],
-                self._flipped(), self._batched())
+            loop = self._numpy_loop_cache = self._make_loop(
+                self.program, self.param_nodes, list(self._slices.values()), self._flipped())
         return loop
+
+    def _make_loop(self, program, param_nodes, slices, flipped):
+        """A NumPy runner of ``program`` over this model's data and batch dimension."""
+        from .numpy_loop import NumpyLoop
+
+        node_of = self.ir.input_nodes()
+        batch = self._lowered.batch
+        return NumpyLoop(program, param_nodes, self.data_nodes, batch,
+                         node_of[batch].var if batch in node_of else None, slices, flipped,
+                         self._batched())
 
     def _unflatten(self, values: np.ndarray) -> dict:
         return {p: values[where].reshape(shape).copy()

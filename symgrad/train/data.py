@@ -49,6 +49,14 @@ class PreparedData:
         return f"<PreparedData {self.samples} samples: {_describe(self._layout)}>"
 
 
+def by_symbol(data: Mapping, symbols: Sequence) -> dict:
+    """``data`` keyed by the symbols themselves: a key that is a symbol's name (or another
+    object with that ``.name``) becomes the symbol; unknown keys stay as they are."""
+    names = {s.name: s for s in symbols}
+    return {(k if k in symbols else names.get(getattr(k, "name", k), k)): v
+            for k, v in data.items()}
+
+
 def _describe(layout: tuple) -> str:
     return layout[0]
 

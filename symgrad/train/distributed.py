@@ -47,7 +47,7 @@ from ..compile.cache import cache_dir, module_path
 from ..compile.inputs import real_array
 from ..compile.pipeline import import_source
 from ..errors import CompileError, ExpressionError, InputError, ShapeError
-from .data import match_columns
+from .data import by_symbol, match_columns
 from .history import DONE
 
 __all__ = ["Layout", "evaluate", "fit_job", "loaded_modules", "predict"]
@@ -572,7 +572,7 @@ def predict(model, client, expr, data: Mapping):
                               "workers do not run yet; predict without client= (or split it).")
     job = Job(model, client, f.generated.source)
     job.restrict([s for s in model._data_syms if s in set(f.inputs)])
-    shards = job.shards({s: v for s, v in _by_symbol(data, model._data_syms).items()
+    shards = job.shards({s: v for s, v in by_symbol(data, model._data_syms).items()
                          if s in job.syms}, "data")
     inputs = tuple(("p", model._param_syms.index(s)) if s in model._param_syms
                    else ("d", job.syms.index(s)) for s in f.inputs)
@@ -588,7 +588,7 @@ def _predict_matrix(model, client, expr, data):
 
     lowered = model._lowered_prediction(model._prediction_or(expr))
     job = Job(model, client)
-    given = _by_symbol(data, model._data_syms) if isinstance(data, Mapping) else {}
+    given = by_symbol(data, model._data_syms) if isinstance(data, Mapping) else {}
     job.restrict([d for d in model._data_syms if d in given])
     shards = job.shards(data, "data")
     params = model.params
@@ -597,12 +597,6 @@ def _predict_matrix(model, client, expr, data):
     first = parts[0].result()
     return da.concatenate([da.from_delayed(p, shape=(r, *first.shape[1:]), dtype=first.dtype)
                            for p, r in zip(parts, shards.rows)])
-
-
-def _by_symbol(data: Mapping, symbols) -> dict:
-    names = {s.name: s for s in symbols}
-    return {(k if k in symbols else names.get(getattr(k, "name", k), k)): v
-            for k, v in data.items()}
 
 
 def check_client(client) -> None:

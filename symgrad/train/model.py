@@ -32,7 +32,7 @@ from ..expression import as_expression, free_symbols
 from ..expression import stabilize as _stabilize
 from ..graph import Graph, Node
 from ..rules import Program
-from .data import PreparedData, columns
+from .data import PreparedData, by_symbol, columns
 from .history import DIVERGED, DONE, EARLY_STOPPING, RESTORES_BEST, History
 from .interrupt import COMPILING, TRAINING, Interrupts
 from .metrics import METRICS
@@ -586,7 +586,7 @@ class Model:
             X = data.arrays_for(self._data_layout(), "data")
             return self._evaluate(f, {s: X[k] for k, s in enumerate(self._data_syms)
                                       if s in needed})
-        X = columns({s: v for s, v in _by_symbol(data, self._data_syms).items() if s in used},
+        X = columns({s: v for s, v in by_symbol(data, self._data_syms).items() if s in used},
                     used, "data")
         return self._evaluate(f, dict(zip(used, X)))
 
@@ -780,9 +780,3 @@ def _count(value, name: str, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
         raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     return int(value)
-
-
-def _by_symbol(data: Mapping, symbols: Sequence[sp.Symbol]) -> dict:
-    names = {s.name: s for s in symbols}
-    return {(k if isinstance(k, sp.Symbol) else names.get(k, k)): v for k, v in data.items()}
-

@@ -45,6 +45,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..kernels import ready
+from .data import PreparedData
 from .history import DIVERGED, DONE, EARLY_STOPPING, History
 from .interrupt import COMPILING, TRAINING, Interrupts
 from .optim import ScipyOptimizer
@@ -72,6 +73,8 @@ class _Objective:
         self.model, self.data = model, data
         self.dtype = model._values.dtype
         if isinstance(model, ArrayModel):
+            if hessian and not isinstance(data, PreparedData):  # checked once, not per HVP
+                self.data = data = model.prepare(data)
             self._at = model.evaluator(data)
         else:
             self._at = _mean_loss_and_grad(model, X)
