@@ -234,6 +234,15 @@ def test_a_nan_input_is_refused_where_the_result_is_finite():
             call(1.0, math.nan)
     with pytest.raises(sg.InputError, match="input w is NaN"):
         g.value_and_grad(math.nan, 2.0)
+    # the array and batch forms too (they returned the -9.2e18 at the NaN point)
+    with pytest.raises(sg.InputError, match="input x is NaN"):
+        g.value_and_grad_array(np.array([1.0, math.nan]))
+    ws, xs = np.array([1.0, 2.0, 3.0]), np.array([0.5, math.nan, 4.0])
+    for call in (g.value_and_grad_batch, g.value_batch):
+        with pytest.raises(sg.InputError, match="input x is NaN at index 1"):
+            call(ws, xs)
+    value, grad = g.value_and_grad_batch(ws, np.array([0.5, math.inf, 4.0]))  # inf is allowed
+    assert value[1] == math.inf and value[0] == 1.0 and value[2] == 3 * 4.0 + 4.0
 
 
 def test_every_path_gives_the_kernels_numbers(both):

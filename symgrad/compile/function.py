@@ -471,7 +471,7 @@ class CompiledFunction:
                   and out.shape == (len(self.wrt),) and out.flags.writeable):
             _check_out("out", out, (len(self.wrt),))  # says what is wrong
         value = _compiled(self.module.value_and_grad_array, x, out, path=self.path)
-        total = value + out.sum()
+        total = value + out.sum() + x.sum()  # NaN inputs too: a finite result may hide them
         if total - total != 0.0:
             self._nonfinite(x.tolist(), value, out.tolist())
         return value, out
@@ -554,10 +554,12 @@ class CompiledFunction:
 
     def _check_batch(self, columns: tuple[np.ndarray, ...], value: np.ndarray,
                      grad: np.ndarray | None = None) -> None:
-        """NaN inputs are refused, and the first sample whose value or gradient is not finite
-        at finite inputs gets a NonFiniteWarning; checked only where a sum of the results is
-        not finite (cheap otherwise)."""
+        """NaN inputs are refused (also where the results are finite: max(1, nan) is 1), and
+        the first sample whose value or gradient is not finite at finite inputs gets a
+        NonFiniteWarning; looked into only where a sum of the inputs and results is not
+        finite (cheap otherwise)."""
         total = float(value.sum()) + (float(grad.sum()) if grad is not None else 0.0)
+        total += sum(float(column.sum()) for column in columns)
         if total - total == 0.0:
             return
         for s, column in zip(self.inputs, columns):
