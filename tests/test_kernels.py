@@ -326,3 +326,6 @@ def test_generated_modules_name_the_kernels_they_were_made_with():
     assert f"kernels {kernels.fingerprint()}" in first
     model = sg.Model((w * x - 1) ** 2, {w: 0.5}, [x])
     assert f"kernels {kernels.fingerprint()}" in model.generated.source.splitlines()[0]
+    X, W = sp.MatrixSymbol("X", 4, 2), sp.MatrixSymbol("W", 2, 1)  # a matrix model too
+    matrix = sg.Model(sg.mean(sg.tanh(X * W)), {W: [[0.1], [0.2]]}, [X])
+    assert f"kernels {kernels.fingerprint()}" in matrix.generated.source.splitlines()[0]
