@@ -1,5 +1,6 @@
 """Bad input gets an error that names the problem and the fix, never a Numba traceback."""
 
+import decimal
 import math
 import re
 
@@ -201,6 +202,80 @@ def test_bool_is_a_number_for_every_call(both):
 def test_sympy_numbers_convert(both):
     assert both(sp.E, sp.Rational(3, 2)) == pytest.approx(1.5, rel=1e-15)
     assert both.value_and_grad(sp.Float(2.0), sp.Integer(3)) == both.value_and_grad(2.0, 3.0)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("2", "x must be a real number, got the text '2'"), (b"2", "x must be .* text"),
+    (np.str_("2"), "x must be .* text"), (decimal.Decimal(2), "x must be .* got Decimal"),
+    (np.complex128(2), "x must be .* complex"), (np.array([2.0]), r"x must .* shape \(1,\)"),
+    (None, "x must be a real number, got None"),
+    pytest.param(10**400, "x is too large for a float64", id="10**400"),
+    (math.nan, "input x is NaN"),
+])
+def test_a_bad_value_after_a_float_is_refused(both, bad, message):
+    """value_and_grad hands Python floats straight to the compiled code, whose own conversion
+    would parse text: every value is checked, not just the first."""
+    for call in (both, both.value_and_grad, both.gradient):
+        with pytest.raises(sg.InputError, match=message):
+            call(2.0, bad)
+    for args in [(), (2.0,), (2.0, 1.0, 1.0)]:
+        with pytest.raises(sg.InputError, match="missing value for|takes 2 values, got 3"):
+            both.value_and_grad(*args)
+
+
+def test_a_nan_input_is_refused_where_the_result_is_finite():
+    """In compiled flat code Max(1, NaN) is 1 and floor(NaN) comes out as -9.2e18: a
+    positional call returned that while a keyword call refused the NaN; now every call
+    refuses it."""
+    g = sg.compile(w * sp.Max(1, x) + sp.floor(x), wrt=[w, x])
+    assert math.isfinite(g.kernel(1.0, math.nan)[0])  # the raw kernel does not check
+    for call in (g.value_and_grad, g.gradient, g):
+        with pytest.raises(sg.InputError, match="input x is NaN"):
+            call(1.0, math.nan)
+    with pytest.raises(sg.InputError, match="input w is NaN"):
+        g.value_and_grad(math.nan, 2.0)
+    # the array and batch forms too (they returned the -9.2e18 at the NaN point)
+    with pytest.raises(sg.InputError, match="input x is NaN"):
+        g.value_and_grad_array(np.array([1.0, math.nan]))
+    ws, xs = np.array([1.0, 2.0, 3.0]), np.array([0.5, math.nan, 4.0])
+    for call in (g.value_and_grad_batch, g.value_batch):
+        with pytest.raises(sg.InputError, match="input x is NaN at index 1"):
+            call(ws, xs)
+    value, grad = g.value_and_grad_batch(ws, np.array([0.5, math.inf, 4.0]))  # inf is allowed
+    assert value[1] == math.inf and value[0] == 1.0 and value[2] == 3 * 4.0 + 4.0
+
+
+def test_every_path_gives_the_kernels_numbers(both):
+    """Python floats (the compiled check), NumPy scalars (the dispatcher), ints and keywords:
+    the same numbers as the raw kernel to the last bit, and log(w)*x's by hand."""
+    for wv, xv in np.random.default_rng(0).uniform(0.1, 5.0, (40, 2)):
+        expected = both.kernel(float(wv), float(xv))
+        assert expected[0] == pytest.approx(math.log(wv) * xv, rel=1e-14)
+        assert expected[1][0] == pytest.approx(xv / wv, rel=1e-14)
+        assert both.value_and_grad(float(wv), float(xv)) == expected
+        assert both.value_and_grad(wv, xv) == expected  # np.float64
+        assert both.value_and_grad(float(wv), np.float32(xv)) == both.kernel(wv, float(
+            np.float32(xv)))
+        assert both.value_and_grad(x=xv, w=wv) == expected
+    assert both.value_and_grad(2, 3) == both.value_and_grad(2.0, True + 2) == both.kernel(2.0, 3.0)
+
+
+@pytest.mark.parametrize("backend", ["flat", "tape"])
+def test_the_nonfinite_warning_names_the_callers_line(backend):
+    g = sg.compile(sp.log(w) * x, wrt=[w], backend=backend)
+    with pytest.warns(sg.NonFiniteWarning) as record:
+        value, _ = g.value_and_grad(-1.0, 1.0)
+    assert math.isnan(value)
+    assert record[0].filename == __file__
+
+
+def test_a_flat_function_of_many_inputs_imports():
+    """value_and_grad_checked sums every input, the value and every partial: written as one
+    expression, 1600 inputs made Python's compiler give up (recursion) on the whole module."""
+    xs = sp.symbols("x0:1600")
+    g = sg.compile(sp.Add(*xs), wrt=list(xs), backend="flat")
+    assert "value_and_grad_checked" in g.source
+    assert callable(g.module.value_and_grad_checked)  # imported; nothing compiled by Numba
 
 
 def test_out_must_be_a_writable_float64_array(both):

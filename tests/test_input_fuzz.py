@@ -114,11 +114,13 @@ def as_real(v, nan_ok: bool = False):
             return REFUSE
     elif isinstance(v, float):
         out = v
+    elif v is sp.nan:  # SymPy's NaN is a NaN like float("nan"): refused where it is used
+        out = math.nan
     elif isinstance(v, sp.Basic) and v.is_number and v.is_extended_real:
         out = float(v)
         if math.isinf(out) and v.is_finite:
             return REFUSE
-    else:  # text, bytes, None, complex, Decimal, containers, symbols, sympy.nan/zoo/I
+    else:  # text, bytes, None, complex, Decimal, containers, symbols, sympy.zoo/I
         return REFUSE
     return REFUSE if math.isnan(out) and not nan_ok else out
 

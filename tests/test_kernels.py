@@ -163,6 +163,12 @@ def test_row_wise_softmax_kernels_match_numpy():
         loss = arrays.sce_t.py_func(sv, np.asfortranarray(y1), wm, wz, wl)
         assert loss == pytest.approx(-np.mean(np.sum(y1 * want_log, axis=0)), rel=1e-13)
         np.testing.assert_allclose(wz, lse, rtol=1e-14)  # left for the backward softmax
+        probs = np.full((4, 11), np.nan)
+        wm2, wz2, wl2 = np.zeros(11), np.zeros(11), np.zeros(11)
+        assert arrays.sce_probs_t.py_func(sv, np.asfortranarray(y1), wm2, wz2, wl2,
+                                          probs) == loss  # the same arithmetic
+        np.testing.assert_array_equal(wz2, wz)
+        np.testing.assert_allclose(probs, np.exp(want_log), rtol=1e-13, atol=1e-300)
 
 
 @pytest.mark.parametrize("name, ref", [("exp", np.exp), ("log", np.log), ("tanh", np.tanh),
@@ -189,9 +195,12 @@ def test_copied_kernels_are_renamed_with_their_callees():
     X, W = sp.MatrixSymbol("X", n, 3), sp.MatrixSymbol("W", 3, 2)
     model = sg.Model(sg.softmax_cross_entropy(X * W, sp.MatrixSymbol("Y", n, 2)),
                      params={W: np.zeros((3, 2))}, data=[X, sp.MatrixSymbol("Y", n, 2)])
+    # its backward softmax comes from the cross-entropy: it carries sce_probs_t instead
+    text, _ = copy_functions("arrays", ["sce_probs_t"])
     for block in text.split("\n\n\n"):  # each function, verbatim
         assert block.startswith("@njit") and block in model.source
-    assert "sce_t(" not in model.source.replace("_sce_t(", "")
+    assert "sce_probs_t(" not in model.source.replace("_sce_probs_t(", "")
+    assert "_sce_t(" not in model.source and "_softmax_from_lse(" not in model.source
 
 
 def test_saved_trainer_module_trains_without_symgrad(tmp_path):
@@ -317,3 +326,6 @@ def test_generated_modules_name_the_kernels_they_were_made_with():
     assert f"kernels {kernels.fingerprint()}" in first
     model = sg.Model((w * x - 1) ** 2, {w: 0.5}, [x])
     assert f"kernels {kernels.fingerprint()}" in model.generated.source.splitlines()[0]
+    X, W = sp.MatrixSymbol("X", 4, 2), sp.MatrixSymbol("W", 2, 1)  # a matrix model too
+    matrix = sg.Model(sg.mean(sg.tanh(X * W)), {W: [[0.1], [0.2]]}, [X])
+    assert f"kernels {kernels.fingerprint()}" in matrix.generated.source.splitlines()[0]

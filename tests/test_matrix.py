@@ -488,9 +488,9 @@ def test_wide_data_and_tied_weights_through_blas_match_numpy():
     through a temporary); unshuffled batches (the short last one too) are read in place,
     shuffled ones gathered. Value and gradient against finite differences, training
     against NumPy by hand, the shuffled order against the NumPy tier."""
-    Xw, Ww = sp.MatrixSymbol("X", n, 40), sp.MatrixSymbol("W", 40, 5)
+    Xw, Ww = sp.MatrixSymbol("X", n, 40), sp.MatrixSymbol("W", 40, 20)  # > UNROLL_UP_TO
     rng = np.random.default_rng(8)
-    xs, w0 = rng.standard_normal((50, 40)), 0.1 * rng.standard_normal((40, 5))
+    xs, w0 = rng.standard_normal((50, 40)), 0.1 * rng.standard_normal((40, 20))
     model = sg.Model(sg.losses.mse(Xw * Ww * Ww.T, Xw), params={Ww: w0}, data=[Xw])
     assert model._flipped() == (False,)
     body = model.source.split("def value_and_grad(")[1].split("\ndef ")[0]
@@ -776,11 +776,61 @@ def test_products_over_a_small_dimension_join_the_element_wise_loops():
     model = sg.Model(sg.sum(sg.tanh(Xs * W + b)) / n, params={W: np.ones((2, 3)),
                      b: np.zeros((1, 3))}, data=[Xs])
     body = model.source[model.source.index("def value_and_grad("):]
+    # X @ W is read only by the bias line, at the same entry: it stays in a local (_v0)
     loop = re.search(r"# (s\d+) = X @ W\n\s*# (s\d+) = \1 \+ b\n\s*for _a in .*\n"
-                     r"\s*for _b in .*\n\s*\1\[_a, _b\] = \(X\[0, _b\]\*W\[0, _a\] \+ "
-                     r"X\[1, _b\]\*W\[1, _a\]\)\n\s*\2\[_a, _b\] = ", body)
+                     r"\s*for _b in .*\n\s*(_v\d+) = \(X\[0, _b\]\*W\[0, _a\] \+ "
+                     r"X\[1, _b\]\*W\[1, _a\]\)\n\s*\2\[_a, _b\] = b\[0, _a\] \+ \3\n", body)
     assert loop, body[:1500]
-    assert f"{loop.group(1)}[_a, _b] = 0.0" not in body
+    assert f"{loop.group(1)}[_a, _b]" not in body
+
+def test_sums_over_the_batch_join_the_loop_that_computes_their_operand(mlp):
+    """The hidden layer's backward pass is one loop nest: grad_W2 = s.T @ delta (4 output
+    columns), grad_b1 = sum(delta, axis=0) and grad_W1 = X.T @ delta (3 input columns) are
+    accumulators of the loop computing delta, whose adjoint never goes to memory. The values
+    are checked against finite differences and torch by the mlp tests above."""
+    model, _, _ = mlp
+    body = model.source[model.source.index("def value_and_grad("):]
+    body = body[:body.index("\n@")]
+    listing = model.listing()
+    w1 = re.search(r"(grad_W1 = X\.T @ (grad_s\d+))", listing)
+    b1 = re.search(r"(grad_b1 = sum\((grad_s\d+), axis=0\))", listing)
+    w2 = re.search(r"(grad_W2 = (s\d+)\.T @ grad_s\d+)", listing)
+    assert w1 and b1 and w2, listing
+    lines = body.splitlines()
+    at = next(k for k, ln in enumerate(lines) if ln.strip() == f"# {w1.group(1)}")
+    start = at
+    while lines[start - 1].strip().startswith("#"):
+        start -= 1
+    end = next(k for k in range(at, len(lines)) if lines[k].startswith("    for _a in "))
+    end = next(k for k in range(end + 1, len(lines)) if not lines[k].startswith("     "))
+    loop = "\n".join(lines[start:end])  # the comment lines above the loop nest, then it
+    assert f"# {b1.group(1)}" in loop and f"# {w2.group(1)}" in loop
+    assert "_mm_dot" not in body and "_rowsums" not in body
+    for k in range(D):
+        assert re.search(rf"grad_W1\[{k}, _a\] = _r\d+", loop), loop
+    assert "_r0 = accumulate(_r0, " in loop
+    assert f"{b1.group(2)}[" not in body  # kept in a local
+    # tanh from one buffer into another: one flat loop over the contiguous storage
+    assert re.search(r"_map_tanh\((\w+)\.reshape\(\(1, \1\.size\)\), (\w+)\.reshape\("
+                     r"\(1, \2\.size\)\)\)", body), body
+
+
+def test_fused_sums_keep_their_own_limit():
+    """A sum over the batch whose small side has more rows than SUMS_UP_TO stays a kernel
+    call of its own, and is still right (against NumPy by hand)."""
+    from symgrad.emit.arrays import SUMS_UP_TO
+
+    d = SUMS_UP_TO + 1
+    Xs, W = sp.MatrixSymbol("X", n, d), sp.MatrixSymbol("W", d, 3)
+    rng = np.random.default_rng(5)
+    w0, x = rng.standard_normal((d, 3)), rng.standard_normal((9, d))
+    model = sg.Model(sg.sum(sg.tanh(Xs * W)) / n, params={W: w0}, data=[Xs])
+    value, grads = model.value_and_grad({Xs: x})
+    a = np.tanh(x @ w0)
+    assert value == pytest.approx(a.sum() / 9, rel=1e-13)
+    np.testing.assert_allclose(grads[W], x.T @ (1 - a**2) / 9, rtol=1e-12, atol=1e-15)
+    assert "_mm_dot(" in model.source
+
 
 def test_residual_connections_get_the_right_gradient():
     """A fan-out whose adjoint is first copied and later added to (a skip connection) must

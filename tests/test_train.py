@@ -499,20 +499,21 @@ def test_block_kernel_sums_samples_in_one_vectorized_pass(tmp_path):
     samples match sympy's derivatives evaluated by NumPy."""
     import re
 
-    from symgrad.kernels.trainer import loss_and_grad_sum
+    from symgrad.kernels.trainer import BLOCK_SIZE, loss_and_grad_sum
 
     loss = (a * sp.exp(-b * x) * sp.sin(c * x) - y) ** 2
     params = {a: 1.5, b: 0.2, c: 2.9}
     model = sg.Model(loss=loss, params=params, data=[x, y], cache_dir=tmp_path / "cache")
     m = model.trainer
     rng = np.random.default_rng(5)
-    data = np.vstack([rng.uniform(0, 10, 1003), rng.normal(size=1003)])
+    n = 2 * BLOCK_SIZE + 3  # ranges of one, two and three blocks
+    data = np.vstack([rng.uniform(0, 10, n), rng.normal(size=n)])
     values = np.array(list(params.values()))
     terms = [loss] + [sp.diff(loss, p) for p in params]
     f = sp.lambdify([x, y], [t.subs(params) for t in terms], "numpy")
     per_sample = np.array(f(data[0], data[1]))
     grad = np.empty(3)
-    for lo, hi in ((0, 1003), (5, 518), (997, 1003), (7, 7)):
+    for lo, hi in ((0, n), (5, 518), (5, BLOCK_SIZE + 9), (n - 6, n), (7, 7)):
         total = loss_and_grad_sum(m.block, m.exact, m.HAS_EXACT, False, values, data, lo, hi,
                                   grad)
         want = per_sample[:, lo:hi].sum(axis=1)
@@ -535,6 +536,20 @@ def test_progress_bar_for_runs_longer_than_a_second(capsys):
     model.fit(DATA, optimizer=optim.SGD(lr=0.01), epochs=3, verbose=0,
               callbacks=[lambda epoch, logs: _time.sleep(0.4)])
     assert "3/3" not in capsys.readouterr().err
+
+
+def test_block_kernels_use_the_cheap_exp_without_a_libm_twin(tmp_path):
+    """In loops over samples exp is vecmath.vexp_fast, valid over the whole domain: no libm
+    block is generated for it (sin/cos, valid up to 2**40, need one); compiled functions
+    keep vexp."""
+    w = sp.Symbol("w")
+    model = sg.Model(loss=(sp.exp(w * x) - y) ** 2, params={w: 0.5}, data=[x, y],
+                     cache_dir=tmp_path)
+    src = model.source
+    assert "\nexp = vexp_fast\n" in src and "HAS_EXACT = False" in src
+    assert "def exact(" not in src
+    f = sg.compile(sp.exp(w * x), wrt=[w], fast_math=True, cache_dir=tmp_path)
+    assert "\nexp = vexp\n" in f.source
 
 
 def test_huge_sin_arguments_fall_back_to_libm():

@@ -242,8 +242,12 @@ def peer_symgrad(spec, opts):
         return
     yield {"variant": "value_and_grad (checked)", "group": "py", "baseline": True, **first,
            **per_call(f.value_and_grad, POINT, opts=opts), **_ok(v, g)}
-    v, g = f.kernel(*POINT)
     same = {"cache_warm": files_before > 0, "peer_version": sg.__version__}
+    numpy_point = tuple(np.float64(p) for p in POINT)  # e.g. f.value_and_grad(*array)
+    v, g = f.value_and_grad(*numpy_point)
+    yield {"variant": "value_and_grad (checked), NumPy float64 args", "group": "py", **same,
+           **per_call(f.value_and_grad, numpy_point, opts=opts), **_ok(v, g)}
+    v, g = f.kernel(*POINT)
     yield {"variant": "kernel (raw njit)", "group": "py", **same,
            **per_call(f.kernel, POINT, opts=opts), **_ok(v, g)}
     yield {"variant": "kernel in njit loop", "baseline": True, **same, **_njit_loop(f.kernel, opts)}

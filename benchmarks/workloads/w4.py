@@ -277,9 +277,10 @@ def peer_numba(spec, opts):
                "threads": numba.get_num_threads(), "cache_warm": None,
                "peer_version": numba.__version__}
 
-    # The ceiling (issue 15): one fused prange pass with symgrad's vectorizable exp/sin/cos
-    # (sin and cos of one argument share the reduction: LLVM CSE of the inlined code) and
-    # fast-math flags on the sums only (the per-point helper is strict IEEE).
+    # The ceiling (issue 15): one fused prange pass with symgrad's cheapest vectorizable
+    # exp/sin/cos (vexp_fast, vsin_fast, vcos_fast: sin and cos of one argument share the
+    # reduction, LLVM CSE of the inlined code) and fast-math flags on the sums only (the
+    # per-point helper is strict IEEE); the constant factors come out of the sums.
     kernel, setup_s = fused_vecmath_pass()
 
     def step_fused():
@@ -301,14 +302,14 @@ def fused_vecmath_pass():
     from numba import njit, prange
 
     from symgrad.kernels import ready
-    from symgrad.kernels.vecmath import vcos_fast, vexp, vsin_fast
+    from symgrad.kernels.vecmath import vcos_fast, vexp_fast, vsin_fast
 
     ready()  # symgrad's kernel cache checked (and its machine code loaded) as symgrad does
     sums = {"reassoc", "contract", "arcp", "nsz"}
 
     @njit(error_model="numpy", fastmath=False, forceinline=True)
     def point(a, b, c, d, e, x, y):  # strict IEEE: only the sums below reassociate
-        ex = vexp(-b * x)
+        ex = vexp_fast(-b * x)
         arg = c * x + d
         s = vsin_fast(arg)
         co = vcos_fast(arg)

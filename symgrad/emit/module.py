@@ -29,6 +29,9 @@ FAST_MATH_NAMES = ("exp", "log", "sin", "cos", "tanh", "log1p", "expm1")
 #: Replaced in loops over samples only, by versions that return NaN past a range limit; a
 #: block whose sums come out NaN is recomputed with libm (the ``exact`` lines).
 FAST_RANGE_NAMES = ("sin", "cos")
+#: Replaced in loops over samples only, by cheaper versions for the whole domain (within 1 ulp
+#: too, a little less close than the others): a loop over samples is bound by instructions.
+FAST_LOOP_NAMES = ("exp",)
 _HELPER_MATH = {"sigmoid": {"exp"}, "softplus": {"exp", "log1p"}, "elu": {"expm1"},
                 "log_sigmoid": {"exp", "log1p"}, "logsumexp": {"exp", "log1p"}}
 
@@ -115,8 +118,9 @@ def math_context(printer: FlatCodePrinter, graph: Graph, fast_math: bool, ranged
         math_names |= _HELPER_MATH.get(helper, set())
     fast = sorted(math_names & set(FAST_MATH_NAMES)) if fast_math else []
     fast_range = sorted(set(fast) & set(FAST_RANGE_NAMES)) if ranged else []
+    fast_loop = sorted(set(fast) & set(FAST_RANGE_NAMES + FAST_LOOP_NAMES)) if ranged else []
     imports = dict(kernels or {})
-    vectorized = [f"v{n}" for n in fast if n not in fast_range] + [f"v{n}_fast" for n in fast_range]
+    vectorized = [f"v{n}" for n in fast if n not in fast_loop] + [f"v{n}_fast" for n in fast_loop]
     if vectorized:
         imports = {"vecmath": vectorized, **imports}
     return dict(
@@ -124,8 +128,9 @@ def math_context(printer: FlatCodePrinter, graph: Graph, fast_math: bool, ranged
         helpers=printer.helpers,
         user_functions=user_functions,
         fast_math=bool(fast),
-        fast_math_names=[n for n in fast if n not in fast_range],
+        fast_math_names=[n for n in fast if n not in fast_loop],
         fast_range_names=fast_range,
+        fast_loop_names=fast_loop,
         numba_names=["njit"],  # what the prelude imports from numba; a template may add
         kernel_imports=list(imports.items()),
         kernel_source=kernel_source(tuple(imports)) if standalone and imports else "",

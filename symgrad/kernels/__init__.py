@@ -233,8 +233,8 @@ def warm() -> float:
 
     start = time.perf_counter()
     ready()
-    for name in ("vexp", "vexpm1", "vtanh", "vlog", "vlog1p", "vsin", "vcos", "vsin_fast",
-                 "vcos_fast"):
+    for name in ("vexp", "vexp_fast", "vexpm1", "vtanh", "vlog", "vlog1p", "vsin", "vcos",
+                 "vsin_fast", "vcos_fast"):
         getattr(vecmath, name)(0.5)
 
     @cfunc(trainer.BLOCK)

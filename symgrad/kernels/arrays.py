@@ -150,6 +150,34 @@ def sce_t(s, y, wm, wz, wl):
     return sum1d(wl, s.shape[1]) / s.shape[1]
 
 
+@njit(cache=True, error_model="numpy")
+def sce_probs_t(s, y, wm, wz, wl, p):
+    """:func:`sce_t` (the same loss, the same log-sum-exp left in wz), and the softmax of each
+    sample into p, stored like s: exp(s - max) over its sum, from the exponentials the loss
+    needs anyway, so the backward pass's softmax costs no exp of its own."""
+    for i in range(s.shape[1]):
+        wm[i] = s[0, i]
+        wl[i] = 0.0
+    for j in range(1, s.shape[0]):
+        for i in range(s.shape[1]):
+            wm[i] = max(wm[i], s[j, i])
+    for j in range(s.shape[0]):
+        for i in range(s.shape[1]):
+            v = exp(s[j, i] - wm[i])
+            p[j, i] = v
+            wl[i] += v
+    for j in range(s.shape[0]):
+        for i in range(s.shape[1]):
+            p[j, i] = p[j, i] / wl[i]
+    for i in range(s.shape[1]):
+        wz[i] = wm[i] + log(wl[i])
+        wl[i] = 0.0
+    for j in range(s.shape[0]):
+        for i in range(s.shape[1]):
+            wl[i] += y[j, i] * (wz[i] - s[j, i])
+    return sum1d(wl, s.shape[1]) / s.shape[1]
+
+
 @njit(cache=True, error_model="numpy", fastmath=SUMS)
 def sum1d(a, m):
     """The sum of a[:m]."""

