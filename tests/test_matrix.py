@@ -778,8 +778,8 @@ def test_products_over_a_small_dimension_join_the_element_wise_loops():
     body = model.source[model.source.index("def value_and_grad("):]
     # X @ W is read only by the bias line, at the same entry: it stays in a local (_v0)
     loop = re.search(r"# (s\d+) = X @ W\n\s*# (s\d+) = \1 \+ b\n\s*for _a in .*\n"
-                     r"\s*for _b in .*\n\s*(_v\d+) = \(X\[0, _b\]\*W\[0, _a\] \+ "
-                     r"X\[1, _b\]\*W\[1, _a\]\)\n\s*\2\[_a, _b\] = b\[0, _a\] \+ \3\n", body)
+                     r"\s*for _b in .*\n\s*(_v\d+) = np\.float64\(\(X\[0, _b\]\*W\[0, _a\] \+ "
+                     r"X\[1, _b\]\*W\[1, _a\]\)\)\n\s*\2\[_a, _b\] = b\[0, _a\] \+ \3\n", body)
     assert loop, body[:1500]
     assert f"{loop.group(1)}[_a, _b]" not in body
 
@@ -830,6 +830,22 @@ def test_fused_sums_keep_their_own_limit():
     assert value == pytest.approx(a.sum() / 9, rel=1e-13)
     np.testing.assert_allclose(grads[W], x.T @ (1 - a**2) / 9, rtol=1e-12, atol=1e-15)
     assert "_mm_dot(" in model.source
+
+
+def test_a_buffer_kept_in_a_local_holds_what_the_buffer_would():
+    """floor is an integer in Numba: floor(X)*floor(Z) of two buffers kept in locals was an
+    int64 product, which wrapped around past 2**63 (-1.2e18 for 4e9*4e9) where the buffers
+    held floats. Against NumPy by hand."""
+    Xs, Zs, w = sp.MatrixSymbol("X", n, 2), sp.MatrixSymbol("Z", n, 2), sp.MatrixSymbol("w", 1, 2)
+    F = sg.elementwise(lambda a, b: sp.floor(a) * sp.floor(b), Xs, Zs)
+    loss = sg.sum(sg.elementwise(lambda f, v: f * v, F, OneMatrix(n, 1) * w)) / n
+    model = sg.Model(loss, params={w: np.array([[1.0, 1e-10]])}, data=[Xs, Zs])
+    x, z = np.array([[4e9, 1.5], [3.5, 1.0]]), np.array([[4e9, 2.0], [3.0, 1.0]])
+    assert re.search(r"_v\d+ = np\.float64\(floor\(X\[_a, _b\]\)\)", model.source)
+    value, grads = model.value_and_grad({Xs: x, Zs: z})
+    f = np.floor(x) * np.floor(z)
+    assert value == pytest.approx(np.sum(f * model.params[w]) / 2, rel=1e-15)
+    np.testing.assert_allclose(grads[w], f.sum(axis=0, keepdims=True) / 2, rtol=1e-15)
 
 
 def test_residual_connections_get_the_right_gradient():

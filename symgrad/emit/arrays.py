@@ -189,8 +189,9 @@ class _Kernel:
     """
 
     def __init__(self, vars_: dict[str, _Var], batch: str, printer: FlatCodePrinter,
-                 names: NameAllocator, fast_math: bool = True) -> None:
+                 names: NameAllocator, fast_math: bool = True, dtype: str = "float64") -> None:
         self.fast_math = fast_math
+        self.dtype = dtype  # the buffers' element type, which a local kept instead keeps
         self.lse_of: str | None = None  # whose row-wise log-sum-exp _wz holds now
         self.augmented: set[str] = set()  # targets of += lines
         self.uses_dropout = False
@@ -627,7 +628,9 @@ class _Kernel:
         """Keep in a local variable each buffer that one loop nest writes and only that loop
         reads, at the entry it wrote (``s4`` in ``s4 = X @ W1; s5 = s4 + b1``, a backward
         line's adjoint read by the next line and the sums fused after it): its values never
-        go to memory. Returns the names of the buffers no longer needed."""
+        go to memory. The local holds what the buffer would (``np.<dtype>(...)``: a value
+        of ``floor`` is an integer in Numba, whose products would wrap around past 2**63,
+        and a float32 buffer rounds). Returns the names of the buffers no longer needed."""
         def refs(block) -> str:
             lines = [*block.pre, *block.body, *block.post] if isinstance(block, _Loop) else block
             return "\n".join(lines)
@@ -662,7 +665,9 @@ class _Kernel:
                     block.bounds = (f"{other}.shape[0]", f"{other}.shape[1]")
                 local = f"_v{len(self.locals)}"
                 self.locals.append(local)
+                at = block.body.index(first)
                 block.body = [entry.sub(local, b) for b in block.body]
+                block.body[at] = f"{local} = np.{self.dtype}({first.split(' = ', 1)[1]})"
                 texts[k] = refs(block)
                 gone |= names
         self.aliases = [f"# {a.split('  # ', 1)[1]}, in a local" if a.split(" = ")[0] in gone
@@ -733,7 +738,7 @@ def render_arrays(
                             "scalar")
 
     printer = FlatCodePrinter()
-    kernel = _Kernel(vars_, batch_name, printer, names, fast_math)
+    kernel = _Kernel(vars_, batch_name, printer, names, fast_math, dtype)
     kernel.augmented = {a.lhs.name for a in backward if isinstance(a, AddAugmentedAssignment)}
     for a, text in zip(forward, forward_lines):
         kernel.assign(a.lhs.name, a.rhs, False, text)
