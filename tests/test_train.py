@@ -185,6 +185,9 @@ def test_history_metrics_and_predict():
     p = model.params
     want = p[a] * np.tanh(p[b] * XS) + p[c]
     assert np.allclose(pred, want, rtol=1e-14)
+    assert np.array_equal(model.predict(PRED, {"x": XS}), pred)
+    with pytest.raises(sg.InputError, match="lacks the column"):  # not x, as fit says too
+        model.predict(PRED, {sp.Symbol("x", positive=True): XS})
     assert hist.metrics["r2"][-1] == pytest.approx(sg.metrics.r2(YS, pred), rel=1e-9, abs=1e-9)
     assert model.evaluate(DATA) == pytest.approx(np.mean((want - YS) ** 2), rel=1e-12)
     assert hist.stop_reason == "completed" and "30 epochs" in hist.summary()

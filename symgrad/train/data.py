@@ -50,11 +50,11 @@ class PreparedData:
 
 
 def by_symbol(data: Mapping, symbols: Sequence) -> dict:
-    """``data`` keyed by the symbols themselves: a key that is a symbol's name (or another
-    object with that ``.name``) becomes the symbol; unknown keys stay as they are."""
+    """``data`` keyed by the symbols themselves: a key that is a symbol's name becomes the
+    symbol; other keys stay as they are (another symbol of the same name, e.g. with other
+    assumptions, is not the model's, as for ``match_columns``)."""
     names = {s.name: s for s in symbols}
-    return {(k if k in symbols else names.get(getattr(k, "name", k), k)): v
-            for k, v in data.items()}
+    return {(names.get(k, k) if isinstance(k, str) else k): v for k, v in data.items()}
 
 
 def _describe(layout: tuple) -> str:
