@@ -456,7 +456,8 @@ class _Kernel:
         K_ = self.logical(a)[0 if ta else 1]
         if isinstance(ka, int) and ka <= UNROLL_UP_TO and work < FUSE_BELOW:
             return self._unrolled_matmul(c, (a, ta), (b, tb), ka, aug)
-        if work < FUSE_BELOW and self._summed_matmul(c, a, b, aug):
+        if (work < FUSE_BELOW and self.dim(ka) == self.batch  # a sum over the batch
+                and self._summed_matmul(c, a, b, aug)):
             return []
         if work >= BLAS_FROM:
             if c.flip:
