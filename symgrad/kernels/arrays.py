@@ -92,15 +92,21 @@ def map_tanh(a, out):
 
 
 @njit(cache=True, error_model="numpy")
-def row_lse(a, wm, wz):
-    """Row-wise log-sum-exp of a matrix stored (classes, samples): wz[i] for sample i (wm[i]
-    its largest score)."""
+def col_max(a, wm, w0):
+    """wm[i] = the largest entry of column (sample) i of a; w0[i] = 0."""
     for i in range(a.shape[1]):
         wm[i] = a[0, i]
-        wz[i] = 0.0
+        w0[i] = 0.0
     for j in range(1, a.shape[0]):
         for i in range(a.shape[1]):
             wm[i] = max(wm[i], a[j, i])
+
+
+@njit(cache=True, error_model="numpy")
+def row_lse(a, wm, wz):
+    """Row-wise log-sum-exp of a matrix stored (classes, samples): wz[i] for sample i (wm[i]
+    its largest score)."""
+    col_max(a, wm, wz)
     for j in range(a.shape[0]):
         for i in range(a.shape[1]):
             wz[i] += exp(a[j, i] - wm[i])
@@ -155,12 +161,7 @@ def sce_probs_t(s, y, wm, wz, wl, p):
     """:func:`sce_t` (the same loss, the same log-sum-exp left in wz), and the softmax of each
     sample into p, stored like s: exp(s - max) over its sum, from the exponentials the loss
     needs anyway, so the backward pass's softmax costs no exp of its own."""
-    for i in range(s.shape[1]):
-        wm[i] = s[0, i]
-        wl[i] = 0.0
-    for j in range(1, s.shape[0]):
-        for i in range(s.shape[1]):
-            wm[i] = max(wm[i], s[j, i])
+    col_max(s, wm, wl)
     for j in range(s.shape[0]):
         for i in range(s.shape[1]):
             v = exp(s[j, i] - wm[i])

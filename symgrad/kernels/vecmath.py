@@ -168,6 +168,20 @@ def _pow2(k):
 
 
 @_jit
+def _exp_q(r):
+    """Q(r) of exp(r) = 1 + r + r*r/2 + r**3 * Q(r), by Horner."""
+    q = _fma(r, _E9, _E8)
+    q = _fma(r, q, _E7)
+    q = _fma(r, q, _E6)
+    q = _fma(r, q, _E5)
+    q = _fma(r, q, _E4)
+    q = _fma(r, q, _E3)
+    q = _fma(r, q, _E2)
+    q = _fma(r, q, _E1)
+    return _fma(r, q, _E0)
+
+
+@_jit
 def _exp_reduce(x):
     """For finite -746 <= x <= 710: k and exp(x) = 2**k * (1 + s + t), |t| << |s|."""
     z = x * _INV_LN2 + _SHIFT
@@ -180,15 +194,7 @@ def _exp_reduce(x):
     hq = 0.5 * qh
     s = r + hq
     se = (r - s) + hq
-    q = _fma(r, _E9, _E8)
-    q = _fma(r, q, _E7)
-    q = _fma(r, q, _E6)
-    q = _fma(r, q, _E5)
-    q = _fma(r, q, _E4)
-    q = _fma(r, q, _E3)
-    q = _fma(r, q, _E2)
-    q = _fma(r, q, _E1)
-    q = _fma(r, q, _E0)
+    q = _exp_q(r)
     t = se + _fma(0.5, ql, r * qh * q)
     return k, s, _fma(rl, (1.0 + s) + t, t)
 
@@ -244,15 +250,7 @@ def vexp_fast(x):
     rh = _fma(-kf, _LN2_HI, xc)  # exact
     r = _fma(-kf, _LN2_LO, rh)
     rr = _fma(-kf, _LN2_LO, rh - r)  # r + rr = rh - kf * _LN2_LO (rh - r is exact)
-    q = _fma(r, _E9, _E8)
-    q = _fma(r, q, _E7)
-    q = _fma(r, q, _E6)
-    q = _fma(r, q, _E5)
-    q = _fma(r, q, _E4)
-    q = _fma(r, q, _E3)
-    q = _fma(r, q, _E2)
-    q = _fma(r, q, _E1)
-    q = _fma(r, q, _E0)
+    q = _exp_q(r)
     t = _fma(r * r, _fma(r, q, 0.5), rr)  # exp(r + rr) - 1 - r, but for rr * (exp(r) - 1)
     hi = 1.0 + r
     lo = ((1.0 - hi) + r) + t
