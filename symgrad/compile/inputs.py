@@ -72,8 +72,9 @@ def real_array(name: str, value) -> np.ndarray:
 
 def nan_input(name: str) -> InputError:
     return InputError(
-        f"input {name} is NaN; symgrad refuses NaN inputs because every result would be NaN. "
-        "Check the data or the computation that produced it."
+        f"input {name} is NaN; symgrad refuses NaN inputs: the results would be NaN, or "
+        "meaningless where the code hides it (Max(1, NaN) is 1). Check the data or the "
+        "computation that produced it."
     )
 
 
