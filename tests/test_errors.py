@@ -224,17 +224,16 @@ def test_a_bad_value_after_a_float_is_refused(both, bad, message):
 
 
 def test_a_nan_input_is_refused_where_the_result_is_finite():
-    """In compiled flat code Max(1, NaN) is 1 and floor(NaN) comes out as -9.2e18: a
-    positional call returned that while a keyword call refused the NaN; now every call
-    refuses it."""
-    g = sg.compile(w * sp.Max(1, x) + sp.floor(x), wrt=[w, x])
+    """In compiled flat code Max(1, NaN) is 1: a positional call returned w while a keyword
+    call refused the NaN; now every call refuses it."""
+    g = sg.compile(w * sp.Max(1, x), wrt=[w, x])
     assert math.isfinite(g.kernel(1.0, math.nan)[0])  # the raw kernel does not check
     for call in (g.value_and_grad, g.gradient, g):
         with pytest.raises(sg.InputError, match=r"input x is NaN.*\(Max\(1, NaN\) is 1\)"):
             call(1.0, math.nan)  # the message says why, not "every result would be NaN"
     with pytest.raises(sg.InputError, match="input w is NaN"):
         g.value_and_grad(math.nan, 2.0)
-    # the array and batch forms too (they returned the -9.2e18 at the NaN point)
+    # the array and batch forms too (they returned w at the NaN point)
     with pytest.raises(sg.InputError, match="input x is NaN"):
         g.value_and_grad_array(np.array([1.0, math.nan]))
     ws, xs = np.array([1.0, 2.0, 3.0]), np.array([0.5, math.nan, 4.0])
@@ -242,7 +241,23 @@ def test_a_nan_input_is_refused_where_the_result_is_finite():
         with pytest.raises(sg.InputError, match="input x is NaN at index 1"):
             call(ws, xs)
     value, grad = g.value_and_grad_batch(ws, np.array([0.5, math.inf, 4.0]))  # inf is allowed
-    assert value[1] == math.inf and value[0] == 1.0 and value[2] == 3 * 4.0 + 4.0
+    assert value[1] == math.inf and value[0] == 1.0 and value[2] == 3 * 4.0
+
+
+def test_floor_and_ceiling_are_floats_everywhere():
+    """Numba's math.floor/ceil return int64: floor(1e19) came out -9.2e18 with no warning,
+    in compiled functions and in a Model's loop. Generated code takes NumPy's (floats)."""
+    g = sg.compile(w * sp.floor(x) + sp.ceiling(x), wrt=[w, x])
+    for wv, xv in [(1.0, 1e19), (2.0, -2.5), (0.5, -1e300), (3.0, 7.0)]:
+        value, grad = g.value_and_grad(wv, xv)
+        assert value == wv * math.floor(xv) + math.ceil(xv) and grad == (math.floor(xv), 0.0)
+    assert g.value_and_grad(1.0, math.inf)[0] == math.inf  # (was a finite garbage number)
+    values, _ = g.value_and_grad_batch(np.array([1.0, 2.0]), np.array([-1e19, 4.5]))
+    assert values.tolist() == [-2e19, 2 * 4.0 + 5.0]
+    model = sg.Model((w * sp.floor(x) - 3) ** 2, {w: 0.5}, [x])
+    X = np.array([1e19, 2.5, -7.2])
+    assert model.evaluate({x: X}) == pytest.approx(((0.5 * np.floor(X) - 3) ** 2).mean(),
+                                                   rel=1e-15)
 
 
 def test_every_path_gives_the_kernels_numbers(both):

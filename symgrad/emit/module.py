@@ -19,7 +19,7 @@ from ..graph import Graph, NameAllocator, Node
 from ..kernels import fingerprint
 from ..kernels import standalone as kernel_source
 from ..rules import Program, Tangent, lookup
-from .printer import FlatCodePrinter
+from .printer import FLOAT_ROUNDING, FlatCodePrinter
 from .templates import environment
 
 __all__ = ["FAST_MATH_NAMES", "GeneratedModule", "math_context", "render", "render_trainer"]
@@ -124,7 +124,8 @@ def math_context(printer: FlatCodePrinter, graph: Graph, fast_math: bool, ranged
     if vectorized:
         imports = {"vecmath": vectorized, **imports}
     return dict(
-        math_names=sorted(math_names - set(fast)),
+        math_names=sorted(math_names - set(fast) - set(FLOAT_ROUNDING)),
+        numpy_names=sorted(math_names & set(FLOAT_ROUNDING)),
         helpers=printer.helpers,
         user_functions=user_functions,
         fast_math=bool(fast),

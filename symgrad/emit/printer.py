@@ -28,7 +28,12 @@ from ..expression.functions import (
 from ..graph import GENERATED_CODE_NAMES
 from ..rules import lookup
 
-__all__ = ["FlatCodePrinter", "printed_as_quotient"]
+__all__ = ["FLOAT_ROUNDING", "FlatCodePrinter", "printed_as_quotient"]
+
+#: Printed as math's names but imported from NumPy: Numba's math.floor and math.ceil return an
+#: int64, which is garbage past 2**63, at inf and at NaN (floor(1e19) = -9.2e18); NumPy's
+#: return the float. The name is the same in every line (no libm twin needed).
+FLOAT_ROUNDING = ("floor", "ceil")
 
 
 def printed_as_quotient(e: sp.Pow) -> bool:
@@ -67,7 +72,7 @@ class FlatCodePrinter(PythonCodePrinter):
             return name
         if module != "math" or name not in GENERATED_CODE_NAMES:
             raise NotImplementedError(f"generated code may not use {fqn}")
-        if self._settings["fully_qualified_modules"]:
+        if self._settings["fully_qualified_modules"] and name not in FLOAT_ROUNDING:
             return fqn
         self.math_names.add(name)
         return name
