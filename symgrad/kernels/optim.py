@@ -29,17 +29,25 @@ def _penalized(x, g, weight_decay, l1, one):
 
 
 @njit(cache=True, error_model="numpy")
+def _moments(x, g, m, v, k, beta1, beta2, rest1, rest2, weight_decay, l1, one):
+    """Adam's moments at entry k, stored and returned: m <- beta1 m + (1 - beta1) g,
+    v <- beta2 v + (1 - beta2) g^2 (g with its penalties)."""
+    gk = _penalized(x, g[k], weight_decay, l1, one)
+    mk = beta1 * m[k] + rest1 * gk
+    vk = beta2 * v[k] + rest2 * gk * gk
+    m[k] = mk
+    v[k] = vk
+    return mk, vk
+
+
+@njit(cache=True, error_model="numpy")
 def _adam(p, g, m, v, beta1, beta2, rest1, rest2, step, root2, eps, weight_decay, l1, one):
     """m <- beta1 m + (1 - beta1) g; v <- beta2 v + (1 - beta2) g^2;
     theta <- theta - step m / (sqrt(v) / root2 + eps), with the bias corrections
     step = lr / (1 - beta1^t) and root2 = sqrt(1 - beta2^t)."""
     for k in range(p.shape[0]):
         x = p[k]
-        gk = _penalized(x, g[k], weight_decay, l1, one)
-        mk = beta1 * m[k] + rest1 * gk
-        vk = beta2 * v[k] + rest2 * gk * gk
-        m[k] = mk
-        v[k] = vk
+        mk, vk = _moments(x, g, m, v, k, beta1, beta2, rest1, rest2, weight_decay, l1, one)
         p[k] = x - step * mk / (math.sqrt(vk) / root2 + eps)
 
 
@@ -49,11 +57,7 @@ def _amsgrad(p, g, m, v, v_max, beta1, beta2, rest1, rest2, step, root2, eps,
     """Adam with the running maximum of v in the denominator."""
     for k in range(p.shape[0]):
         x = p[k]
-        gk = _penalized(x, g[k], weight_decay, l1, one)
-        mk = beta1 * m[k] + rest1 * gk
-        vk = beta2 * v[k] + rest2 * gk * gk
-        m[k] = mk
-        v[k] = vk
+        mk, vk = _moments(x, g, m, v, k, beta1, beta2, rest1, rest2, weight_decay, l1, one)
         top = max(v_max[k], vk)
         v_max[k] = top
         p[k] = x - step * mk / (math.sqrt(top) / root2 + eps)
