@@ -159,24 +159,25 @@ def sce_t(s, y, wm, wz, wl):
 @njit(cache=True, error_model="numpy")
 def sce_probs_t(s, y, wm, wz, wl, p):
     """:func:`sce_t` (the same loss, the same log-sum-exp left in wz), and the softmax of each
-    sample into p, stored like s: exp(s - max) over its sum, from the exponentials the loss
-    needs anyway, so the backward pass's softmax costs no exp of its own."""
+    sample into p, stored like s: exp(s - max) times the reciprocal of its sum, from the
+    exponentials the loss needs anyway, so the backward pass's softmax costs no exp of its
+    own (one division per sample, not per entry). The loss of each sample goes to wm, in the
+    pass that scales p (wm's maxima are spent by then)."""
     col_max(s, wm, wl)
     for j in range(s.shape[0]):
         for i in range(s.shape[1]):
             v = exp(s[j, i] - wm[i])
             p[j, i] = v
             wl[i] += v
-    for j in range(s.shape[0]):
-        for i in range(s.shape[1]):
-            p[j, i] = p[j, i] / wl[i]
     for i in range(s.shape[1]):
         wz[i] = wm[i] + log(wl[i])
-        wl[i] = 0.0
+        wl[i] = 1.0 / wl[i]
+        wm[i] = 0.0
     for j in range(s.shape[0]):
         for i in range(s.shape[1]):
-            wl[i] += y[j, i] * (wz[i] - s[j, i])
-    return sum1d(wl, s.shape[1]) / s.shape[1]
+            p[j, i] = p[j, i] * wl[i]
+            wm[i] += y[j, i] * (wz[i] - s[j, i])
+    return sum1d(wm, s.shape[1]) / s.shape[1]
 
 
 @njit(cache=True, error_model="numpy", fastmath=SUMS)
