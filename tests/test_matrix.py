@@ -848,6 +848,25 @@ def test_a_buffer_kept_in_a_local_holds_what_the_buffer_would():
     assert re.search(r"_v\d+ = np\.float64\(floor\(X\[_a, _b\]\)\)", model.source)
 
 
+def test_matrix_loops_take_the_cheap_exp_over_its_whole_domain():
+    """A matrix model's loops are loops over samples: exp is vecmath.vexp_fast there (as in
+    block kernels), over its whole domain: overflow to inf, gradual underflow to 0, and
+    arguments across the range, against NumPy by hand."""
+    Xs, w = sp.MatrixSymbol("X", n, 1), sp.MatrixSymbol("w", 1, 1)
+    model = sg.Model(sg.sum(sg.exp(Xs * w)) / n, params={w: np.ones((1, 1))}, data=[Xs])
+    assert "\nexp = vexp_fast\n" in model.source
+    x = np.concatenate([np.linspace(-30.0, 30.0, 4001), [-1e-300, 0.0, 1e-12, -2.5]])
+    value, grads = model.value_and_grad({Xs: x[:, None]})
+    assert value == pytest.approx(np.mean(np.exp(x)), rel=1e-14)
+    assert grads[w][0, 0] == pytest.approx(np.mean(np.exp(x) * x), rel=1e-14)
+    value, _ = model.value_and_grad({Xs: np.array([[709.0], [710.0]])})
+    assert value == np.inf  # exp(710) overflows
+    tiny = np.array([-709.0, -745.0, -800.0])  # a normal, the least subnormal, 0
+    value, grads = model.value_and_grad({Xs: tiny[:, None]})
+    assert value == pytest.approx(np.mean(np.exp(tiny)), rel=1e-15)
+    assert grads[w][0, 0] == pytest.approx(np.mean(np.exp(tiny) * tiny), rel=1e-15)
+
+
 @pytest.mark.slow  # a latent case (unreachable with the shipped limits): ~4 s of compile
 def test_only_products_over_the_batch_become_sums_over_it(monkeypatch):
     """Z @ Z.T (n x n, summed over Z's 6 columns) has both operands stored with the samples

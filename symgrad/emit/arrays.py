@@ -770,7 +770,7 @@ def render_arrays(
         k += math.prod(v.shape)
     context = dict(
         math_context(printer, graph, fast_math, extra=kernel_reads & _MATH_NAMES,
-                     standalone=standalone,
+                     standalone=standalone, loops=True,
                      kernels={"loops": ["DONE", "SUMS", "end_epoch", "permute"]
                               + (["accumulate"] if kernel.uses_accumulate else []),
                               "optim": ["update"]}),

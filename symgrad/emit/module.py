@@ -102,11 +102,13 @@ def _printed(
 
 def math_context(printer: FlatCodePrinter, graph: Graph, fast_math: bool, ranged: bool = False,
                  extra: set[str] = frozenset(), kernels: dict[str, list[str]] | None = None,
-                 standalone: bool = False) -> dict:
+                 standalone: bool = False, loops: bool = False) -> dict:
     """What the prelude needs after ``printer`` printed a module's code: math imports,
     helpers, user functions, which math names become vectorizable versions, and the names
     the module takes from symgrad's kernel library.
 
+    ``loops`` (a module of loops over samples, such as a matrix model's) takes the cheaper
+    versions of ``FAST_LOOP_NAMES`` too (``ranged`` implies it).
     ``extra`` adds math names used by template code the printer did not print; ``kernels``
     maps kernel modules to the names the template uses from them. The module imports them
     from ``symgrad.kernels``, or with ``standalone`` carries a copy of their source, so that
@@ -118,7 +120,8 @@ def math_context(printer: FlatCodePrinter, graph: Graph, fast_math: bool, ranged
         math_names |= _HELPER_MATH.get(helper, set())
     fast = sorted(math_names & set(FAST_MATH_NAMES)) if fast_math else []
     fast_range = sorted(set(fast) & set(FAST_RANGE_NAMES)) if ranged else []
-    fast_loop = sorted(set(fast) & set(FAST_RANGE_NAMES + FAST_LOOP_NAMES)) if ranged else []
+    loop_names = FAST_LOOP_NAMES if ranged or loops else ()
+    fast_loop = sorted(set(fast) & set((FAST_RANGE_NAMES if ranged else ()) + loop_names))
     imports = dict(kernels or {})
     vectorized = [f"v{n}" for n in fast if n not in fast_loop] + [f"v{n}_fast" for n in fast_loop]
     if vectorized:
