@@ -14,7 +14,7 @@ non-finite is recomputed with it.
 import numpy as np
 from numba import float64, int64, njit, prange, types
 
-from .loops import DONE, end_epoch, finite, permute
+from .loops import DONE, claim, end_epoch, finite, permute
 from .optim import update
 
 #: The block kernel's signature: (params, data, start, stop, sums) -> None.
@@ -51,21 +51,33 @@ def _serial_sum(block, exact, has_exact, params, data, start, stop, acc):
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def _parallel_sum(block, exact, has_exact, params, data, start, stop, acc):
+def _parallel_sum(block, exact, has_exact, params, data, start, stop, acc, handed):
+    """Runs of blocks (chunks) handed out one at a time, to whichever thread asks first
+    (``claim`` on ``handed``, zero on entry; the caller makes it: a counter allocated here
+    came back unchanged from Numba's parfor pass): a thread slowed by another process
+    takes fewer of them, where an even split left the other idle. Each chunk's sums go to
+    its own row, added in chunk order: the result does not depend on which thread ran
+    what."""
     rows = acc.shape[0]
     blocks = (stop - start + BLOCK_SIZE - 1) // BLOCK_SIZE
     chunks = min(blocks, CHUNKS)
     partial = np.zeros((chunks, rows))
-    for c in prange(chunks):
+    for _ in prange(chunks):  # a thread's first iteration claims chunks until none is left
+        c = claim(handed)
+        if c >= chunks:
+            continue
         part = np.empty(rows)
-        own = np.zeros(rows)
-        for b in range(c * blocks // chunks, (c + 1) * blocks // chunks):
-            lo = start + b * BLOCK_SIZE
-            block_sums(block, exact, has_exact, params, data, lo,
-                       min(lo + BLOCK_SIZE, stop), part)
-            for k in range(rows):
-                own[k] += part[k]
-        partial[c] = own  # one write per chunk: no cache line shared while summing
+        own = np.empty(rows)
+        while c < chunks:
+            own[:] = 0.0
+            for b in range(c * blocks // chunks, (c + 1) * blocks // chunks):
+                lo = start + b * BLOCK_SIZE
+                block_sums(block, exact, has_exact, params, data, lo,
+                           min(lo + BLOCK_SIZE, stop), part)
+                for k in range(rows):
+                    own[k] += part[k]
+            partial[c] = own  # one write per chunk: no cache line shared while summing
+            c = claim(handed)
     for c in range(chunks):
         for k in range(rows):
             acc[k] += partial[c, k]
@@ -77,7 +89,8 @@ def loss_and_grad_sum(block, exact, has_exact, parallel, params, data, start, st
     samples start..stop-1; ``parallel`` runs blocks on all cores."""
     acc = np.zeros(params.shape[0] + 1)
     if parallel:
-        _parallel_sum(block, exact, has_exact, params, data, start, stop, acc)
+        _parallel_sum(block, exact, has_exact, params, data, start, stop, acc,
+                      np.zeros(1, dtype=np.int64))
     else:
         _serial_sum(block, exact, has_exact, params, data, start, stop, acc)
     for k in range(params.shape[0]):
