@@ -74,6 +74,7 @@ _jit = numba.njit(error_model="numpy", cache=True, forceinline=True, fastmath=Fa
 _INF = math.inf
 _SHIFT = 6755399441055744.0  # 1.5 * 2**52: x + _SHIFT - _SHIFT rounds x to an integer
 _SHIFT_BITS = 0x4338000000000000
+_SIGN = -0x8000000000000000  # the sign bit, as int64
 _LN2_HI = 0.6931471805599453
 _LN2_LO = 2.3190468138462996e-17
 _INV_LN2 = 1.4426950408889634
@@ -553,7 +554,7 @@ def vsin_fast(x):
     n = _bits(z)
     s, c = _ksincos_fast(rh, rl)
     y = c if (n & 1) != 0 else s
-    y = -y if (n & 2) != 0 else y
+    y = _float(_bits(y) ^ ((n << 62) & _SIGN))  # -y if n & 2
     return y if abs(x) <= SIN_FAST_LIMIT else math.nan
 
 
@@ -564,5 +565,5 @@ def vcos_fast(x):
     n = _bits(z)
     s, c = _ksincos_fast(rh, rl)
     y = s if (n & 1) != 0 else c
-    y = -y if ((n + 1) & 2) != 0 else y
+    y = _float(_bits(y) ^ (((n + 1) << 62) & _SIGN))  # -y if (n + 1) & 2
     return y if abs(x) <= SIN_FAST_LIMIT else math.nan
