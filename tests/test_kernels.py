@@ -354,23 +354,24 @@ def test_claim_hands_out_every_number_once_across_threads():
 
 def test_parallel_sums_do_not_depend_on_the_threads():
     """Chunks go to whichever thread claims them; each chunk's sums are added in chunk
-    order, so the sums are the same bits with one thread or two, and match NumPy."""
+    order, so the sums are the same bits with one thread or two, or without prange (the
+    serial loop sums the same chunks), and match NumPy."""
     import numba
 
     loss = (a * sp.exp(-b * x) - y) ** 2
     model = sg.Model(loss=loss, params={a: 1.5, b: 0.2}, data=[x, y])
     m = model.trainer
     rng = np.random.default_rng(11)
-    n = 40 * trainer.BLOCK_SIZE + 77
+    n = 150 * trainer.BLOCK_SIZE + 77  # more blocks than CHUNKS: chunks of 2 and 3 blocks
     data = np.vstack([rng.uniform(0, 10, n), rng.normal(size=n)])
     values = np.array([1.5, 0.2])
     results = []
     threads = numba.get_num_threads()
     try:
-        for t in sorted({1, threads}):
+        for t, parallel in [(t, True) for t in sorted({1, threads})] + [(threads, False)]:
             numba.set_num_threads(t)
             grad = np.empty(2)
-            total = trainer.loss_and_grad_sum(m.block, m.exact, m.HAS_EXACT, True, values,
+            total = trainer.loss_and_grad_sum(m.block, m.exact, m.HAS_EXACT, parallel, values,
                                               data, 3, n, grad)
             results.append(np.array([total, *grad]))
     finally:

@@ -640,3 +640,43 @@ def test_block_takes_constant_factors_out_of_its_sums(tmp_path, loss, marker):
                      "numpy")
     want = [np.mean(np.broadcast_to(t, data[0].shape)) for t in hv(data[0], data[1])]
     np.testing.assert_allclose(model.hvp(v, {x: data[0], y: data[1]}), want, rtol=1e-10)
+
+
+def test_fit_runs_on_one_core_when_all_cores_are_slower(monkeypatch):
+    """From PARALLEL_FROM samples fit tries both ways (all cores, one) and keeps the faster;
+    both give the same sums, so the parameters are the same bits whichever ran."""
+    import time as _time
+
+    import symgrad.kernels.trainer as kt
+    import symgrad.train.model as tm
+
+    rng = np.random.default_rng(4)
+    n = tm.PARALLEL_FROM + 3 * kt.BLOCK_SIZE + 5
+    xs = rng.normal(size=n)
+    ys = 1.5 * np.tanh(0.8 * xs) - 0.2
+    real = kt.train
+    ran = []
+
+    def slow_on_all_cores(block, exact, has_exact, parallel, *rest):
+        ran.append((parallel, rest[-10]))  # (all cores?, epochs)
+        if parallel and rest[-10]:
+            _time.sleep(0.02 * rest[-10])  # as if other processes kept a core busy
+        return real(block, exact, has_exact, parallel, *rest)
+
+    monkeypatch.setattr(tm, "PROBE_EVERY", 3)
+    model = _model()
+    model.fit({x: xs, y: ys}, optimizer=optim.Adam(lr=0.05), epochs=2, verbose=0)  # compiled
+    model = _model()
+    monkeypatch.setattr(kt, "train", slow_on_all_cores)
+    every = [lambda epoch, logs: None]  # a callback: one epoch per call of the loop
+    hist = model.fit({x: xs, y: ys}, optimizer=optim.Adam(lr=0.05), epochs=40, verbose=0,
+                     callbacks=every)
+    monkeypatch.setattr(kt, "train", real)
+    epochs = {p: sum(e for q, e in ran if q == p) for p in (True, False)}
+    assert len(hist) == 40 and epochs[False] > epochs[True] > 0
+    assert not ran[-1][0]  # the last run of epochs was on one core
+    monkeypatch.setattr(tm, "PARALLEL_FROM", 10**12)  # one core throughout
+    serial = _model()
+    serial.fit({x: xs, y: ys}, optimizer=optim.Adam(lr=0.05), epochs=40, verbose=0)
+    assert list(model.params.values()) == list(serial.params.values())
+    assert hist.loss == serial.history.loss

@@ -39,15 +39,29 @@ def block_sums(block, exact, has_exact, params, data, lo, hi, part):
 
 
 @njit(cache=True, error_model="numpy")
-def _serial_sum(block, exact, has_exact, params, data, start, stop, acc):
-    rows = acc.shape[0]
+def _chunk_sum(block, exact, has_exact, params, data, start, stop, c, chunks, part, own):
+    """Sums of chunk ``c`` of ``chunks`` (a run of blocks) into ``own``."""
     blocks = (stop - start + BLOCK_SIZE - 1) // BLOCK_SIZE
-    part = np.empty(rows)
-    for b in range(blocks):
+    own[:] = 0.0
+    for b in range(c * blocks // chunks, (c + 1) * blocks // chunks):
         lo = start + b * BLOCK_SIZE
         block_sums(block, exact, has_exact, params, data, lo, min(lo + BLOCK_SIZE, stop), part)
+        for k in range(own.shape[0]):
+            own[k] += part[k]
+
+
+@njit(cache=True, error_model="numpy")
+def _serial_sum(block, exact, has_exact, params, data, start, stop, acc):
+    """The chunks of :func:`_parallel_sum` one after the other, added in the same order:
+    the same sums to the bit, so a loop may switch between the two."""
+    rows = acc.shape[0]
+    chunks = min((stop - start + BLOCK_SIZE - 1) // BLOCK_SIZE, CHUNKS)
+    part = np.empty(rows)
+    own = np.empty(rows)
+    for c in range(chunks):
+        _chunk_sum(block, exact, has_exact, params, data, start, stop, c, chunks, part, own)
         for k in range(rows):
-            acc[k] += part[k]
+            acc[k] += own[k]
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
@@ -69,13 +83,7 @@ def _parallel_sum(block, exact, has_exact, params, data, start, stop, acc, hande
         part = np.empty(rows)
         own = np.empty(rows)
         while c < chunks:
-            own[:] = 0.0
-            for b in range(c * blocks // chunks, (c + 1) * blocks // chunks):
-                lo = start + b * BLOCK_SIZE
-                block_sums(block, exact, has_exact, params, data, lo,
-                           min(lo + BLOCK_SIZE, stop), part)
-                for k in range(rows):
-                    own[k] += part[k]
+            _chunk_sum(block, exact, has_exact, params, data, start, stop, c, chunks, part, own)
             partial[c] = own  # one write per chunk: no cache line shared while summing
             c = claim(handed)
     for c in range(chunks):
