@@ -329,3 +329,56 @@ def test_generated_modules_name_the_kernels_they_were_made_with():
     X, W = sp.MatrixSymbol("X", 4, 2), sp.MatrixSymbol("W", 2, 1)  # a matrix model too
     matrix = sg.Model(sg.mean(sg.tanh(X * W)), {W: [[0.1], [0.2]]}, [X])
     assert f"kernels {kernels.fingerprint()}" in matrix.generated.source.splitlines()[0]
+
+
+def test_claim_hands_out_every_number_once_across_threads():
+    import numba
+
+    claim = loops.claim
+
+    @numba.njit(parallel=True)
+    def take(n, owner, handed):
+        for t in numba.prange(64):
+            c = claim(handed)
+            while c < n:
+                owner[c] += t + 1
+                c = claim(handed)
+        return handed[0]
+
+    n = 200_000
+    owner = np.zeros(n, dtype=np.int64)
+    handed = take(n, owner, np.zeros(1, dtype=np.int64))
+    assert handed == n + 64  # n numbers taken, then one refusal per iteration
+    assert np.all((owner >= 1) & (owner <= 64))  # each taken once (a second taker adds)
+
+
+def test_parallel_sums_do_not_depend_on_the_threads():
+    """Chunks go to whichever thread claims them; each chunk's sums are added in chunk
+    order, so the sums are the same bits with one thread or two, or without prange (the
+    serial loop sums the same chunks), and match NumPy."""
+    import numba
+
+    loss = (a * sp.exp(-b * x) - y) ** 2
+    model = sg.Model(loss=loss, params={a: 1.5, b: 0.2}, data=[x, y])
+    m = model.trainer
+    rng = np.random.default_rng(11)
+    n = 150 * trainer.BLOCK_SIZE + 77  # more blocks than CHUNKS: chunks of 2 and 3 blocks
+    data = np.vstack([rng.uniform(0, 10, n), rng.normal(size=n)])
+    values = np.array([1.5, 0.2])
+    results = []
+    threads = numba.get_num_threads()
+    try:
+        for t, parallel in [(t, True) for t in sorted({1, threads})] + [(threads, False)]:
+            numba.set_num_threads(t)
+            grad = np.empty(2)
+            total = trainer.loss_and_grad_sum(m.block, m.exact, m.HAS_EXACT, parallel, values,
+                                              data, 3, n, grad)
+            results.append(np.array([total, *grad]))
+    finally:
+        numba.set_num_threads(threads)
+    assert all(r.tobytes() == results[0].tobytes() for r in results)
+    xs, ys = data[:, 3:]
+    r = 1.5 * np.exp(-0.2 * xs) - ys
+    want = [np.sum(r * r), np.sum(2 * r * np.exp(-0.2 * xs)),
+            np.sum(-2 * r * 1.5 * xs * np.exp(-0.2 * xs))]
+    np.testing.assert_allclose(results[0], want, rtol=1e-12)

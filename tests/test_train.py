@@ -602,3 +602,81 @@ def test_hyperparameters_set_after_construction_are_checked_by_fit():
     with pytest.raises(sg.InputError, match="Adam.beta1 must be in"):
         model.fit(DATA, epochs=5, verbose=0)
     assert optim.Adadelta(rho=1.0).hyper().tolist() == [1.0, 0.0, 0.0, 1.0, 1e-6]  # bounds ok
+
+
+@pytest.mark.parametrize("loss, marker", [
+    # grad_s10 = 2*grad_loss*s10, grad_s7 = grad_s8*a: 2 and 2*a multiply the sums
+    ((a * sp.exp(-b * x) * sp.sin(c * x + 0.5) - y) ** 2, "*_sum"),
+    # a used three times (grad_a += ...): the factors go back into those lines
+    ((a * sp.exp(-b * x) * sp.sin(c * x) - y) ** 2 + 3 * a * b * x**2 - c * sp.cos(a * x),
+     "grad_a += _scale"),
+])
+def test_block_takes_constant_factors_out_of_its_sums(tmp_path, loss, marker):
+    """Factors the same for every sample (numbers, parameters) leave the loop and multiply
+    the sums once, or go back into lines that add adjoints. The sums (block, exact block,
+    hvp block) match sympy's derivatives evaluated by NumPy."""
+    from symgrad.kernels.trainer import loss_and_grad_sum
+
+    params = {a: 1.5, b: 0.2, c: 2.9}
+    model = sg.Model(loss=loss, params=params, data=[x, y], cache_dir=tmp_path / "cache")
+    block = model.generated.source.split("def block(")[1].split("def exact(")[0]
+    assert "_scale0 = " in block and marker in block
+    m = model.trainer
+    rng = np.random.default_rng(8)
+    data = np.vstack([rng.uniform(0, 10, 5000), rng.normal(size=5000)])
+    values = np.array(list(params.values()))
+    terms = [loss] + [sp.diff(loss, p) for p in params]
+    f = sp.lambdify([x, y], [t.subs(params) for t in terms], "numpy")
+    grad = np.empty(3)
+    far = data.copy()
+    far[0, 7] = 1e13  # past the fast sin's range: that block is the exact (libm) one
+    for cols, rtol in ((data, 1e-12), (far, 1e-9)):
+        total = loss_and_grad_sum(m.block, m.exact, m.HAS_EXACT, False, values, cols, 0,
+                                  5000, grad)
+        want = np.array(f(cols[0], cols[1])).sum(axis=1)
+        np.testing.assert_allclose([total, *grad], want, rtol=rtol)
+    v = np.array([0.3, -1.0, 2.0])
+    hv = sp.lambdify([x, y], list(sp.hessian(loss, list(params)).subs(params) * sp.Matrix(v)),
+                     "numpy")
+    want = [np.mean(np.broadcast_to(t, data[0].shape)) for t in hv(data[0], data[1])]
+    np.testing.assert_allclose(model.hvp(v, {x: data[0], y: data[1]}), want, rtol=1e-10)
+
+
+def test_fit_runs_on_one_core_when_all_cores_are_slower(monkeypatch):
+    """From PARALLEL_FROM samples fit tries both ways (all cores, one) and keeps the faster;
+    both give the same sums, so the parameters are the same bits whichever ran."""
+    import time as _time
+
+    import symgrad.kernels.trainer as kt
+    import symgrad.train.model as tm
+
+    rng = np.random.default_rng(4)
+    n = tm.PARALLEL_FROM + 3 * kt.BLOCK_SIZE + 5
+    xs = rng.normal(size=n)
+    ys = 1.5 * np.tanh(0.8 * xs) - 0.2
+    real = kt.train
+    ran = []
+
+    def slow_on_all_cores(block, exact, has_exact, parallel, *rest):
+        ran.append((parallel, rest[-10]))  # (all cores?, epochs)
+        if parallel and rest[-10]:
+            _time.sleep(0.02 * rest[-10])  # as if other processes kept a core busy
+        return real(block, exact, has_exact, parallel, *rest)
+
+    monkeypatch.setattr(tm, "PROBE_EVERY", 3)
+    model = _model()
+    model.fit({x: xs, y: ys}, optimizer=optim.Adam(lr=0.05), epochs=2, verbose=0)  # compiled
+    model = _model()
+    monkeypatch.setattr(kt, "train", slow_on_all_cores)
+    every = [lambda epoch, logs: None]  # a callback: one epoch per call of the loop
+    hist = model.fit({x: xs, y: ys}, optimizer=optim.Adam(lr=0.05), epochs=40, verbose=0,
+                     callbacks=every)
+    monkeypatch.setattr(kt, "train", real)
+    epochs = {p: sum(e for q, e in ran if q == p) for p in (True, False)}
+    assert len(hist) == 40 and epochs[False] > epochs[True] > 0
+    assert not ran[-1][0]  # the last run of epochs was on one core
+    monkeypatch.setattr(tm, "PARALLEL_FROM", 10**12)  # one core throughout
+    serial = _model()
+    serial.fit({x: xs, y: ys}, optimizer=optim.Adam(lr=0.05), epochs=40, verbose=0)
+    assert list(model.params.values()) == list(serial.params.values())
+    assert hist.loss == serial.history.loss

@@ -329,7 +329,8 @@ def test_module_imports_only_math_numpy_numba():
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module)
-    assert imported == {"math", "numpy", "numba"}
+    # llvmlite is Numba's own dependency (the min/max intrinsics' LLVM types)
+    assert imported == {"math", "numpy", "numba", "llvmlite"}
 
 
 # vsin_fast / vcos_fast: < 1 ulp for |x| <= SIN_FAST_LIMIT, nan beyond it.
@@ -567,3 +568,27 @@ def test_tanh_strict_under_a_fastmath_caller():
     special = np.array([-0.0, 5e-324, -math.inf, math.nan])
     apply(special, got := np.empty(4))
     assert got[:3].tobytes() == np.array([-0.0, 5e-324, -1.0]).tobytes() and math.isnan(got[3])
+
+
+def test_exp_scale_once_is_ldexp():
+    # vexp_fast's y * 2**k with one multiplication: exact or rounded once, like math.ldexp,
+    # over every k it can get (normal, subnormal, zero and inf results; C's ldexp rounds
+    # once, to nearest even)
+    scale = vm._exp_scale_once
+
+    @numba.njit(error_model="numpy")
+    def apply(y, k, out):
+        for i in range(y.size):
+            out[i] = scale(y[i], k[i])
+
+    rng = np.random.default_rng(7)
+    k = np.repeat(np.arange(-1076, 1025, dtype=np.int64), 200)
+    y = rng.uniform(0.7071067811865476, 1.4142135623730951, k.size)
+    y[::200] = np.nextafter(1.4142135623730951, 0.0)
+    y[1::200] = 0.7071067811865476
+    got = np.empty_like(y)
+    apply(y, k, got)
+    with np.errstate(over="ignore"):
+        want = np.ldexp(y, k)
+    assert np.isinf(want).any() and (want[want > 0] < 2.2250738585072014e-308).any()
+    assert got.tobytes() == want.tobytes()

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.codegen.ast import AddAugmentedAssignment, Assignment
 
 from .._version import __version__
 from ..graph import Graph, NameAllocator, Node
@@ -182,16 +183,77 @@ def render_trainer(
     context = _printed(graph, program, [*params, *data], fast_math, ranged=True,
                        kernels={"loops": ["accumulate"], "trainer": ["BLOCK"]},
                        standalone=standalone, tangent=tangent)
+    lines, factors, scales = _scaled_sums(program, params)
+    printer = FlatCodePrinter()
+    exact = FlatCodePrinter({"fully_qualified_modules": True})
     source = environment().get_template("trainer.py.j2").render(
         context,
         params=[n.name for n in params],
         data=[n.name for n in data],
         uses_numpy=False,
         numba_names=["cfunc", "njit", "uint64"],
+        block_backward=[printer.doprint(a) for a in lines],
+        exact_block_backward=[exact.doprint(a) for a in lines],
+        factors=[(n, printer.doprint(f)) for n, f in factors],
+        scales=scales,
     )
     return GeneratedModule(source, context["forward"], context["backward"],
                            [n.name for n in params], [n.name for n in params],
                            context["output"], context["renamed"], context["tangent"])
+
+
+def _scaled_sums(program: Program, params: Sequence[Node]):
+    """The backward lines of a block kernel with constant factors taken out of its sums.
+
+    A factor of an adjoint that is the same for every sample (numbers and parameters:
+    ``grad_s10 = 2*grad_loss*s10``, ``grad_s7 = grad_s10*a``) is carried along instead of
+    multiplied in, through every line that only multiplies that adjoint by more factors,
+    and multiplies the sample sum once after the loop: W4's per-sample ``2*s10`` and
+    ``*a`` go. A line that adds adjoints (or an adjoint accumulated with ``+=``) gets the
+    factors back in, as the names computed before the loop. Returns the lines, the
+    factors before the loop as (name, expression) and each sum's factor name or None
+    (the loss's first, then the gradient's in ``program.grads`` order); the sums equal
+    the plain program's up to rounding (a product of sums for a sum of products)."""
+    names = {n.name for n in params}
+    augmented = {a.lhs for a in program.backward if isinstance(a, AddAugmentedAssignment)}
+    scale: dict[sp.Symbol, sp.Expr] = {}
+    named: dict[sp.Expr, sp.Symbol] = {}
+
+    def name(factor: sp.Expr) -> sp.Symbol:
+        if factor not in named:
+            named[factor] = sp.Symbol(f"_scale{len(named)}")
+        return named[factor]
+
+    def split(rhs: sp.Expr):
+        if rhs.is_Number:
+            return None
+        factor, kept = sp.Integer(1), []
+        for arg in (rhs.args if rhs.is_Mul else (rhs,)):
+            if arg.is_Number or (arg.is_Symbol and arg.name in names):
+                factor *= arg
+            elif arg in scale:
+                factor *= scale[arg]
+                kept.append(arg)
+            elif arg.free_symbols & scale.keys():
+                return None
+            else:
+                kept.append(arg)
+        return factor, (sp.Mul(*kept) if kept else sp.Float(1.0))
+
+    lines = []
+    for a in program.backward:
+        parts = None if a.lhs in augmented else split(a.rhs)
+        if parts is None:  # the factors go back in
+            back = {g: name(f) * g for g, f in scale.items() if g in a.rhs.free_symbols}
+            lines.append(type(a)(a.lhs, a.rhs.xreplace(back)))
+            continue
+        factor, rest = parts
+        if factor != 1:
+            scale[a.lhs] = factor
+        lines.append(Assignment(a.lhs, rest))
+    sums = [None] + [name(scale[g]) if g in scale else None for g in program.grads]
+    return (lines, [(s.name, f) for f, s in named.items()],
+            [None if s is None else s.name for s in sums])
 
 
 def _user_functions(printer: FlatCodePrinter, graph: Graph) -> list[_UserFunction]:

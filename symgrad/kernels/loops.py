@@ -54,6 +54,21 @@ def accumulate(typingctx, total, value):
     return types.float64(total, value), codegen
 
 
+@numba.extending.intrinsic
+def claim(typingctx, counter):
+    """counter[0] += 1 as one atomic operation, returning the value before: threads that
+    take work items by number get each one exactly once."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.atomic_rmw("add", data, context.get_constant(types.int64, 1),
+                                  "monotonic")
+
+    return types.int64(counter), codegen
+
+
 @njit(cache=True, error_model="numpy")
 def end_epoch(epoch, loss, monitor, validating, params, before, losses, val_losses, best,
               best_params, patience):

@@ -14,7 +14,7 @@ non-finite is recomputed with it.
 import numpy as np
 from numba import float64, int64, njit, prange, types
 
-from .loops import DONE, end_epoch, finite, permute
+from .loops import DONE, claim, end_epoch, finite, permute
 from .optim import update
 
 #: The block kernel's signature: (params, data, start, stop, sums) -> None.
@@ -39,33 +39,53 @@ def block_sums(block, exact, has_exact, params, data, lo, hi, part):
 
 
 @njit(cache=True, error_model="numpy")
-def _serial_sum(block, exact, has_exact, params, data, start, stop, acc):
-    rows = acc.shape[0]
+def _chunk_sum(block, exact, has_exact, params, data, start, stop, c, chunks, part, own):
+    """Sums of chunk ``c`` of ``chunks`` (a run of blocks) into ``own``."""
     blocks = (stop - start + BLOCK_SIZE - 1) // BLOCK_SIZE
-    part = np.empty(rows)
-    for b in range(blocks):
+    own[:] = 0.0
+    for b in range(c * blocks // chunks, (c + 1) * blocks // chunks):
         lo = start + b * BLOCK_SIZE
         block_sums(block, exact, has_exact, params, data, lo, min(lo + BLOCK_SIZE, stop), part)
+        for k in range(own.shape[0]):
+            own[k] += part[k]
+
+
+@njit(cache=True, error_model="numpy")
+def _serial_sum(block, exact, has_exact, params, data, start, stop, acc):
+    """The chunks of :func:`_parallel_sum` one after the other, added in the same order:
+    the same sums to the bit, so a loop may switch between the two."""
+    rows = acc.shape[0]
+    chunks = min((stop - start + BLOCK_SIZE - 1) // BLOCK_SIZE, CHUNKS)
+    part = np.empty(rows)
+    own = np.empty(rows)
+    for c in range(chunks):
+        _chunk_sum(block, exact, has_exact, params, data, start, stop, c, chunks, part, own)
         for k in range(rows):
-            acc[k] += part[k]
+            acc[k] += own[k]
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def _parallel_sum(block, exact, has_exact, params, data, start, stop, acc):
+def _parallel_sum(block, exact, has_exact, params, data, start, stop, acc, handed):
+    """Runs of blocks (chunks) handed out one at a time, to whichever thread asks first
+    (``claim`` on ``handed``, zero on entry; the caller makes it: a counter allocated here
+    came back unchanged from Numba's parfor pass): a thread slowed by another process
+    takes fewer of them, where an even split left the other idle. Each chunk's sums go to
+    its own row, added in chunk order: the result does not depend on which thread ran
+    what."""
     rows = acc.shape[0]
     blocks = (stop - start + BLOCK_SIZE - 1) // BLOCK_SIZE
     chunks = min(blocks, CHUNKS)
     partial = np.zeros((chunks, rows))
-    for c in prange(chunks):
+    for _ in prange(chunks):  # a thread's first iteration claims chunks until none is left
+        c = claim(handed)
+        if c >= chunks:
+            continue
         part = np.empty(rows)
-        own = np.zeros(rows)
-        for b in range(c * blocks // chunks, (c + 1) * blocks // chunks):
-            lo = start + b * BLOCK_SIZE
-            block_sums(block, exact, has_exact, params, data, lo,
-                       min(lo + BLOCK_SIZE, stop), part)
-            for k in range(rows):
-                own[k] += part[k]
-        partial[c] = own  # one write per chunk: no cache line shared while summing
+        own = np.empty(rows)
+        while c < chunks:
+            _chunk_sum(block, exact, has_exact, params, data, start, stop, c, chunks, part, own)
+            partial[c] = own  # one write per chunk: no cache line shared while summing
+            c = claim(handed)
     for c in range(chunks):
         for k in range(rows):
             acc[k] += partial[c, k]
@@ -77,7 +97,8 @@ def loss_and_grad_sum(block, exact, has_exact, parallel, params, data, start, st
     samples start..stop-1; ``parallel`` runs blocks on all cores."""
     acc = np.zeros(params.shape[0] + 1)
     if parallel:
-        _parallel_sum(block, exact, has_exact, params, data, start, stop, acc)
+        _parallel_sum(block, exact, has_exact, params, data, start, stop, acc,
+                      np.zeros(1, dtype=np.int64))
     else:
         _serial_sum(block, exact, has_exact, params, data, start, stop, acc)
     for k in range(params.shape[0]):

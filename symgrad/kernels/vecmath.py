@@ -26,13 +26,14 @@ purpose: nan means "cannot", not sin(x). A caller that may see larger arguments 
 vsin/vcos (full range), or checks its results (or a block's sums) for nan and recomputes
 with math.sin/math.cos. sin(-0.0) = -0.0 and sin(x) = x for tiny x as usual. sin and cos
 of the same x in one loop share the reduction and both polynomials.
-This module imports only math, numpy and numba: generated modules import it, and saved
-standalone modules carry a copy of its source.
+This module imports only math, numpy, numba and llvmlite (Numba's own dependency):
+generated modules import it, and saved standalone modules carry a copy of its source.
 """
 import math
 
 import numba
 import numpy as np
+from llvmlite import ir
 
 
 @numba.extending.intrinsic
@@ -46,11 +47,34 @@ def _fma(typingctx, a, b, c):
     return sig, codegen
 
 
+def _min_max_intrinsic(name):
+    def impl(typingctx, a, b):
+        sig = numba.float64(numba.float64, numba.float64)
+
+        def codegen(context, builder, signature, args):
+            fnty = ir.FunctionType(ir.DoubleType(), [ir.DoubleType(), ir.DoubleType()])
+            fn = builder.module.declare_intrinsic(f"llvm.{name}.f64", fnty=fnty)
+            return builder.call(fn, args)
+
+        return sig, codegen
+
+    impl.__name__ = f"_{name}"
+    return numba.extending.intrinsic(impl)
+
+
+#: min(a, b) and max(a, b) as llvm.minnum / llvm.maxnum: a NaN argument gives the other one.
+#: With a constant b, one vminpd / vmaxpd on x86-64 (fminnm / fmaxnm on AArch64), where the
+#: same clamp written as two selects became two compares and two blends.
+_minnum = _min_max_intrinsic("minnum")
+_maxnum = _min_max_intrinsic("maxnum")
+
+
 _jit = numba.njit(error_model="numpy", cache=True, forceinline=True, fastmath=False)
 
 _INF = math.inf
 _SHIFT = 6755399441055744.0  # 1.5 * 2**52: x + _SHIFT - _SHIFT rounds x to an integer
 _SHIFT_BITS = 0x4338000000000000
+_SIGN = -0x8000000000000000  # the sign bit, as int64
 _LN2_HI = 0.6931471805599453
 _LN2_LO = 2.3190468138462996e-17
 _INV_LN2 = 1.4426950408889634
@@ -207,6 +231,17 @@ def _exp_scale(y, k):
 
 
 @_jit
+def _exp_scale_once(y, k):
+    """y * 2**k for 0.7 < y < 1.42 and -1076 <= k <= 1024, as _exp_scale does it (the same
+    double: one rounding), with one multiplication: y * 2**k1, k1 = k clamped to
+    [-1021, 1023], is exact (a normal number, made by adding k1 to y's exponent), then
+    times 2**(k - k1), -55 <= k - k1 <= 1. Not for nan y (the integer add can make a
+    number of it)."""
+    k1 = max(min(k, 1023), -1021)
+    return _float(_bits(y) + (k1 << 52)) * _pow2(k - k1)
+
+
+@_jit
 def _expm1_dd(k, s, t):
     """2**k * (1 + s + t) - 1 as a double-double, for -80 <= k <= 1023."""
     tk = _pow2(k)
@@ -242,8 +277,7 @@ def vexp_fast(x):
     and the polynomial a plain Horner, without vexp's double-double terms. About 25 %
     fewer instructions, which is what a loop over samples is bound by (W4's block: 13 %
     faster); generated block kernels use it for exp."""
-    xc = x if x < 710.0 else 710.0
-    xc = xc if xc > -746.0 else -746.0
+    xc = _maxnum(_minnum(x, 710.0), -746.0)  # nan -> 710, the result is x then
     z = _fma(xc, _INV_LN2, _SHIFT)
     kf = z - _SHIFT
     k = _bits(z) - _SHIFT_BITS
@@ -254,7 +288,7 @@ def vexp_fast(x):
     t = _fma(r * r, _fma(r, q, 0.5), rr)  # exp(r + rr) - 1 - r, but for rr * (exp(r) - 1)
     hi = 1.0 + r
     lo = ((1.0 - hi) + r) + t
-    y = _exp_scale(hi + lo, k)
+    y = _exp_scale_once(hi + lo, k)
     return y if x == x else x
 
 
@@ -495,21 +529,22 @@ def _trig_reduce_fast(x):
 
 
 @_jit
-def _ksincos_fast(x, y, use_cos):
-    """cos(x + y) if use_cos else sin(x + y), for |x| <~ pi/4 and |y| << |x|: the k_sin.c
-    and k_cos.c polynomials as head - (-tail), the head and tail picked per lane.
-    For the same x, sin and cos share everything but the picks (LLVM CSE)."""
+def _ksincos_fast(x, y):
+    """(sin(x + y), cos(x + y)) for |x| <~ pi/4 and |y| << |x|: the k_sin.c and k_cos.c
+    polynomials, each as head - (-tail). Callers pick per lane among the results, not
+    among the arguments: vsin_fast and vcos_fast of the same x then share all of it (LLVM
+    CSE) but two selects, where picking the arguments left four selects and a
+    multiply-add each."""
     z = x * x
     hz = 0.5 * z
     w = 1.0 - hz
     ps = _fma(z, _fma(z, _fma(z, _fma(z, _fma(z, _S6, _S5), _S4), _S3), _S2), _S1)
     pc = _fma(z, _fma(z, _fma(z, _fma(z, _fma(z, _C6, _C5), _C4), _C3), _C2), _C1)
-    # sin = x + (x*z*ps + y*(1 - z/2)), cos = w + ((1 - w - z/2) + z*z*pc - x*y)
-    a = z * (z if use_cos else x)
-    p = pc if use_cos else ps
-    nb = _fma(x, y, hz - (1.0 - w)) if use_cos else _fma(hz, y, -y)
+    # sin = x + (x*z*ps + y*(1 - z/2)), cos = w + ((1 - w - z/2) + z*z*pc - x*y);
     # head - (-tail) rather than head + tail keeps sin(-0.0) == -0.0
-    return (w if use_cos else x) - _fma(a, -p, nb)
+    sin = x - _fma(z * x, -ps, _fma(hz, y, -y))
+    cos = w - _fma(z * z, -pc, _fma(x, y, hz - (1.0 - w)))
+    return sin, cos
 
 
 @_jit
@@ -517,8 +552,9 @@ def vsin_fast(x):
     """sin(x) for |x| <= SIN_FAST_LIMIT; nan beyond it, for +-inf and for nan."""
     z, rh, rl = _trig_reduce_fast(x)
     n = _bits(z)
-    y = _ksincos_fast(rh, rl, (n & 1) != 0)
-    y = -y if (n & 2) != 0 else y
+    s, c = _ksincos_fast(rh, rl)
+    y = c if (n & 1) != 0 else s
+    y = _float(_bits(y) ^ ((n << 62) & _SIGN))  # -y if n & 2
     return y if abs(x) <= SIN_FAST_LIMIT else math.nan
 
 
@@ -527,6 +563,7 @@ def vcos_fast(x):
     """cos(x) for |x| <= SIN_FAST_LIMIT; nan beyond it, for +-inf and for nan."""
     z, rh, rl = _trig_reduce_fast(x)
     n = _bits(z)
-    y = _ksincos_fast(rh, rl, (n & 1) == 0)
-    y = -y if ((n + 1) & 2) != 0 else y
+    s, c = _ksincos_fast(rh, rl)
+    y = s if (n & 1) != 0 else c
+    y = _float(_bits(y) ^ (((n + 1) << 62) & _SIGN))  # -y if (n + 1) & 2
     return y if abs(x) <= SIN_FAST_LIMIT else math.nan

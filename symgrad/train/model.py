@@ -10,6 +10,7 @@ the best parameters back (see ``History``).
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -42,6 +43,9 @@ __all__ = ["DivergenceWarning", "Model"]
 
 #: Sample count from which the loops over samples run on all cores (prange).
 PARALLEL_FROM = 50_000
+#: From PARALLEL_FROM samples, every PROBE_EVERY-th run of epochs starts with one epoch the
+#: other way (all cores or one), to follow the machine's load.
+PROBE_EVERY = 8
 #: Parameter counts above this get no full Hessian (``hessian``); ``hvp`` has no limit.
 HESSIAN_MAX_PARAMS = 2000
 
@@ -613,10 +617,45 @@ class Model:
         from ..kernels.trainer import train as loop
 
         self.timings["parallel"] = size >= PARALLEL_FROM
-        block = (*self._blocks(), self.timings["parallel"])
+        blocks = self._blocks()
 
-        def train(values, state, step, hyper, *rest):
-            return loop(*block, optimizer.kind, values, state, step, hyper, X, V, *rest)
+        def run(parallel, values, state, step, hyper, *rest):
+            return loop(*blocks, parallel, optimizer.kind, values, state, step, hyper, X, V,
+                        *rest)
+
+        if not self.timings["parallel"]:
+            return functools.partial(run, False)
+        # All cores, or one: whichever ran an epoch faster when last tried. On a machine
+        # busy with other processes the threads wait for each other (W4 with two other
+        # processes running: 24 ms per epoch on two threads, 5.5 ms on one). The first
+        # epoch runs on one core, the next ones on all; then the way not in use gets the
+        # first epoch of every PROBE_EVERY-th call. Both give the same sums to the bit.
+        per_epoch = {True: math.inf, False: math.inf}
+        calls = [0]
+
+        def all_cores() -> bool:
+            return per_epoch[True] == math.inf or per_epoch[True] <= per_epoch[False]
+
+        def timed(parallel, values, state, step, hyper, first, count, *rest):
+            t0 = time.perf_counter()
+            ran, status = run(parallel, values, state, step, hyper, first, count, *rest)
+            if ran:
+                per_epoch[parallel] = (time.perf_counter() - t0) / ran
+            return ran, status
+
+        def train(values, state, step, hyper, first, count, *rest):
+            if count == 0:  # the compile
+                return run(True, values, state, step, hyper, first, count, *rest)
+            calls[0] += 1
+            done, status = 0, DONE
+            if calls[0] == 1 or calls[0] % PROBE_EVERY == 0:
+                other = calls[0] != 1 and not all_cores()
+                done, status = timed(other, values, state, step, hyper, first, 1, *rest)
+            if status == DONE and done < count:
+                ran, status = timed(all_cores(), values, state, step, hyper, first + done,
+                                    count - done, *rest)
+                done += ran
+            return done, status
 
         return train
 
