@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 import sympy as sp
@@ -75,6 +76,19 @@ def test_adam_update_is_torchs_formula_entry_by_entry(kind, dtype, penalties):
     assert np.isfinite(p[4:]).all() and p.dtype == dtype
     if not any(penalties):  # torch's rule: no penalty, the gradient as it is (not inf * 0)
         np.testing.assert_array_equal(p[1:4], [np.inf, -np.inf, np.nan])
+
+
+def test_accumulate_adds_in_float32_to_a_float32_total_only():
+    """A float32 running total is added to in float32 (the value rounded to float32 first);
+    any other total in float64, as before."""
+
+    @numba.njit
+    def add(total, value):
+        return loops.accumulate(total, value)
+
+    assert add(np.float32(1.0), 1e-8) == 1.0  # 1e-8 is below float32's half ulp at 1
+    assert add(1.0, np.float32(0.5)) == 1.5 and add(1.0, 1e-8) == 1.0 + 1e-8
+    assert add(np.float32(1.0), np.float32(2.0 ** -20)) == np.float32(1.0 + 2.0 ** -20)
 
 
 @pytest.mark.parametrize("module", [vecmath, loops, optim, trainer])
