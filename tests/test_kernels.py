@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 import sympy as sp
@@ -38,15 +39,17 @@ def test_optimizer_numbering_is_the_same_in_train_and_kernels():
         assert optim.KINDS[cls().kind] == cls.template
 
 
+@pytest.mark.parametrize("penalties", [(0.01, 0.002), (0.0, 0.0)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kind", [6, 7])
-def test_adam_update_is_torchs_formula_entry_by_entry(kind, dtype):
+def test_adam_update_is_torchs_formula_entry_by_entry(kind, dtype, penalties):
     """Adam's and AMSGrad's own (vectorized) loops against the formula written out one
     scalar at a time, over a length that is no multiple of the vector width, non-finite
-    parameters and both penalties included: the same numbers up to the last bit of the bias
-    correction (Numba's beta**t multiplies, NumPy's calls pow)."""
+    parameters and both penalties included: the same numbers up to the last bits (the bias
+    correction: Numba's beta**t multiplies, NumPy's calls pow; the kernel multiplies sqrt(v)
+    by 1 / sqrt(1 - beta2**t) where torch divides)."""
     rng = np.random.default_rng(kind)
-    hyper = np.array([0.05, 0.01, 0.002, 0.9, 0.99, 1e-6])
+    hyper = np.array([0.05, *penalties, 0.9, 0.99, 1e-6])
     T = np.dtype(dtype).type
     p = rng.normal(size=203).astype(dtype)
     p[:4] = [0.0, np.inf, -np.inf, np.nan]
@@ -61,16 +64,31 @@ def test_adam_update_is_torchs_formula_entry_by_entry(kind, dtype):
         with np.errstate(all="ignore"):
             for k in range(p.size):
                 x = ref[k]
-                gk = g[k] + wd * x + l1 * ((x > 0) * T(1) - (x < 0) * T(1))
+                gk = g[k] + wd * x + l1 * ((x > 0) * T(1) - (x < 0) * T(1)) if wd or l1 else g[k]
                 m[k] = b1 * m[k] + T(1.0 - hyper[3]) * gk
                 v[k] = b2 * v[k] + T(1.0 - hyper[4]) * gk * gk
                 v_max[k] = max(v_max[k], v[k])
-                denom = np.sqrt(v_max[k] if kind == 7 else v[k]) / root2 + eps
+                denom = np.sqrt(v_max[k] if kind == 7 else v[k]) / root2 + eps  # torch's
                 ref[k] = x - step * m[k] / denom
     rows, tol = 3 if kind == 7 else 2, 8 * np.finfo(dtype).eps
     np.testing.assert_allclose(p, ref, rtol=tol, atol=tol)  # parameters are O(1)
     np.testing.assert_allclose(state[:rows], ref_state[:rows], rtol=tol, atol=tol)
     assert np.isfinite(p[4:]).all() and p.dtype == dtype
+    if not any(penalties):  # torch's rule: no penalty, the gradient as it is (not inf * 0)
+        np.testing.assert_array_equal(p[1:4], [np.inf, -np.inf, np.nan])
+
+
+def test_accumulate_adds_in_float32_to_a_float32_total_only():
+    """A float32 running total is added to in float32 (the value rounded to float32 first);
+    any other total in float64, as before."""
+
+    @numba.njit
+    def add(total, value):
+        return loops.accumulate(total, value)
+
+    assert add(np.float32(1.0), 1e-8) == 1.0  # 1e-8 is below float32's half ulp at 1
+    assert add(1.0, np.float32(0.5)) == 1.5 and add(1.0, 1e-8) == 1.0 + 1e-8
+    assert add(np.float32(1.0), np.float32(2.0 ** -20)) == np.float32(1.0 + 2.0 ** -20)
 
 
 @pytest.mark.parametrize("module", [vecmath, loops, optim, trainer])

@@ -816,8 +816,9 @@ def test_sums_over_the_batch_join_the_loop_that_computes_their_operand(mlp):
 
 
 def test_fused_sums_keep_their_own_limit():
-    """A sum over the batch whose small side has more rows than SUMS_UP_TO stays a kernel
-    call of its own, and is still right (against NumPy by hand)."""
+    """A sum over the batch whose small side has more rows than SUMS_UP_TO stays a call of
+    its own (a kernel, or BLAS from BLAS_FROM multiply-adds), and is still right (against
+    NumPy by hand)."""
     from symgrad.emit.arrays import SUMS_UP_TO
 
     d = SUMS_UP_TO + 1
@@ -829,7 +830,43 @@ def test_fused_sums_keep_their_own_limit():
     a = np.tanh(x @ w0)
     assert value == pytest.approx(a.sum() / 9, rel=1e-13)
     np.testing.assert_allclose(grads[W], x.T @ (1 - a**2) / 9, rtol=1e-12, atol=1e-15)
-    assert "_mm_dot(" in model.source
+    assert "_mm_dot(" in model.source or "np.dot(" in model.source
+    assert not re.search(r"grad_W\[\w+, \w+\] = _r\d+", model.source)
+
+
+def test_float32_sums_over_the_batch_are_float32_accumulators_up_to_the_limit():
+    """A float32 MLP with 10 classes: grad_W2 = h.T @ delta (10 rows on its small side, up
+    to SUMS_UP_TO) and the biases' sums are float32 accumulators of the loop computing
+    delta, one per entry, not BLAS or a kernel call; the values against NumPy by hand in
+    float64 (37 samples: a vector remainder too)."""
+    d, h, k, m = 40, 12, 10, 37  # 40 input columns: wide data, kept as rows
+    Xs, Ys = sp.MatrixSymbol("X", n, d), sp.MatrixSymbol("Y", n, k)
+    W1, b1 = sp.MatrixSymbol("W1", d, h), sp.MatrixSymbol("b1", 1, h)
+    W2, b2 = sp.MatrixSymbol("W2", h, k), sp.MatrixSymbol("b2", 1, k)
+    rng = np.random.default_rng(11)
+    p0 = {W1: rng.standard_normal((d, h)) / 6, b1: rng.standard_normal((1, h)) / 4,
+          W2: rng.standard_normal((h, k)) / 3, b2: rng.standard_normal((1, k)) / 4}
+    x, y = rng.random((m, d)), np.eye(k)[rng.integers(0, k, m)]
+    scores = sg.relu(Xs * W1 + b1) * W2 + b2
+    model = sg.Model(sg.softmax_cross_entropy(scores, Ys), params=p0, data=[Xs, Ys],
+                     dtype="float32")
+    value, grads = model.value_and_grad({Xs: x, Ys: y})
+    w1, c1, w2, c2 = (model.params[p].astype(np.float64) for p in (W1, b1, W2, b2))
+    pre = x @ w1 + c1
+    a = np.maximum(pre, 0.0)
+    z = a @ w2 + c2
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    prob = e / e.sum(axis=1, keepdims=True)
+    assert value == pytest.approx(-np.sum(y * np.log(prob)) / m, rel=1e-5)
+    dz = (prob - y) / m
+    da = (dz @ w2.T) * (pre > 0)
+    want = {W2: a.T @ dz, b2: dz.sum(axis=0, keepdims=True), W1: x.T @ da,
+            b1: da.sum(axis=0, keepdims=True)}
+    for p, g in want.items():
+        np.testing.assert_allclose(grads[p], g, rtol=2e-4, atol=2e-6 * np.abs(g).max())
+    body = model.source[model.source.index("def value_and_grad("):]
+    assert re.search(r"grad_W2\[_a, 9\] = _r\d+", body), body
+    assert re.search(r"_r\d+ = np\.float32\(0\.0\)", body), body
 
 
 def test_a_buffer_kept_in_a_local_holds_what_the_buffer_would():

@@ -40,18 +40,20 @@ def accumulate(typingctx, total, value):
     """total + value as one float64 addition that may be reassociated (``SUMS`` flags on it
     alone): a loop that sums with it vectorizes, while the code computing ``value`` keeps
     exact IEEE arithmetic. Block kernels add each sample's loss and gradient to their running
-    sums with it. An intrinsic, so each use is one instruction with nothing to compile, type
-    or link (a call per sum cost Numba ~2 ms per model)."""
+    sums with it. A float32 running total is added to in float32 (a float32 model's sums, as
+    BLAS sums: a vector register holds 16 of them, not 8). An intrinsic, so each use is one
+    instruction with nothing to compile, type or link (a call per sum cost Numba ~2 ms per
+    model)."""
     if not all(isinstance(t, (types.Float, types.Integer, types.Boolean))
                for t in (total, value)):
         return None
+    kind = types.float32 if total == types.float32 else types.float64
 
     def codegen(context, builder, signature, args):
-        t, v = (context.cast(builder, a, ty, types.float64)
-                for a, ty in zip(args, signature.args))
+        t, v = (context.cast(builder, a, ty, kind) for a, ty in zip(args, signature.args))
         return builder.fadd(t, v, flags=_SUM_FLAGS)
 
-    return types.float64(total, value), codegen
+    return kind(total, value), codegen
 
 
 @numba.extending.intrinsic

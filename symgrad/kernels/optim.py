@@ -11,7 +11,11 @@ Adam and AMSGrad, whose state is two or three rows, run in loops of their own (`
 ``_amsgrad``) over plain arrays with every choice made before the loop: such a loop
 vectorizes. In the shared loop, the ``kind`` branch and the ``state[2]`` view inside it
 kept it scalar (W3's Adam over 101,770 float32 parameters: 356 us per step there, 41 us
-here; the same arithmetic in the same order, bit-identical results). No fast-math.
+here). Such a loop is bound by the divider: the bias correction sqrt(1 - beta2^t) divides
+torch's sqrt(v), here sqrt(v) is multiplied by its reciprocal (computed in float64), one
+division fewer per entry (the denominator within an ulp of torch's); and with no penalty the
+gradient is used as it is (torch's test too, so an infinite parameter does not make its
+gradient NaN): 41 -> 29 us over W3's parameters. No fast-math.
 """
 
 import math
@@ -31,8 +35,9 @@ def _penalized(x, g, weight_decay, l1, one):
 @njit(cache=True, error_model="numpy")
 def _moments(x, g, m, v, k, beta1, beta2, rest1, rest2, weight_decay, l1, one):
     """Adam's moments at entry k, stored and returned: m <- beta1 m + (1 - beta1) g,
-    v <- beta2 v + (1 - beta2) g^2 (g with its penalties)."""
-    gk = _penalized(x, g[k], weight_decay, l1, one)
+    v <- beta2 v + (1 - beta2) g^2 (g with its penalties, if any: the test is the same for
+    every k, so LLVM takes it out of the loop and keeps two loops)."""
+    gk = _penalized(x, g[k], weight_decay, l1, one) if weight_decay or l1 else g[k]
     mk = beta1 * m[k] + rest1 * gk
     vk = beta2 * v[k] + rest2 * gk * gk
     m[k] = mk
@@ -41,18 +46,18 @@ def _moments(x, g, m, v, k, beta1, beta2, rest1, rest2, weight_decay, l1, one):
 
 
 @njit(cache=True, error_model="numpy")
-def _adam(p, g, m, v, beta1, beta2, rest1, rest2, step, root2, eps, weight_decay, l1, one):
+def _adam(p, g, m, v, beta1, beta2, rest1, rest2, step, unroot2, eps, weight_decay, l1, one):
     """m <- beta1 m + (1 - beta1) g; v <- beta2 v + (1 - beta2) g^2;
-    theta <- theta - step m / (sqrt(v) / root2 + eps), with the bias corrections
-    step = lr / (1 - beta1^t) and root2 = sqrt(1 - beta2^t)."""
+    theta <- theta - step m / (sqrt(v) unroot2 + eps), with the bias corrections
+    step = lr / (1 - beta1^t) and unroot2 = 1 / sqrt(1 - beta2^t)."""
     for k in range(p.shape[0]):
         x = p[k]
         mk, vk = _moments(x, g, m, v, k, beta1, beta2, rest1, rest2, weight_decay, l1, one)
-        p[k] = x - step * mk / (math.sqrt(vk) / root2 + eps)
+        p[k] = x - step * mk / (math.sqrt(vk) * unroot2 + eps)
 
 
 @njit(cache=True, error_model="numpy")
-def _amsgrad(p, g, m, v, v_max, beta1, beta2, rest1, rest2, step, root2, eps,
+def _amsgrad(p, g, m, v, v_max, beta1, beta2, rest1, rest2, step, unroot2, eps,
              weight_decay, l1, one):
     """Adam with the running maximum of v in the denominator."""
     for k in range(p.shape[0]):
@@ -60,7 +65,7 @@ def _amsgrad(p, g, m, v, v_max, beta1, beta2, rest1, rest2, step, root2, eps,
         mk, vk = _moments(x, g, m, v, k, beta1, beta2, rest1, rest2, weight_decay, l1, one)
         top = max(v_max[k], vk)
         v_max[k] = top
-        p[k] = x - step * mk / (math.sqrt(top) / root2 + eps)
+        p[k] = x - step * mk / (math.sqrt(top) * unroot2 + eps)
 
 
 @njit(cache=True, error_model="numpy")
@@ -116,11 +121,11 @@ def update(kind, p, g, state, t, hyper):
     else:  # Adam (kind 6) and AMSGrad (kind 7), with bias correction
         beta1, beta2, eps = T(hyper[3]), T(hyper[4]), T(hyper[5])
         step = T(hyper[0] / (1.0 - hyper[3] ** t))
-        root2 = T(math.sqrt(1.0 - hyper[4] ** t))
+        unroot2 = T(1.0 / math.sqrt(1.0 - hyper[4] ** t))
         rest1, rest2 = T(1.0 - hyper[3]), T(1.0 - hyper[4])
         if kind == 7:
             _amsgrad(p, g, state[0], state[1], state[2], beta1, beta2, rest1, rest2, step,
-                     root2, eps, weight_decay, l1, one)
+                     unroot2, eps, weight_decay, l1, one)
         else:
-            _adam(p, g, state[0], state[1], beta1, beta2, rest1, rest2, step, root2, eps,
+            _adam(p, g, state[0], state[1], beta1, beta2, rest1, rest2, step, unroot2, eps,
                   weight_decay, l1, one)

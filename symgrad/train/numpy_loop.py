@@ -90,7 +90,7 @@ def numpy_update(kind: int, p: np.ndarray, g: np.ndarray, state: np.ndarray, t: 
             np.maximum(state[2], v, out=state[2])
             v = state[2]
         denominator = np.sqrt(v)
-        denominator /= T(math.sqrt(1.0 - hyper[4] ** t))
+        denominator *= T(1.0 / math.sqrt(1.0 - hyper[4] ** t))
         denominator += T(hyper[5])
         g2 = T(hyper[0] / (1.0 - hyper[3] ** t)) * m
         g2 /= denominator
