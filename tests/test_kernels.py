@@ -103,6 +103,17 @@ def test_public_kernel_names_are_reserved_from_user_symbols(module):
     assert f.generated.params[0] != s.name  # renamed
 
 
+@pytest.mark.parametrize("module", [vecmath, loops, optim, trainer])
+def test_kernel_modules_bind_no_public_name_a_user_helper_could_take(module):
+    """A saved module carries the kernels' source, then the helpers of the user's own
+    functions (``def <name>(...)`` at module level, any name not reserved): every public
+    module-level name of the kernels, imported modules included, must be reserved, or a
+    user function named like it replaces it (``from llvmlite import ir`` broke a saved
+    Model using exp whose user function was named ``ir``)."""
+    public = {n for n in vars(module) if not n.startswith("_")}
+    assert public - GENERATED_CODE_NAMES == set()
+
+
 def test_standalone_kernels_drop_their_package_imports():
     text = standalone(("trainer",))
     imports = [n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.ImportFrom)]

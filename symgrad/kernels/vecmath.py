@@ -33,7 +33,7 @@ import math
 
 import numba
 import numpy as np
-from llvmlite import ir
+from llvmlite import ir as _ir  # private: a saved module's user helpers take public names
 
 
 @numba.extending.intrinsic
@@ -52,7 +52,7 @@ def _min_max_intrinsic(name):
         sig = numba.float64(numba.float64, numba.float64)
 
         def codegen(context, builder, signature, args):
-            fnty = ir.FunctionType(ir.DoubleType(), [ir.DoubleType(), ir.DoubleType()])
+            fnty = _ir.FunctionType(_ir.DoubleType(), [_ir.DoubleType(), _ir.DoubleType()])
             fn = builder.module.declare_intrinsic(f"llvm.{name}.f64", fnty=fnty)
             return builder.call(fn, args)
 
