@@ -33,6 +33,12 @@ FAST_RANGE_NAMES = ("sin", "cos")
 #: Replaced in loops over samples only, by cheaper versions for the whole domain (within 1 ulp
 #: too, a little less close than the others): a loop over samples is bound by instructions.
 FAST_LOOP_NAMES = ("exp",)
+#: Block kernels carry a factor the same for every sample (see ``_scaled_sums``) while it is
+#: a product of at most this many parameters: a deep chain of layers (``grad_h = grad_s*w``,
+#: layer after layer) would otherwise carry the product of all its weights, one name per
+#: layer, each printed in full before the loop (quadratic in the depth) and able to overflow
+#: where the per-sample products it was split from do not.
+FACTOR_PARAMS_UP_TO = 4
 _HELPER_MATH = {"sigmoid": {"exp"}, "softplus": {"exp", "log1p"}, "elu": {"expm1"},
                 "log_sigmoid": {"exp", "log1p"}, "logsumexp": {"exp", "log1p"}}
 
@@ -210,7 +216,9 @@ def _scaled_sums(program: Program, params: Sequence[Node]):
     multiplied in, through every line that only multiplies that adjoint by more factors,
     and multiplies the sample sum once after the loop: W4's per-sample ``2*s10`` and
     ``*a`` go. A line that adds adjoints (or an adjoint accumulated with ``+=``) gets the
-    factors back in, as the names computed before the loop. Returns the lines, the
+    factors back in, as the names computed before the loop, and so does a line that would
+    make a factor a product of more than ``FACTOR_PARAMS_UP_TO`` parameters (its adjoint
+    then starts afresh, unscaled). Returns the lines, the
     factors before the loop as (name, expression) and each sum's factor name or None
     (the loss's first, then the gradient's in ``program.grads`` order); the sums equal
     the plain program's up to rounding (a product of sums for a sum of products)."""
@@ -238,6 +246,8 @@ def _scaled_sums(program: Program, params: Sequence[Node]):
                 return None
             else:
                 kept.append(arg)
+        if len(factor.free_symbols) > FACTOR_PARAMS_UP_TO:
+            return None
         return factor, (sp.Mul(*kept) if kept else sp.Float(1.0))
 
     lines = []
