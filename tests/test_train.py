@@ -680,3 +680,68 @@ def test_fit_runs_on_one_core_when_all_cores_are_slower(monkeypatch):
     serial.fit({x: xs, y: ys}, optimizer=optim.Adam(lr=0.05), epochs=40, verbose=0)
     assert list(model.params.values()) == list(serial.params.values())
     assert hist.loss == serial.history.loss
+
+
+def test_block_factors_stay_small_in_a_deep_chain(tmp_path):
+    """In a chain h <- tanh(w_k h) every layer's adjoint is the next one's times a weight:
+    the factor carried out of the sums stops at FACTOR_PARAMS_UP_TO weights (the line
+    after gets it back), instead of the product of all the weights above, one name per
+    layer (quadratic code, and a product that can overflow where the per-sample one does
+    not). The sums against backpropagation written out in NumPy."""
+    import re
+
+    from symgrad.emit.module import FACTOR_PARAMS_UP_TO
+    from symgrad.kernels.trainer import loss_and_grad_sum
+
+    depth = 12
+    ws = sp.symbols(f"w0:{depth}")
+    w0 = np.linspace(0.9, 1.4, depth)
+    h = x
+    for w in ws:
+        h = sp.tanh(w * h)
+    model = sg.Model(loss=(h - y) ** 2, params=dict(zip(ws, w0)), data=[x, y],
+                     cache_dir=tmp_path / "cache")
+    block = model.generated.source.split("def block(")[1].split("def exact(")[0]
+    factors = re.findall(r"^ *_scale\d+ = (.*)$", block, re.M)
+    assert factors and all(len(re.findall(r"\bw\d+\b", f)) <= FACTOR_PARAMS_UP_TO
+                           for f in factors), factors
+    rng = np.random.default_rng(5)
+    xs, ys = rng.normal(size=3000), rng.normal(size=3000)
+    hs = [xs]
+    for w in w0:
+        hs.append(np.tanh(w * hs[-1]))
+    delta = 2 * (hs[-1] - ys)
+    want = np.empty(depth)
+    for k in reversed(range(depth)):
+        delta = delta * (1 - hs[k + 1] ** 2)  # through tanh
+        want[k] = np.sum(delta * hs[k])
+        delta = delta * w0[k]
+    m, grad = model.trainer, np.empty(depth)
+    total = loss_and_grad_sum(m.block, m.exact, m.HAS_EXACT, False, w0, np.vstack([xs, ys]), 0,
+                              3000, grad)
+    assert total == pytest.approx(np.sum((hs[-1] - ys) ** 2), rel=1e-13)
+    np.testing.assert_allclose(grad, want, rtol=1e-12)
+
+
+def test_fit_keeps_what_it_measured_for_the_next_fit(monkeypatch):
+    """From PARALLEL_FROM samples the first epoch is tried on one core; a loop of
+    fit(epochs=1) calls goes on to all cores in the next call (the measurements stay with
+    the model), rather than running every epoch on one core."""
+    import symgrad.kernels.trainer as kt
+    import symgrad.train.model as tm
+
+    rng = np.random.default_rng(6)
+    xs = rng.normal(size=tm.PARALLEL_FROM + 5)
+    ys = 1.5 * np.tanh(0.8 * xs) - 0.2
+    real, ran = kt.train, []
+
+    def record(block, exact, has_exact, parallel, *rest):
+        ran.append((parallel, rest[-10]))  # (all cores?, epochs)
+        return real(block, exact, has_exact, parallel, *rest)
+
+    monkeypatch.setattr(kt, "train", record)
+    model = _model()
+    for _ in range(3):
+        model.fit({x: xs, y: ys}, epochs=1, verbose=0)
+    runs = [parallel for parallel, epochs in ran if epochs]
+    assert len(runs) == 3 and runs[:2] == [False, True]

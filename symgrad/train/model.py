@@ -162,6 +162,9 @@ class Model:
         self.seed = 0
         self.timings: dict = {}
         self._predictors: dict = {}  # compiled (or lowered) predictions by expression
+        #: fit's seconds per epoch on all cores and on one, and its runs of epochs, by
+        #: (batch size, samples, validation samples): kept from one fit to the next
+        self._epoch_times: dict = {}
 
     # -- what users read -------------------------------------------------------------
 
@@ -630,8 +633,10 @@ class Model:
         # processes running: 24 ms per epoch on two threads, 5.5 ms on one). The first
         # epoch runs on one core, the next ones on all; then the way not in use gets the
         # first epoch of every PROBE_EVERY-th call. Both give the same sums to the bit.
-        per_epoch = {True: math.inf, False: math.inf}
-        calls = [0]
+        # What was measured stays with the model for the next fit on data of this size (a
+        # loop of fit(epochs=1) calls would otherwise run every epoch on one core).
+        per_epoch, calls = self._epoch_times.setdefault(
+            (size, X.shape[1], V.shape[1]), ({True: math.inf, False: math.inf}, [0]))
 
         def all_cores() -> bool:
             return per_epoch[True] == math.inf or per_epoch[True] <= per_epoch[False]
