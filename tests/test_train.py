@@ -663,7 +663,7 @@ def test_fit_runs_on_one_core_when_all_cores_are_slower(monkeypatch):
             _time.sleep(0.02 * rest[-10])  # as if other processes kept a core busy
         return real(block, exact, has_exact, parallel, *rest)
 
-    monkeypatch.setattr(tm, "PROBE_EVERY", 3)
+    monkeypatch.setattr(tm, "PROBE_BUDGET", 0.5)  # try the other way often
     model = _model()
     model.fit({x: xs, y: ys}, optimizer=optim.Adam(lr=0.05), epochs=2, verbose=0)  # compiled
     model = _model()
@@ -724,9 +724,10 @@ def test_block_factors_stay_small_in_a_deep_chain(tmp_path):
 
 
 def test_fit_keeps_what_it_measured_for_the_next_fit(monkeypatch):
-    """From PARALLEL_FROM samples the first epoch is tried on one core; a loop of
-    fit(epochs=1) calls goes on to all cores in the next call (the measurements stay with
-    the model), rather than running every epoch on one core."""
+    """From PARALLEL_FROM samples the first epoch runs on all cores and the one after it
+    is tried on one core; in a loop of fit(epochs=1) calls that try comes in the second
+    call (what was measured stays with the model), and the tries stay within the budget:
+    after it, a call on one core only if one core was faster."""
     import symgrad.kernels.trainer as kt
     import symgrad.train.model as tm
 
@@ -744,4 +745,7 @@ def test_fit_keeps_what_it_measured_for_the_next_fit(monkeypatch):
     for _ in range(3):
         model.fit({x: xs, y: ys}, epochs=1, verbose=0)
     runs = [parallel for parallel, epochs in ran if epochs]
-    assert len(runs) == 3 and runs[:2] == [False, True]
+    assert len(runs) == 3 and runs[:2] == [True, False]
+    per_epoch, spent = next(iter(model._epoch_times.values()))
+    assert runs[2] == (per_epoch[True] <= per_epoch[False])
+    assert spent[0] > 0 and spent[1] > 0

@@ -43,9 +43,10 @@ __all__ = ["DivergenceWarning", "Model"]
 
 #: Sample count from which the loops over samples run on all cores (prange).
 PARALLEL_FROM = 50_000
-#: From PARALLEL_FROM samples, every PROBE_EVERY-th run of epochs starts with one epoch the
-#: other way (all cores or one), to follow the machine's load.
-PROBE_EVERY = 8
+#: From PARALLEL_FROM samples, fit runs on all cores and tries the other way (one core, or
+#: all) for one epoch whenever the time spent on such tries is within PROBE_BUDGET of the
+#: time spent training: at most ~2 % lost on a quiet machine, whatever its core count.
+PROBE_BUDGET = 0.02
 #: Parameter counts above this get no full Hessian (``hessian``); ``hvp`` has no limit.
 HESSIAN_MAX_PARAMS = 2000
 
@@ -631,34 +632,33 @@ class Model:
         # All cores, or one: whichever ran an epoch faster when last tried. On a machine
         # busy with other processes the threads wait for each other (W4 with two other
         # processes running: 24 ms per epoch on two threads, 5.5 ms on one). The first
-        # epoch runs on one core, the next ones on all; then the way not in use gets the
-        # first epoch of every PROBE_EVERY-th call. Both give the same sums to the bit.
-        # What was measured stays with the model for the next fit on data of this size (a
-        # loop of fit(epochs=1) calls would otherwise run every epoch on one core).
-        per_epoch, calls = self._epoch_times.setdefault(
-            (size, X.shape[1], V.shape[1]), ({True: math.inf, False: math.inf}, [0]))
+        # epoch runs on all cores, alone, to time it; after it, one epoch the other way
+        # whenever the time spent trying stays within PROBE_BUDGET of the time spent
+        # training. Both ways give the same sums to the bit. What was measured stays with
+        # the model for the next fit on data of this size (a loop of fit(epochs=1) calls
+        # goes on where the last one stopped).
+        per_epoch, spent = self._epoch_times.setdefault(
+            (size, X.shape[1], V.shape[1]), ({True: math.inf, False: math.inf}, [0.0, 0.0]))
 
         def all_cores() -> bool:
-            return per_epoch[True] == math.inf or per_epoch[True] <= per_epoch[False]
-
-        def timed(parallel, values, state, step, hyper, first, count, *rest):
-            t0 = time.perf_counter()
-            ran, status = run(parallel, values, state, step, hyper, first, count, *rest)
-            if ran:
-                per_epoch[parallel] = (time.perf_counter() - t0) / ran
-            return ran, status
+            return per_epoch[True] <= per_epoch[False]
 
         def train(values, state, step, hyper, first, count, *rest):
             if count == 0:  # the compile
                 return run(True, values, state, step, hyper, first, count, *rest)
-            calls[0] += 1
             done, status = 0, DONE
-            if calls[0] == 1 or calls[0] % PROBE_EVERY == 0:
-                other = calls[0] != 1 and not all_cores()
-                done, status = timed(other, values, state, step, hyper, first, 1, *rest)
-            if status == DONE and done < count:
-                ran, status = timed(all_cores(), values, state, step, hyper, first + done,
-                                    count - done, *rest)
+            while status == DONE and done < count:
+                trying = 0.0 < spent[0] and spent[1] <= PROBE_BUDGET * spent[0]
+                parallel = all_cores() != trying
+                n = 1 if trying or spent[0] == 0.0 else count - done
+                t0 = time.perf_counter()
+                ran, status = run(parallel, values, state, step, hyper, first + done, n,
+                                  *rest)
+                elapsed = time.perf_counter() - t0
+                if not ran:
+                    break
+                per_epoch[parallel] = elapsed / ran
+                spent[trying] += elapsed
                 done += ran
             return done, status
 
