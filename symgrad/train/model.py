@@ -631,8 +631,9 @@ class Model:
             return functools.partial(run, False)
         # All cores, or one: whichever ran an epoch faster when last tried. On a machine
         # busy with other processes the threads wait for each other (W4 with two other
-        # processes running: 24 ms per epoch on two threads, 5.5 ms on one). The first
-        # epoch runs on all cores, alone, to time it; after it, one epoch the other way
+        # processes running: 24 ms per epoch on two threads, 5.5 ms on one). The first two
+        # epochs run on all cores, alone (the first starts the threads, the second is
+        # timed), then one on one core; after that, one epoch the other way
         # whenever the time spent trying stays within PROBE_BUDGET of the time spent
         # training. Both ways give the same sums to the bit. What was measured stays with
         # the model for the next fit on data of this size (a loop of fit(epochs=1) calls
@@ -648,16 +649,19 @@ class Model:
                 return run(True, values, state, step, hyper, first, count, *rest)
             done, status = 0, DONE
             while status == DONE and done < count:
-                trying = 0.0 < spent[0] and spent[1] <= PROBE_BUDGET * spent[0]
-                parallel = all_cores() != trying
-                n = 1 if trying or spent[0] == 0.0 else count - done
+                parallel = all_cores()
+                known = per_epoch[parallel] < math.inf
+                trying = known and spent[1] <= PROBE_BUDGET * spent[0]
+                parallel = parallel != trying
+                n = 1 if trying or not known else count - done
                 t0 = time.perf_counter()
                 ran, status = run(parallel, values, state, step, hyper, first + done, n,
                                   *rest)
                 elapsed = time.perf_counter() - t0
                 if not ran:
                     break
-                per_epoch[parallel] = elapsed / ran
+                if spent[0] or trying:  # the very first epoch also starts the threads
+                    per_epoch[parallel] = elapsed / ran
                 spent[trying] += elapsed
                 done += ran
             return done, status
