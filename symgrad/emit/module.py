@@ -191,7 +191,7 @@ def render_trainer(
                        standalone=standalone, tangent=tangent)
     lines, factors, scales = _scaled_sums(program, params)
     printer = FlatCodePrinter()
-    exact = FlatCodePrinter({"fully_qualified_modules": True})
+    exact = FlatCodePrinter({"fully_qualified_modules": True})  # the libm fallback block
     source = environment().get_template("trainer.py.j2").render(
         context,
         params=[n.name for n in params],
@@ -199,7 +199,7 @@ def render_trainer(
         uses_numpy=False,
         numba_names=["cfunc", "njit", "uint64"],
         block_backward=[printer.doprint(a) for a in lines],
-        exact_block_backward=[exact.doprint(a) for a in lines],
+        exact_block_backward=[exact.doprint(a) for a in lines] if context["exact_forward"] else [],
         factors=[(n, printer.doprint(f)) for n, f in factors],
         scales=scales,
     )
