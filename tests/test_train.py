@@ -675,9 +675,12 @@ def test_fit_runs_on_one_core_when_all_cores_are_slower(monkeypatch):
     epochs = {p: sum(e for q, e in ran if q == p) for p in (True, False)}
     assert len(hist) == 40 and epochs[False] > epochs[True] > 0
     assert not ran[-1][0]  # the last run of epochs was on one core
+    # the model says how its epochs ran (the compile's empty run counts none)
+    assert model.timings["epochs_on_cores"] == {"all": epochs[True], "one": epochs[False]}
     monkeypatch.setattr(tm, "PARALLEL_FROM", 10**12)  # one core throughout
     serial = _model()
     serial.fit({x: xs, y: ys}, optimizer=optim.Adam(lr=0.05), epochs=40, verbose=0)
+    assert serial.timings["epochs_on_cores"] == {"all": 0, "one": 40}
     assert list(model.params.values()) == list(serial.params.values())
     assert hist.loss == serial.history.loss
 

@@ -10,7 +10,6 @@ the best parameters back (see ``History``).
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 import os
@@ -620,7 +619,10 @@ class Model:
                              "runs its compiled loop (use engine='auto' or 'compiled').")
         from ..kernels.trainer import train as loop
 
+        # "parallel": whether batches are large enough for all cores; "epochs_on_cores":
+        # how many epochs of this fit ran on all cores and on one, as the choice below went
         self.timings["parallel"] = size >= PARALLEL_FROM
+        ran_on = self.timings["epochs_on_cores"] = {"all": 0, "one": 0}
         blocks = self._blocks()
 
         def run(parallel, values, state, step, hyper, *rest):
@@ -628,7 +630,11 @@ class Model:
                         *rest)
 
         if not self.timings["parallel"]:
-            return functools.partial(run, False)
+            def one_core(*args):
+                ran, status = run(False, *args)
+                ran_on["one"] += ran
+                return ran, status
+            return one_core
         # All cores, or one: whichever ran an epoch faster when last tried. On a machine
         # busy with other processes the threads wait for each other (W4 with two other
         # processes running: 24 ms per epoch on two threads, 5.5 ms on one). The first two
@@ -660,6 +666,7 @@ class Model:
                 elapsed = time.perf_counter() - t0
                 if not ran:
                     break
+                ran_on["all" if parallel else "one"] += ran
                 if spent[0] or trying:  # the very first epoch also starts the threads
                     per_epoch[parallel] = elapsed / ran
                 spent[trying] += elapsed
