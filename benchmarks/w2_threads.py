@@ -311,6 +311,38 @@ def train_chunked(p, g, state, step, hyper, kind, X, Y, size, first, epochs, pat
     return ctl[24], ctl[32]
 
 
+#: The same worker without Numba's parallel region: started from Python threads, it runs
+#: without the GIL. Compiling the prange version took ~33 s beyond its parts (the parfor
+#: pass compiles the worker again inside the region); this one a few seconds.
+_worker_nogil = njit(error_model="numpy", nogil=True)(_worker.py_func)
+
+
+@njit(error_model="numpy")
+def _shared(p, n, size):
+    chunks = (n + size - 1) // size
+    return (np.empty((chunks, ROWS, size)), np.zeros((chunks, (p.shape[0] + 8) // 8 * 8)),
+            np.zeros(40, dtype=np.int64), np.zeros(8 * chunks, dtype=np.int64),
+            np.empty_like(p))
+
+
+def train_threads(threads, p, g, state, step, hyper, kind, X, Y, size, first, epochs, patience,
+                  losses, val_losses, best, best_params, stamps, owner):
+    """:func:`train_chunked` on ``threads`` Python threads (this one and threads - 1 more)."""
+    import threading
+
+    bufs, partial, ctl, taken, before = _shared(p, X.shape[1], size)
+    args = (ctl, taken, partial, bufs, size, first, epochs, p, g, X, Y, kind, state, step,
+            hyper, before, losses, val_losses, best, best_params, patience, stamps, owner)
+    others = [threading.Thread(target=_worker_nogil, args=(w, *args))
+              for w in range(1, threads)]
+    for t in others:
+        t.start()
+    _worker_nogil(0, *args)
+    for t in others:
+        t.join()
+    return int(ctl[24]), int(ctl[32])
+
+
 def chunk_size(n: int) -> int:
     """Samples per chunk, from n only: a power-of-two count of chunks (even shares on 2, 4,
     8 ... threads) of at least MIN_CHUNK samples, each a multiple of 8."""
@@ -356,25 +388,28 @@ def main(rounds: int = 100, epochs: int = 300) -> None:
                      E, n, False, False, 0, 0, losses, vl, best, p.copy())
         return p, losses, None, None
 
-    def chunked(threads):
+    def chunked(threads, python_threads=False):
         def fit(E):
             numba.set_num_threads(threads)
             p = init()
             losses, vl, best = book(E)
             stamps = np.zeros(E, np.int64)
             owner = np.zeros((E, (n + size - 1) // size), np.int64)
-            ran, _ = train_chunked(p, np.empty_like(p), np.zeros((1, p.size)),
-                                   np.zeros(1, np.int64), hyper, 0, Xs, Ys, size, 0, E, 0,
-                                   losses, vl, best, p.copy(), stamps, owner)
+            args = (p, np.empty_like(p), np.zeros((1, p.size)), np.zeros(1, np.int64), hyper,
+                    0, Xs, Ys, size, 0, E, 0, losses, vl, best, p.copy(), stamps, owner)
+            ran, _ = (train_threads(threads, *args) if python_threads
+                      else train_chunked(*args))
             assert ran == E
             return p, losses, stamps, owner
         return fit
 
-    fits = {"base": base, "chunked, 1 thread": chunked(1), "chunked, 2 threads": chunked(2)}
+    fits = {"base": base, "chunked, 1 thread": chunked(1), "chunked, 2 threads": chunked(2),
+            "nogil, 2 threads": chunked(2, True)}
     out = {k: f(w2.EPOCHS) for k, f in fits.items()}
-    p1, p2 = out["chunked, 1 thread"], out["chunked, 2 threads"]
-    print(f"N={n}, chunks of {size}; 1 and 2 threads the same bits: "
-          f"{np.array_equal(p1[0], p2[0]) and np.array_equal(p1[1], p2[1])}; final loss "
+    p1, p2, p3 = (out[k] for k in ("chunked, 1 thread", "chunked, 2 threads",
+                                   "nogil, 2 threads"))
+    same = all(np.array_equal(p1[0], q[0]) and np.array_equal(p1[1], q[1]) for q in (p2, p3))
+    print(f"N={n}, chunks of {size}; 1 and 2 threads the same bits: {same}; final loss "
           f"{p2[1][-1]:.8f} (base {out['base'][1][-1]:.8f}), max param diff to base "
           f"{np.abs(p2[0] - out['base'][0]).max():.1e}")
     c0 = cycles_now()
@@ -391,7 +426,7 @@ def main(rounds: int = 100, epochs: int = 300) -> None:
             if stamps is not None:
                 d = np.diff(stamps) / ghz / 1e3
                 both = owner.min(axis=1)[1:] != owner.max(axis=1)[1:]
-                inner[k].append(d[both] if k.endswith("2 threads") else d)
+                inner[k].append(d[both] if "2 threads" in k else d)
     print(f"us per epoch over {rounds} interleaved fits of {epochs} epochs (p10 / median):")
     for k, v in walls.items():
         print(f"  {k:20s} fit wall {np.percentile(v, 10):6.2f} / {np.median(v):6.2f}", end="")
