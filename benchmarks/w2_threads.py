@@ -129,6 +129,23 @@ def pause(typingctx):
 
 
 @intrinsic
+def yield_cpu(typingctx):
+    """sched_yield(): let another runnable thread have this core (the partner we wait for
+    may be waiting for it)."""
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []),
+                                            "sched_yield")
+        builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+#: Spins (pause) before a waiting thread yields its core at each further test.
+SPINS = 2000
+
+
+@intrinsic
 def cycles(typingctx):
     """The time-stamp counter."""
     def codegen(context, builder, sig, args):
@@ -254,13 +271,18 @@ def _worker(w, ctl, taken, partial, bufs, size, first, epochs, p, g, X, Y, kind,
     b2 = p[80:82].reshape((1, 2))
     e = 0
     while True:
+        spins = 0
         while True:  # wait for an open epoch: one that a running thread opens
             if load_acquire(ctl, 16) != 0:
                 return
             opened = load_acquire(ctl, 8)
             if opened >= e:
                 break
-            pause()
+            spins += 1
+            if spins < SPINS:
+                pause()
+            else:
+                yield_cpu()
         e = opened
         for j in range(chunks):
             c = (w + j) % chunks
