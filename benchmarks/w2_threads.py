@@ -11,16 +11,29 @@ bits with one thread or two (checked below). Synchronisation as in ``kernels.tra
 counter first (``_take``), each thread trying its own chunk first; a thread that finds no
 chunk left spins only on the epoch that a running thread will open.
 
-What it showed (2 vCPUs, AMD EPYC, numba 0.68.1; see ``main`` for the figures):
+What it showed (2 vCPUs, AMD EPYC under KVM, numba 0.68.1, the machine shared with two other
+measuring processes, load 2-3; so per-epoch times come from the time-stamp counter inside the
+loop, over the epochs in which both threads took a chunk):
 
+- Epochs: 8.4-8.7 us on two threads against 13.1-13.4 us for the same chunked code on one
+  (1.5x) and ~12.2-12.7 us for the generated loop; on one thread the chunked code costs
+  ~1.07x the generated loop (two chunks, the serial part apart). Fit wall times under this
+  load favour one thread (a waiting thread has nothing to do while its partner is
+  descheduled): a library path needs fit's all-cores-or-one choice.
 - Loop bounds from arguments: ``for i in range(lo, hi)`` with a signed ``lo`` kept Numba's
   negative-index wraparound in every access, and no loop vectorized (3.7x slower, 49 vs
   13.4 us for the whole batch); indices as ``np.uint64`` restore it.
 - Small chunks cost their loops' set-up and scalar tails: one thread over chunks of 40,
   64, 104, 152 samples took 1.45x, 1.19x, 1.11x, 1.07x the whole-batch time.
-- Chunks writing disjoint columns of the shared (16, N) buffers ran ~35 % slower when both
-  threads ran at once (8.3-9.0 us against 6.1-6.8 us per half; false sharing / adjacent-line
-  prefetch at the chunk boundaries of every row): each chunk has its own buffers here.
+- Chunks writing disjoint column ranges of shared (16, N) buffers (rows padded to 64-byte
+  boundaries) ran ~35 % slower when both threads ran at once (8.4-9.4 us against 6.1-6.8 us
+  per half; cause not isolated: prefetching across the boundary, or chunks changing cores);
+  with buffers of its own per chunk, 6.3-6.8 us: each chunk has its own buffers here.
+- Compile: the prange region took ~33 s to compile beyond its parts (load ~2.8; the parfor
+  pass compiles the worker again inside it); the same worker as ``njit(nogil=True)`` started
+  from Python threads a few seconds. The base W2 model's compile took 14.7 s at that load.
+- A waiting thread yields its core (``sched_yield``) after SPINS pause spins: 2/3/4/8
+  threads on the 2 busy cores went from 38/67/84/162 to 28/32/38/28 us per epoch.
 
 Run: ``PYTHONPATH=. python benchmarks/w2_threads.py [rounds] [epochs per fit]``.
 """
@@ -334,8 +347,7 @@ def train_chunked(p, g, state, step, hyper, kind, X, Y, size, first, epochs, pat
 
 
 #: The same worker without Numba's parallel region: started from Python threads, it runs
-#: without the GIL. Compiling the prange version took ~33 s beyond its parts (the parfor
-#: pass compiles the worker again inside the region); this one a few seconds.
+#: without the GIL (compiles in seconds, not the parfor region's ~33 s).
 _worker_nogil = njit(error_model="numpy", nogil=True)(_worker.py_func)
 
 
