@@ -2,7 +2,7 @@
 
 A prototype, not library code: W2's generated training loop (``model.generated.source``)
 rewritten by hand so that both cores share each epoch. The batch's samples are split into
-fixed chunks (a multiple of 8 samples each, boundaries from the sample count only); each
+fixed chunks (a multiple of 32 samples each, boundaries from the sample count only); each
 chunk runs the model's per-sample loop nests over its samples and writes its sums (loss,
 gradient) to its own row of ``partial``; the thread that completes an epoch's last chunk
 adds the rows in chunk order, updates the parameters and opens the next epoch. The same
@@ -15,9 +15,10 @@ What it showed (2 vCPUs, AMD EPYC under KVM, numba 0.68.1, the machine shared wi
 measuring processes, load 2-3; so per-epoch times come from the time-stamp counter inside the
 loop, over the epochs in which both threads took a chunk):
 
-- Epochs: 8.4-8.7 us on two threads against 13.1-13.4 us for the same chunked code on one
-  (1.5x) and ~12.2-12.7 us for the generated loop; on one thread the chunked code costs
-  ~1.07x the generated loop (two chunks, the serial part apart). Fit wall times under this
+- Epochs: 8.2-8.7 us on two threads against 12.7-13.4 us for the same chunked code on one
+  (1.5x; chunks of 160 and 140 samples, or 152 and 148) and ~12.2-12.7 us for the
+  generated loop; on one thread the chunked code of 152-sample chunks costs ~1.07x the
+  generated loop (two chunks' tails, the serial part apart). Fit wall times under this
   load favour one thread (a waiting thread has nothing to do while its partner is
   descheduled): a library path needs fit's all-cores-or-one choice.
 - Loop bounds from arguments: ``for i in range(lo, hi)`` with a signed ``lo`` kept Numba's
@@ -377,12 +378,18 @@ def train_threads(threads, p, g, state, step, hyper, kind, X, Y, size, first, ep
     return int(ctl[24]), int(ctl[32])
 
 
+#: Chunks are multiples of this many samples: LLVM's vector loops here take 8 doubles x 4
+#: (interleaved) per iteration and finish the rest one sample at a time; on one thread,
+#: chunks of 80 cost 19.1 us per epoch against 13.9 for 96 and 12.7 for 160 (152: 13.3).
+VECTOR_STEP = 32
+
+
 def chunk_size(n: int) -> int:
     """Samples per chunk, from n only: a power-of-two count of chunks (even shares on 2, 4,
-    8 ... threads) of at least MIN_CHUNK samples, each a multiple of 8."""
+    8 ... threads) of at least MIN_CHUNK samples, each a multiple of VECTOR_STEP."""
     count = 1 << int(math.log2(max(n // MIN_CHUNK, 1)))
     per = -(-n // count)  # ceil(n / count)
-    return -(-per // 8) * 8
+    return -(-per // VECTOR_STEP) * VECTOR_STEP
 
 
 def main(rounds: int = 100, epochs: int = 300) -> None:
