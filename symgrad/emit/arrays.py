@@ -476,6 +476,7 @@ class _Kernel:
             if not aug:
                 return [f"np.dot({left}, {right}, {c.name})"]
             t = self.temp(c.shape)
+            t.flip = c.flip  # stored as c is (a parameter's gradient may be transposed)
             return [f"np.dot({left}, {right}, {t.name})",
                     *self.each(c, f"{c.name}[_a, _b] += {t.name}[_a, _b]")]
 
