@@ -89,6 +89,25 @@ def test_small_products_keep_the_modules_as_they_were():
     assert "_layout" not in model._generated().source
 
 
+def test_conversions_are_transposes(pair):
+    from symgrad.train.arrays import to_model, to_working
+
+    _, model = pair
+    module = model._trainer()
+    assert module.WORKING == ((0, D, H), (D * H + H, H, K))
+    rng = np.random.default_rng(2)
+    state = rng.standard_normal((3, D * H + H + H * K + K)).astype(np.float32)
+    w = to_working(module, state)
+    np.testing.assert_array_equal(w[:, :D * H], [r[:D * H].reshape(D, H).T.ravel() for r in state])
+    lo = D * H + H
+    w2 = state[1, lo:lo + H * K].reshape(H, K)
+    np.testing.assert_array_equal(w[1, lo:lo + H * K], w2.T.ravel())
+    np.testing.assert_array_equal(w[:, D * H:lo], state[:, D * H:lo])
+    back = np.empty_like(state)
+    to_model(module, w, back)
+    np.testing.assert_array_equal(back, state)
+
+
 def _same(a, b):
     return np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
 
@@ -114,10 +133,10 @@ FIT = dict(batch_size=32, shuffle=True, seed=3, validation=VAL, verbose=0, engin
 
 @pytest.mark.parametrize("make", OPTIMIZERS)
 def test_the_loops_boundaries_change_no_bit(pair, make):
-    """The working copies are made and given back at every call of the compiled loop (and
-    the parameters at every epoch's end): four epochs in one fit (two calls of the loop)
-    and in four fits (four calls, the optimizer's state carried across them) end with the
-    same bits, and both within float32's rounding of the canonical-layout loop (the BLAS
+    """The working copies are made and given back at every call of the compiled loop
+    (symgrad.train.arrays.call_train): four epochs in one fit (two calls of the loop) and
+    in four fits (four calls, the optimizer's state carried across them) end with the same
+    bits, and both within float32's rounding of the canonical-layout loop (the BLAS
     products' sums may be added in another order there)."""
     canonical, working = pair
     ends = []

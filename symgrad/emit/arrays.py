@@ -799,7 +799,7 @@ def render_arrays(
         backward_code=backward_code,
         params=[
             dict(name=v.name, shape=_shape_text(v.shape), lo=lo, hi=hi, rows=2 * k, cols=2 * k + 1,
-                 flip=v.flip)
+                 flip=v.flip, r=v.shape[0], c=v.shape[1])
             for k, (v, (lo, hi)) in enumerate(zip(param_vars, offsets))
         ],
         grads=grad_names,
