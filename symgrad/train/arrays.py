@@ -606,9 +606,13 @@ def call_train(module, params, grad, state, *args):
     layout: finiteness, copies of whole vectors)."""
     if not getattr(module, "WORKING", ()):
         return module.train(params, grad, state, *args)
+    w_grad = np.empty_like(grad)
+    if args[8] < 0:  # epochs = -1, evaluating: no update, no state or best parameters
+        out = module.train(to_working(module, params), w_grad, state, *args)
+        to_model(module, w_grad, grad)
+        return out
     best = args[-1]
     w_params, w_state, w_best = (to_working(module, a) for a in (params, state, best))
-    w_grad = np.empty_like(grad)
     out = module.train(w_params, w_grad, w_state, *args[:-1], w_best)
     for w, a in ((w_params, params), (w_grad, grad), (w_state, state), (w_best, best)):
         to_model(module, w, a)
