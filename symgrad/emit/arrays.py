@@ -13,6 +13,9 @@ its listing line as a comment:
   contiguous memory, or fast-math dot products;
   products over a small static dimension (``UNROLL_UP_TO`` terms) are written out term by
   term as element-wise lines, which share the loop nest of the lines around them;
+* a parameter matrix whose BLAS products pass fewer transposed operands when it is stored
+  transposed is kept so, with its gradient and optimizer state, inside the compiled
+  ``train`` (:func:`working_layout`), converted at the loop's boundaries;
 * sums along the samples (``X.T @ delta`` with a small side, ``sum(delta, axis=0)``) are
   accumulators of the loop nest that computes ``delta`` (added with
   ``kernels.loops.accumulate``, the one reassociated addition, so the loop vectorizes);
@@ -83,6 +86,14 @@ UNROLL_UP_TO = 16
 #: grad_s1 in one loop took 9 us against 13-17 us as a loop, BLAS and a loop (float64:
 #: 15-18 us against 28 us).
 SUMS_UP_TO = 16
+#: Parameter matrices whose BLAS products pass fewer transposed operands when the matrix is
+#: stored transposed are kept so inside the compiled ``train`` (the working layout,
+#: :func:`working_layout`); everything outside it sees the model's layout. Measured on W3's
+#: shapes (Numba's np.dot, SciPy's OpenBLAS sgemm, one thread, CPU time, medians of 9 rounds
+#: of 100 calls): ``X @ W1`` (128 x 784 x 128) 331 -> 300 us with W1 stored transposed (one
+#: transposed operand instead of two), its gradient ``X.T @ delta`` 382 -> 342 us (none
+#: instead of two); the same bits on W3. False renders the canonical layout (tests).
+WORKING_LAYOUT = True
 #: Batched data with at most this many columns is stored transposed (samples innermost);
 #: wider data keeps its rows (a batch is then a copy of whole rows, not a strided gather).
 FLIP_DATA_UP_TO = 32
@@ -463,15 +474,13 @@ class _Kernel:
                 and self._summed_matmul(c, a, b, aug)):
             return []
         if work >= BLAS_FROM:
-            if c.flip:
-                left = b.name if sw_b else f"{b.name}.T"
-                right = a.name if sw_a else f"{a.name}.T"
-            else:
-                left = f"{a.name}.T" if sw_a else a.name
-                right = f"{b.name}.T" if sw_b else b.name
+            (left, t_left), (right, t_right) = _blas_operands(c.flip, (a.name, sw_a),
+                                                              (b.name, sw_b))
+            left, right = f"{left}.T" if t_left else left, f"{right}.T" if t_right else right
             if not aug:
                 return [f"np.dot({left}, {right}, {c.name})"]
             t = self.temp(c.shape)
+            t.flip = c.flip  # stored as c is (a parameter's gradient may be transposed)
             return [f"np.dot({left}, {right}, {t.name})",
                     *self.each(c, f"{c.name}[_a, _b] += {t.name}[_a, _b]")]
 
@@ -741,6 +750,10 @@ def render_arrays(
                             "grad" if node.id in param_ids else "buffer" if node.shape else
                             "scalar")
 
+    working = working_layout([(a.lhs.name, a.rhs) for a in [*forward, *backward]], vars_,
+                             [n.name for n in params]) if WORKING_LAYOUT else []
+    for name in working:  # stored transposed inside train (the template converts)
+        vars_[name].flip = vars_[f"grad_{name}"].flip = True
     printer = FlatCodePrinter()
     kernel = _Kernel(vars_, batch_name, printer, names, fast_math, dtype)
     kernel.augmented = {a.lhs.name for a in backward if isinstance(a, AddAugmentedAssignment)}
@@ -785,10 +798,12 @@ def render_arrays(
         forward_code=forward_code,
         backward_code=backward_code,
         params=[
-            dict(name=v.name, shape=_shape_text(v.shape), lo=lo, hi=hi, rows=2 * k, cols=2 * k + 1)
+            dict(name=v.name, shape=_shape_text(v.shape), lo=lo, hi=hi, rows=2 * k, cols=2 * k + 1,
+                 flip=v.flip, r=v.shape[0], c=v.shape[1])
             for k, (v, (lo, hi)) in enumerate(zip(param_vars, offsets))
         ],
         grads=grad_names,
+        working=[p.name for p in param_vars if p.flip],
         data=[dict(name=v.name, batched=not isinstance(v.shape[0], int), flip=v.flip)
               for v in data_vars],
         first_batched=next(((k, v.flip) for k, v in enumerate(data_vars)
@@ -809,6 +824,106 @@ def render_arrays(
     return ArrayModule(source, forward_lines, backward_lines, [v.name for v in param_vars],
                        [v.name for v in data_vars], program.output.name, context["renamed"],
                        batch_name, tuple(v.flip for v in data_vars))
+
+
+def _blas_operands(c_flip: bool, a: tuple, b: tuple) -> tuple[tuple, tuple]:
+    """The operands of ``np.dot(left, right, c)`` for ``c = A @ B``, each as (name,
+    transposed), from ``a`` and ``b`` = (name, whether its storage is the transpose of
+    the product's operand): a ``c`` stored transposed is computed as ``B^T @ A^T``."""
+    (a, sw_a), (b, sw_b) = a, b
+    if c_flip:
+        return (b, not sw_b), (a, not sw_a)
+    return (a, sw_a), (b, sw_b)
+
+
+def _is_int(d) -> bool:
+    return isinstance(d, (int, sp.Integer))
+
+
+def _blas_product(a_shape: tuple, ta: bool, b_shape: tuple, tb: bool) -> bool:
+    """Whether ``_Kernel._emit_matmul`` calls BLAS for a product of operands of these
+    shapes (transposed when ``ta``/``tb``), as far as shapes decide it (a sum over the batch
+    below FUSE_BELOW may be fused into a loop instead: counted as not BLAS)."""
+    ra, ka = (a_shape[1], a_shape[0]) if ta else a_shape
+    cb = b_shape[0] if tb else b_shape[1]
+    work = 1
+    for d in (ra, ka, cb):
+        work *= int(d) if _is_int(d) else BLAS_BATCH
+    if work < FUSE_BELOW and (not _is_int(ka) or ka <= UNROLL_UP_TO):
+        return False
+    return work >= BLAS_FROM
+
+
+def working_layout(assignments, vars_: dict[str, _Var], params: Sequence[str]) -> list[str]:
+    """The parameter matrices the compiled ``train`` keeps transposed (its working layout):
+    those whose BLAS products (the ones reading the matrix and the one writing its gradient)
+    pass fewer transposed operands to BLAS with the matrix stored transposed than as it is.
+
+    A matrix some other whole-array operation reads (a sum, a softmax, ...) keeps its layout
+    (their loops would add in another order). ``assignments`` are (target, expression)
+    pairs of the program; the matrices' ``flip`` in ``vars_`` is not changed here.
+    """
+    owner = {}
+    for name in params:
+        owner[name] = owner[f"grad_{name}"] = name
+    excluded: set[str] = set()
+    products = []  # (owners involved, c, a, b): each a (name or None, stored flipped, transposed)
+    shapes = {sp.Symbol(v.name): v.shape for v in vars_.values() if v.shape}
+
+    def operand(e):
+        t = isinstance(e, transpose)
+        inner = e.args[0] if t else e
+        if isinstance(inner, sp.Symbol) and inner.name in vars_:
+            v = vars_[inner.name]
+            return v.name, v.flip, t, v.shape
+        shape = expr_shape(inner, shapes)  # a temporary of _Kernel.hoist
+        return None, not _is_int(shape[0]), t, shape
+
+    for target, rhs in assignments:
+        for node in sp.preorder_traversal(rhs):
+            if not isinstance(node, ArrayOp) or isinstance(node, transpose):
+                continue
+            names = {s.name for s in node.free_symbols} | ({target} if node is rhs else set())
+            if not isinstance(node, matmul):
+                excluded |= {owner[n] for n in names if n in owner}
+                continue
+            a, b = operand(node.args[0]), operand(node.args[1])
+            if not _blas_product(a[3], a[2], b[3], b[2]):
+                continue
+            if node is rhs:
+                c = (target, vars_[target].flip)
+            else:
+                shape = expr_shape(node, shapes)
+                c = (None, not _is_int(shape[0]))
+            involved = {owner[n] for n in (a[0], b[0], c[0]) if n in owner}
+            products.append((involved, c, a, b))
+    chosen: list[str] = []
+    flipped = {name: vars_[name].flip for name in vars_}
+
+    def transposed(c, a, b) -> int:
+        def f(x):
+            return flipped[x[0]] if x[0] is not None else x[1]
+
+        (_, t_left), (_, t_right) = _blas_operands(f(c), (a[0], a[2] ^ f(a)), (b[0], b[2] ^ f(b)))
+        return t_left + t_right
+
+    for name in params:
+        shape = vars_[name].shape
+        if (name in excluded or len(shape) != 2 or not all(_is_int(d) and d > 1 for d in shape)
+                or vars_[name].flip):
+            continue
+        mine = [(c, a, b) for involved, c, a, b in products if name in involved]
+        if not mine:
+            continue
+        cost = []
+        for flip in (False, True):
+            flipped[name] = flipped[f"grad_{name}"] = flip
+            cost.append(sum(transposed(*p) for p in mine))
+        keep = cost[1] < cost[0]
+        flipped[name] = flipped[f"grad_{name}"] = keep
+        if keep:
+            chosen.append(name)
+    return chosen
 
 
 def _work_width(rows: set[str]) -> str:

@@ -338,8 +338,8 @@ class ArrayModel(Model):
                                            self._flipped(), self._np_dtype, self._values.size)
 
             def train(values, state, step, hyper, *rest):
-                return module.train(values, grad, state, step, hyper, optimizer.kind, X, V,
-                                    buffers, module.DIMS, *rest)
+                return call_train(module, values, grad, state, step, hyper, optimizer.kind, X,
+                                  V, buffers, module.DIMS, *rest)
 
             return train
 
@@ -564,12 +564,59 @@ def evaluate_batch(module, X: tuple, buffers: tuple, flipped,
     gathered = tuple(batch_array(a, f, 1, dtype) for a, f in zip(X, flipped))
     grad = np.empty_like(values)
     loss = np.zeros(1)
-    module.train(values, grad, np.zeros((1, values.size), dtype=dtype),
+    call_train(module, values, grad, np.zeros((1, values.size), dtype=dtype),
                  np.zeros(1, dtype=np.int64), np.zeros(1), 0, X, gathered,
                  (buffers, module.alloc(1), module.alloc(1), gathered, gathered), module.DIMS,
                  0, -1, 0, False, False, 0, 0, loss, np.zeros(1), np.array([np.inf, -1.0, 0.0]),
                  np.empty_like(values))
     return float(loss[0]), grad
+
+
+def to_working(module, a: np.ndarray) -> np.ndarray:
+    """A copy of ``a`` (laid out like the parameters along its last axis: parameters,
+    gradient, optimizer state rows) in the working layout of ``module.train``: the
+    matrices of ``module.WORKING`` transposed. ``a`` itself if there are none."""
+    working = getattr(module, "WORKING", ())
+    if not working:
+        return a
+    out = a.copy()
+    lead = a.shape[:-1]
+    for lo, r, c in working:
+        block = a[..., lo:lo + r * c].reshape(lead + (r, c))
+        out[..., lo:lo + r * c] = block.swapaxes(-1, -2).reshape(lead + (r * c,))
+    return out
+
+
+def to_model(module, w: np.ndarray, out: np.ndarray) -> None:
+    """``w``, in the working layout of ``module.train``, back into ``out`` in the model's."""
+    if w is out:
+        return
+    out[...] = w
+    lead = w.shape[:-1]
+    for lo, r, c in getattr(module, "WORKING", ()):
+        block = w[..., lo:lo + r * c].reshape(lead + (c, r))
+        out[..., lo:lo + r * c] = block.swapaxes(-1, -2).reshape(lead + (r * c,))
+
+
+def call_train(module, params, grad, state, *args):
+    """``module.train(params, grad, state, *args)`` in the model's layout: the parameters,
+    the optimizer state and the best parameters (the last argument) are converted into the
+    loop's working layout (:func:`to_working`) and back after it, and so is the gradient it
+    leaves; once per call, not per epoch (the loop's end of epoch does not care about the
+    layout: finiteness, copies of whole vectors)."""
+    if not getattr(module, "WORKING", ()):
+        return module.train(params, grad, state, *args)
+    w_grad = np.empty_like(grad)
+    if args[8] < 0:  # epochs = -1, evaluating: no update, no state or best parameters
+        out = module.train(to_working(module, params), w_grad, state, *args)
+        to_model(module, w_grad, grad)
+        return out
+    best = args[-1]
+    w_params, w_state, w_best = (to_working(module, a) for a in (params, state, best))
+    out = module.train(w_params, w_grad, w_state, *args[:-1], w_best)
+    for w, a in ((w_params, params), (w_grad, grad), (w_state, state), (w_best, best)):
+        to_model(module, w, a)
+    return out
 
 
 def loop_arguments(module, X: tuple, size: int, n_val: int, batched, flipped, dtype,
