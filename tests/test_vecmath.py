@@ -570,11 +570,13 @@ def test_tanh_strict_under_a_fastmath_caller():
     assert got[:3].tobytes() == np.array([-0.0, 5e-324, -1.0]).tobytes() and math.isnan(got[3])
 
 
-def test_exp_scale_once_is_ldexp():
-    # vexp_fast's y * 2**k with one multiplication: exact or rounded once, like math.ldexp,
-    # over every k it can get (normal, subnormal, zero and inf results; C's ldexp rounds
-    # once, to nearest even)
-    scale = vm._exp_scale_once
+@pytest.mark.parametrize("scale", [vm._exp_scale_bits, vm._exp_scale_once],
+                         ids=["bits", "once"])
+def test_exp_scale_once_is_ldexp(scale):
+    # vexp_fast's y * 2**k with one multiplication (_exp_scale_bits) or, on AVX-512, one
+    # vscalefpd (_exp_scale_once): exact or rounded once, like math.ldexp, over every k it
+    # can get (normal, subnormal, zero and inf results; C's ldexp rounds once, to nearest
+    # even)
 
     @numba.njit(error_model="numpy")
     def apply(y, k, out):

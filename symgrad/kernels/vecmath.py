@@ -62,6 +62,33 @@ def _min_max_intrinsic(name):
     return numba.extending.intrinsic(impl)
 
 
+@numba.extending.intrinsic
+def _ldexp(typingctx, y, k):
+    """y * 2**k rounded once (llvm.ldexp: one vscalefpd per vector with AVX-512). Only where
+    _SCALEF: without AVX-512, LLVM makes it a call to libm's ldexp."""
+    sig = numba.float64(numba.float64, numba.int64)
+
+    def codegen(context, builder, signature, args):
+        fnty = _ir.FunctionType(_ir.DoubleType(), [_ir.DoubleType(), _ir.IntType(64)])
+        fn = builder.module.declare_intrinsic("llvm.ldexp.f64.i64", fnty=fnty)
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+def _target_has_avx512():
+    """Whether Numba compiles for a CPU with AVX-512F (its NUMBA_CPU_FEATURES, else the host's)."""
+    features = numba.core.config.CPU_FEATURES
+    if features is None:
+        features = numba.core.codegen.get_host_cpu_features()
+    return "+avx512f" in features.split(",")
+
+
+#: With AVX-512, vexp_fast scales by 2**k with llvm.ldexp (one vscalefpd: the same double,
+#: rounded once) instead of integer arithmetic on the exponent bits and a multiplication.
+_SCALEF = _target_has_avx512()
+
+
 #: min(a, b) and max(a, b) as llvm.minnum / llvm.maxnum: a NaN argument gives the other one.
 #: With a constant b, one vminpd / vmaxpd on x86-64 (fminnm / fmaxnm on AArch64), where the
 #: same clamp written as two selects became two compares and two blends.
@@ -231,7 +258,7 @@ def _exp_scale(y, k):
 
 
 @_jit
-def _exp_scale_once(y, k):
+def _exp_scale_bits(y, k):
     """y * 2**k for 0.7 < y < 1.42 and -1076 <= k <= 1024, as _exp_scale does it (the same
     double: one rounding), with one multiplication: y * 2**k1, k1 = k clamped to
     [-1021, 1023], is exact (a normal number, made by adding k1 to y's exponent), then
@@ -239,6 +266,14 @@ def _exp_scale_once(y, k):
     number of it)."""
     k1 = max(min(k, 1023), -1021)
     return _float(_bits(y) + (k1 << 52)) * _pow2(k - k1)
+
+
+@_jit
+def _exp_scale_once(y, k):
+    """_exp_scale_bits(y, k); with AVX-512 one vscalefpd (the same double)."""
+    if _SCALEF:
+        return _ldexp(y, k)
+    return _exp_scale_bits(y, k)
 
 
 @_jit
