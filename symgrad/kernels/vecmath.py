@@ -239,6 +239,16 @@ def _exp_q(r):
 
 
 @_jit
+def _exp_q_split(r, r2):
+    """_exp_q(r) as its even and odd halves, each a Horner in r2 = r*r: as many
+    multiply-adds, in two chains of 4 and one more where Horner has one chain of 9. A loop
+    over samples waits on that chain (W4's block: 2 % faster)."""
+    even = _fma(r2, _fma(r2, _fma(r2, _fma(r2, _E8, _E6), _E4), _E2), _E0)
+    odd = _fma(r2, _fma(r2, _fma(r2, _fma(r2, _E9, _E7), _E5), _E3), _E1)
+    return _fma(r, odd, even)
+
+
+@_jit
 def _exp_reduce(x):
     """For finite -746 <= x <= 710: k and exp(x) = 2**k * (1 + s + t), |t| << |s|."""
     z = x * _INV_LN2 + _SHIFT
@@ -328,8 +338,9 @@ def vexp_fast(x):
     rh = _fma(-kf, _LN2_HI, xc)  # exact
     r = _fma(-kf, _LN2_LO, rh)
     rr = _fma(-kf, _LN2_LO, rh - r)  # r + rr = rh - kf * _LN2_LO (rh - r is exact)
-    q = _exp_q(r)
-    t = _fma(r * r, _fma(r, q, 0.5), rr)  # exp(r + rr) - 1 - r, but for rr * (exp(r) - 1)
+    r2 = r * r
+    q = _exp_q_split(r, r2)
+    t = _fma(r2, _fma(r, q, 0.5), rr)  # exp(r + rr) - 1 - r, but for rr * (exp(r) - 1)
     hi = 1.0 + r
     lo = ((1.0 - hi) + r) + t
     y = _exp_scale_once(hi + lo, k)
