@@ -293,7 +293,7 @@ def test_loop_vectorizes_without_calls(name):
     assert not CALL.findall(asm), "the loop still calls a function"
 
 
-# vexp_fast: vexp's domain and special values; < 0.7 ulp for normal results (vexp: < 0.53),
+# vexp_fast: vexp's domain and special values; < 0.85 ulp for normal results (vexp: < 0.53),
 # < 1 ulp for subnormal ones (both: ~0.77, rounding twice).
 
 @pytest.mark.parametrize("label", list(DOMAINS["exp"]))
@@ -304,7 +304,7 @@ def test_exp_fast_random_points(label):
     worst = int(np.argmax(d))
     assert d[worst] <= 1, f"vexp_fast({x[worst]!r}) is {d[worst]} ulp from numpy"
     normal = got >= 2.2250738585072014e-308
-    for where, bound in ((normal, 0.7), (~normal, 1.0)):
+    for where, bound in ((normal, 0.85), (~normal, 1.0)):
         err, kept = error_in_ulps("exp", x[where], got[where])
         if err.size:
             worst = int(np.argmax(err))
@@ -313,12 +313,12 @@ def test_exp_fast_random_points(label):
 
 
 def test_exp_fast_edges_and_specials_are_vexps():
-    # inf, 0, nan, the overflow and underflow thresholds and the subnormal results: the
-    # same doubles as vexp (the same clamps and scaling); elsewhere at most 1 ulp apart
+    # inf, 0, nan and the overflow and underflow thresholds: the same doubles as vexp (the
+    # same clamps and scaling); elsewhere, subnormal results too, at most 1 ulp apart
     x = np.concatenate([EDGES, np.linspace(-746.0, -700.0, 4601), [709.78, 709.79]])
     got, want = run("exp_fast", x), run("exp", x)
     assert ulp_distance(got, want).max() <= 1
-    special = ~np.isfinite(want) | (want < 2.2250738585072014e-308)
+    special = ~np.isfinite(want) | (want == 0.0)
     assert got[special].tobytes() == want[special].tobytes()
 
 
@@ -570,11 +570,13 @@ def test_tanh_strict_under_a_fastmath_caller():
     assert got[:3].tobytes() == np.array([-0.0, 5e-324, -1.0]).tobytes() and math.isnan(got[3])
 
 
-def test_exp_scale_once_is_ldexp():
-    # vexp_fast's y * 2**k with one multiplication: exact or rounded once, like math.ldexp,
-    # over every k it can get (normal, subnormal, zero and inf results; C's ldexp rounds
-    # once, to nearest even)
-    scale = vm._exp_scale_once
+@pytest.mark.parametrize("scale", [vm._exp_scale_bits, vm._exp_scale_once],
+                         ids=["bits", "once"])
+def test_exp_scale_once_is_ldexp(scale):
+    # vexp_fast's y * 2**k with one multiplication (_exp_scale_bits) or, on AVX-512, one
+    # vscalefpd (_exp_scale_once): exact or rounded once, like math.ldexp, over every k it
+    # can get (normal, subnormal, zero and inf results; C's ldexp rounds once, to nearest
+    # even)
 
     @numba.njit(error_model="numpy")
     def apply(y, k, out):
