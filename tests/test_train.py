@@ -642,48 +642,6 @@ def test_block_takes_constant_factors_out_of_its_sums(tmp_path, loss, marker):
     np.testing.assert_allclose(model.hvp(v, {x: data[0], y: data[1]}), want, rtol=1e-10)
 
 
-@pytest.mark.parametrize("loss, fewer", [
-    # s7 = s3*s6, s3 = exp(-b*x): grad_s2 = grad_s7*s7, not grad_s3 = grad_s7*s6, grad_s3*s3
-    ((a * sp.exp(-b * x) * sp.sin(c * x + 0.5) - y) ** 2, 1),
-    # two exps in one product: both adjoints from it, one line each
-    ((a * sp.exp(b * x) * sp.exp(c * x) - y) ** 2, 2),
-    # the factor before exp a parameter (grad_s3 = a*grad_s4), inside a log
-    (sp.log(1 + (a * c * sp.exp(-b * x) - y) ** 2), 1),
-    # exp's adjoint a sum of two (exp used twice): nothing reused
-    ((sp.exp(-b * x) * sp.sin(c * x) + a * sp.exp(-b * x) - y) ** 2, 0),
-])
-def test_block_reuses_products_of_the_forward_pass(tmp_path, loss, fewer):
-    """Below p = u*v, u = exp(w), the block computes grad_w as grad_p*p (one multiplication)
-    instead of (grad_p*v)*u: one backward line fewer per such exp. The sums (block, exact
-    block) match sympy's derivatives evaluated by NumPy."""
-    import re
-
-    from symgrad.emit.module import _reuse_products
-    from symgrad.kernels.trainer import loss_and_grad_sum
-
-    params = {a: 1.5, b: 0.2, c: 2.9}
-    model = sg.Model(loss=loss, params=params, data=[x, y], cache_dir=tmp_path / "cache")
-    program = model.program
-    assert len(program.backward) - len(_reuse_products(program).backward) == fewer
-    block = model.generated.source.split("def block(")[1].split("def exact(")[0]
-    exps = re.findall(r"(s\d+) = exp\(", block)
-    assert sum(f" = grad_{u}*{u}\n" not in block for u in exps) == fewer  # grad_w = grad_u*u
-    m = model.trainer
-    rng = np.random.default_rng(9)
-    data = np.vstack([rng.uniform(0, 10, 5000), rng.normal(size=5000)])
-    values = np.array(list(params.values()))
-    terms = [loss] + [sp.diff(loss, p) for p in params]
-    f = sp.lambdify([x, y], [t.subs(params) for t in terms], "numpy")
-    far = data.copy()
-    far[0, 7] = 1e13  # past the fast sin's range: that block is the exact (libm) one
-    grad = np.empty(3)
-    for cols in (data, far):
-        total = loss_and_grad_sum(m.block, m.exact, m.HAS_EXACT, False, values, cols, 0,
-                                  5000, grad)
-        want = np.array(f(cols[0], cols[1])).sum(axis=1)
-        np.testing.assert_allclose([total, *grad], want, rtol=1e-11)
-
-
 def test_fit_runs_on_one_core_when_all_cores_are_slower(monkeypatch):
     """From PARALLEL_FROM samples fit tries both ways (all cores, one) and keeps the faster;
     both give the same sums, so the parameters are the same bits whichever ran."""
