@@ -289,3 +289,65 @@ def test_save_and_load_continue_bit_for_bit(pair, tmp_path):
     model.fit(DATA, optimizer=opt, epochs=2, batch_size=32, verbose=0, engine="compiled")
     for k, v in model.params.items():
         assert _same(loaded.params[k], v)
+
+
+def test_a_forced_ctrl_c_in_the_conversion_back_keeps_the_best_parameters(pair):
+    """A second Ctrl-C raises KeyboardInterrupt at once (Interrupts, forceable), at whatever
+    line Python is on: here each line of the conversions back into the model's layout after
+    the compiled loop returned (call_train's to_model calls, in every call of the loop). As when
+    it lands elsewhere between chunks, the fit ends "interrupted" with the best parameters
+    restored: in the model's layout, evaluated they give the best loss recorded (the loop
+    writes the best loss in place; its parameters reach the model's layout only when their
+    conversion back is done)."""
+    import signal
+    import sys
+    import warnings
+
+    import symgrad.train.arrays as train_arrays
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT has a handler other than Python's: fit leaves it alone")
+    _, model = pair
+    seen = [0]
+    target = [0]
+
+    def tracer(frame, event, arg):
+        if (frame.f_code is not train_arrays.to_model.__code__
+                or "w_best" not in frame.f_back.f_locals):  # a training call's, not evaluate's
+            return None
+
+        def lines(frame, event, arg):
+            if event == "line":
+                seen[0] += 1
+                if seen[0] == target[0]:
+                    signal.raise_signal(signal.SIGINT)  # "stopping after this chunk"
+                    signal.raise_signal(signal.SIGINT)  # again: stop at once
+            return lines
+
+        return lines
+
+    def per_epoch(epoch, logs):  # one epoch per call of the loop
+        return None
+
+    events = []
+    bad = []
+    for n in range(1, 80):
+        _fresh(model)
+        seen[0], target[0] = 0, n
+        sys.settrace(tracer)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                hist = model.fit(DATA, optimizer=optim.SGD(lr=0.5), epochs=4, batch_size=None,
+                                 callbacks=[per_epoch], verbose=0, engine="compiled")
+        except KeyboardInterrupt:  # in the loop's first call, made while fit compiles
+            continue
+        finally:
+            sys.settrace(None)
+        assert hist.stop_reason == "interrupted" and seen[0] == n  # stopped at line n
+        events.append(n)
+        if model.evaluate(DATA) != hist.best_loss:
+            bad.append(n)
+    assert len(events) > 70
+    assert not bad, f"the restored parameters are not the best ones for line events {bad}"
+
