@@ -344,7 +344,7 @@ def test_a_forced_ctrl_c_in_the_conversion_back_keeps_the_best_parameters(pair):
             continue
         finally:
             sys.settrace(None)
-        assert hist.stop_reason == "interrupted" and seen[0] == n  # stopped at line n
+        assert hist.stop_reason == "interrupted" and seen[0] >= n  # Ctrl-C at line n
         events.append(n)
         if model.evaluate(DATA) != hist.best_loss:
             bad.append(n)

@@ -9,7 +9,10 @@ the optimizers, early stopping, the divergence guard and History, all in one com
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -603,7 +606,10 @@ def call_train(module, params, grad, state, *args):
     the optimizer state and the best parameters (the last argument) are converted into the
     loop's working layout (:func:`to_working`) and back after it, and so is the gradient it
     leaves; once per call, not per epoch (the loop's end of epoch does not care about the
-    layout: finiteness, copies of whole vectors)."""
+    layout: finiteness, copies of whole vectors). A Ctrl-C's handler runs after the
+    conversions back (:func:`_ctrl_c_after`): the loop writes the best loss in place, so a
+    KeyboardInterrupt raised halfway would leave it with best parameters not yet (or half)
+    converted."""
     if not getattr(module, "WORKING", ()):
         return module.train(params, grad, state, *args)
     w_grad = np.empty_like(grad)
@@ -612,11 +618,32 @@ def call_train(module, params, grad, state, *args):
         to_model(module, w_grad, grad)
         return out
     best = args[-1]
-    w_params, w_state, w_best = (to_working(module, a) for a in (params, state, best))
-    out = module.train(w_params, w_grad, w_state, *args[:-1], w_best)
-    for w, a in ((w_params, params), (w_grad, grad), (w_state, state), (w_best, best)):
-        to_model(module, w, a)
+    with _ctrl_c_after():
+        w_params, w_state, w_best = (to_working(module, a) for a in (params, state, best))
+        out = module.train(w_params, w_grad, w_state, *args[:-1], w_best)
+        for w, a in ((w_params, params), (w_grad, grad), (w_state, state), (w_best, best)):
+            to_model(module, w, a)
     return out
+
+
+@contextlib.contextmanager
+def _ctrl_c_after():
+    """SIGINT's Python handler deferred to the end of the block (main thread only, where
+    handlers run): each Ctrl-C during the block is handed to it then, in order."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for frame in caught:
+            if callable(previous):
+                previous(signal.SIGINT, frame)
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
 
 
 def loop_arguments(module, X: tuple, size: int, n_val: int, batched, flipped, dtype,
