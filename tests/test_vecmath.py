@@ -594,3 +594,54 @@ def test_exp_scale_once_is_ldexp(scale):
         want = np.ldexp(y, k)
     assert np.isinf(want).any() and (want[want > 0] < 2.2250738585072014e-308).any()
     assert got.tobytes() == want.tobytes()
+
+
+_NO_AVX512 = """
+import sys
+import numba
+import numpy as np
+from symgrad.kernels import vecmath as vm
+assert not vm._SCALEF, numba.core.config.CPU_FEATURES
+
+@numba.njit(error_model="numpy")
+def loop(x, out):
+    for i in range(x.size):
+        out[i] = vm.vexp_fast(x[i])
+
+x = np.load(sys.argv[1])
+out = np.empty_like(x)
+loop(x, out)
+np.save(sys.argv[2], out)
+"""
+
+
+def test_exp_fast_without_avx512(tmp_path):
+    """vexp_fast compiled for a CPU without AVX-512 (Haswell; Numba's cache in tmp_path), as
+    on a machine without it or loading a saved module there: its other clamp (minnum /
+    maxnum, a nan argument returned as it is) and its scaling by the exponent bits. Within
+    1 ulp of NumPy's exp, the same doubles as vexp for inf, 0, nan and the subnormal results
+    of the edge test, and the same doubles as this process's build (AVX-512 where it has it)."""
+    import os
+    import subprocess
+    import sys
+
+    host = numba.core.codegen.get_host_cpu_features().split(",")
+    if not {"+avx2", "+fma"} <= set(host):
+        pytest.skip("this CPU cannot run code compiled for Haswell")
+    rng = np.random.default_rng(11)
+    x = np.concatenate([EDGES, np.linspace(-746.0, -700.0, 4601), [709.78, 709.79],
+                        rng.uniform(-760.0, 720.0, 200_000)])
+    np.save(tmp_path / "x.npy", x)
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CACHE_DIR": str(tmp_path / "nb"),
+           "NUMBA_CPU_FEATURES": "+avx,+avx2,+bmi,+bmi2,+fma,+f16c,+popcnt,+lzcnt,+sse4.2",
+           "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-c", _NO_AVX512, str(tmp_path / "x.npy"),
+                    str(tmp_path / "y.npy")], env=env, check=True, timeout=600)
+    got = np.load(tmp_path / "y.npy")
+    assert ulp_distance(got, reference("exp", x)).max() <= 1
+    edges = x[:-200_000]  # random subnormal results may be 1 ulp from vexp's (both < 1 ulp)
+    want = run("exp", edges)
+    special = ~np.isfinite(want) | (want < 2.2250738585072014e-308)
+    assert got[:-200_000][special].tobytes() == want[special].tobytes()
+    assert got.tobytes() == run("exp_fast", x).tobytes()
