@@ -642,6 +642,34 @@ def test_block_takes_constant_factors_out_of_its_sums(tmp_path, loss, marker):
     np.testing.assert_allclose(model.hvp(v, {x: data[0], y: data[1]}), want, rtol=1e-10)
 
 
+def test_block_keeps_a_finite_gradient_where_a_forward_product_overflows(tmp_path):
+    """(Why block kernels do not reuse the forward pass's products in adjoints, tried and
+    reverted this session.) A logistic curve written by hand, 1/(1 + a*exp(b*x)): at x = 690 the product
+    p = a*exp(b*x) overflows to inf while exp(b*x) (1e299) and the loss (y**2) are finite, and
+    grad_p = -0. The gradient with respect to b, (grad_p*a)*exp(b*x) per sample, is -0 there,
+    not grad_p*p = -0*inf = nan. Sums against mpmath (each sample's terms at 60 digits)."""
+    import mpmath
+
+    from symgrad.kernels.trainer import loss_and_grad_sum
+
+    loss = (1 / (1 + a * sp.exp(b * x)) - y) ** 2
+    model = sg.Model(loss=loss, params={a: 1e10, b: 1.0}, data=[x, y],
+                     cache_dir=tmp_path / "cache")
+    m = model.trainer
+    cols = np.array([[690.0, 1.0, 2.0, 3.0], [0.5, 0.1, 0.2, 0.3]])
+    grad = np.empty(2)
+    total = loss_and_grad_sum(m.block, m.exact, m.HAS_EXACT, False, np.array([1e10, 1.0]),
+                              cols, 0, 4, grad)
+    with mpmath.workdps(60):
+        want = [mpmath.mpf(0)] * 3
+        for xi, yi in cols.T:
+            p = mpmath.mpf(1e10) * mpmath.exp(mpmath.mpf(xi))
+            r = 1 / (1 + p) - mpmath.mpf(yi)
+            dp = -2 * r / (1 + p) ** 2  # d loss / d p
+            want = [want[0] + r ** 2, want[1] + dp * p / mpmath.mpf(1e10), want[2] + dp * p * xi]
+    np.testing.assert_allclose([total, *grad], [float(w) for w in want], rtol=1e-12)
+
+
 def test_fit_runs_on_one_core_when_all_cores_are_slower(monkeypatch):
     """From PARALLEL_FROM samples fit tries both ways (all cores, one) and keeps the faster;
     both give the same sums, so the parameters are the same bits whichever ran."""
