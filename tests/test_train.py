@@ -643,11 +643,12 @@ def test_block_takes_constant_factors_out_of_its_sums(tmp_path, loss, marker):
 
 
 def test_block_keeps_a_finite_gradient_where_a_forward_product_overflows(tmp_path):
-    """(Why block kernels do not reuse the forward pass's products in adjoints, tried and
-    reverted this session.) A logistic curve written by hand, 1/(1 + a*exp(b*x)): at x = 690 the product
-    p = a*exp(b*x) overflows to inf while exp(b*x) (1e299) and the loss (y**2) are finite, and
-    grad_p = -0. The gradient with respect to b, (grad_p*a)*exp(b*x) per sample, is -0 there,
-    not grad_p*p = -0*inf = nan. Sums against mpmath (each sample's terms at 60 digits)."""
+    """(Why block kernels do not reuse the forward pass's products in adjoints: tried and
+    reverted.) A logistic curve written by hand, 1/(1 + a*exp(b*x)): at x = 690 the
+    product p = a*exp(b*x) overflows to inf while exp(b*x) (1e299) and the loss (y**2) are
+    finite, and grad_p = -0. The gradient with respect to b, (grad_p*a)*exp(b*x) per
+    sample, is -0 there, not grad_p*p = -0*inf = nan. Sums against mpmath (each sample's
+    terms at 60 digits)."""
     import mpmath
 
     from symgrad.kernels.trainer import loss_and_grad_sum
