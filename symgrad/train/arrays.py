@@ -9,10 +9,7 @@ the optimizers, early stopping, the divergence guard and History, all in one com
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -31,6 +28,7 @@ from ..expression.validate import as_expression
 from ..graph import Node
 from ..rules import Program
 from .data import PreparedData, all_finite, refuse_prepared
+from .interrupt import deferred
 from .metrics import METRICS
 from .model import Model, one_per_parameter
 from .optim import Optimizer
@@ -568,9 +566,9 @@ def evaluate_batch(module, X: tuple, buffers: tuple, flipped,
     grad = np.empty_like(values)
     loss = np.zeros(1)
     call_train(module, values, grad, np.zeros((1, values.size), dtype=dtype),
-                 np.zeros(1, dtype=np.int64), np.zeros(1), 0, X, gathered,
-                 (buffers, module.alloc(1), module.alloc(1), gathered, gathered), module.DIMS,
-                 0, -1, 0, False, False, 0, 0, loss, np.zeros(1), np.array([np.inf, -1.0, 0.0]),
+               np.zeros(1, dtype=np.int64), np.zeros(1), 0, X, gathered,
+               (buffers, module.alloc(1), module.alloc(1), gathered, gathered), module.DIMS,
+               0, -1, 0, False, False, 0, 0, loss, np.zeros(1), np.array([np.inf, -1.0, 0.0]),
                  np.empty_like(values))
     return float(loss[0]), grad
 
@@ -579,26 +577,26 @@ def to_working(module, a: np.ndarray) -> np.ndarray:
     """A copy of ``a`` (laid out like the parameters along its last axis: parameters,
     gradient, optimizer state rows) in the working layout of ``module.train``: the
     matrices of ``module.WORKING`` transposed. ``a`` itself if there are none."""
-    working = getattr(module, "WORKING", ())
-    if not working:
+    if not getattr(module, "WORKING", ()):
         return a
-    out = a.copy()
-    lead = a.shape[:-1]
-    for lo, r, c in working:
-        block = a[..., lo:lo + r * c].reshape(lead + (r, c))
-        out[..., lo:lo + r * c] = block.swapaxes(-1, -2).reshape(lead + (r * c,))
-    return out
+    return _transposed(module, a, np.empty_like(a), into_working=True)
 
 
 def to_model(module, w: np.ndarray, out: np.ndarray) -> None:
     """``w``, in the working layout of ``module.train``, back into ``out`` in the model's."""
-    if w is out:
-        return
-    out[...] = w
-    lead = w.shape[:-1]
+    if w is not out:
+        _transposed(module, w, out, into_working=False)
+
+
+def _transposed(module, a: np.ndarray, out: np.ndarray, into_working: bool) -> np.ndarray:
+    """``a`` into ``out`` with the matrices of ``module.WORKING`` (offset, rows, columns in
+    the model's layout) transposed: from the model's layout into the working one, or back."""
+    out[...] = a
+    lead = a.shape[:-1]
     for lo, r, c in getattr(module, "WORKING", ()):
-        block = w[..., lo:lo + r * c].reshape(lead + (c, r))
+        block = a[..., lo:lo + r * c].reshape(lead + ((r, c) if into_working else (c, r)))
         out[..., lo:lo + r * c] = block.swapaxes(-1, -2).reshape(lead + (r * c,))
+    return out
 
 
 def call_train(module, params, grad, state, *args):
@@ -607,7 +605,7 @@ def call_train(module, params, grad, state, *args):
     loop's working layout (:func:`to_working`) and back after it, and so is the gradient it
     leaves; once per call, not per epoch (the loop's end of epoch does not care about the
     layout: finiteness, copies of whole vectors). A Ctrl-C's handler runs after the
-    conversions back (:func:`_ctrl_c_after`): the loop writes the best loss in place, so a
+    conversions back (:func:`interrupt.deferred`): the loop writes the best loss in place, so a
     KeyboardInterrupt raised halfway would leave it with best parameters not yet (or half)
     converted."""
     if not getattr(module, "WORKING", ()):
@@ -618,32 +616,12 @@ def call_train(module, params, grad, state, *args):
         to_model(module, w_grad, grad)
         return out
     best = args[-1]
-    with _ctrl_c_after():
+    with deferred():
         w_params, w_state, w_best = (to_working(module, a) for a in (params, state, best))
         out = module.train(w_params, w_grad, w_state, *args[:-1], w_best)
         for w, a in ((w_params, params), (w_grad, grad), (w_state, state), (w_best, best)):
             to_model(module, w, a)
     return out
-
-
-@contextlib.contextmanager
-def _ctrl_c_after():
-    """SIGINT's Python handler deferred to the end of the block (main thread only, where
-    handlers run): each Ctrl-C during the block is handed to it then, in order."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        for frame in caught:
-            if callable(previous):
-                previous(signal.SIGINT, frame)
-            elif previous == signal.SIG_DFL:
-                signal.raise_signal(signal.SIGINT)
 
 
 def loop_arguments(module, X: tuple, size: int, n_val: int, batched, flipped, dtype,

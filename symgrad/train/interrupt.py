@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["COMPILING", "TRAINING", "Interrupts"]
+__all__ = ["COMPILING", "TRAINING", "Interrupts", "deferred"]
 
 #: What a held Ctrl-C prints while Numba compiles, and while the loop trains.
 COMPILING = "stopping when the compile in progress is done (Numba cannot be interrupted safely)"
@@ -69,3 +69,24 @@ class Interrupts:
         if not self.pending and self._note:
             print(f"symgrad: Ctrl-C: {self._note}", file=sys.stderr, flush=True)
         self.pending = True
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """SIGINT's Python handler (an :class:`Interrupts` one, the user's or Python's own)
+    deferred to the end of the block, for work that must not stop halfway (main thread
+    only, where handlers run): each Ctrl-C during the block is handed to it then, in order."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for frame in caught:
+            if callable(previous):
+                previous(signal.SIGINT, frame)
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
