@@ -257,6 +257,7 @@ def train(threads: int, chunk, works, widths, n: int, dims, val, nv: int, p, gra
     validation data's work vector, ``nv`` samples. Leaves the last epoch's gradient in
     ``grad``. Returns (epochs run, status) like the serial loop; appends the seconds the
     epochs took, threads started, to ``timing``."""
+    run = compiled_worker()
     if epochs <= 0:
         return 0, DONE
     tasks, size = works.shape[0], p.shape[0]
@@ -269,7 +270,6 @@ def train(threads: int, chunk, works, widths, n: int, dims, val, nv: int, p, gra
     args = (chunk, ctl, taken, works, widths, grads, closs, grad, g0, n, dims, val, nv, p,
             kind, state, step, hyper, first, epochs, patience, losses, val_losses, best,
             best_params, before)
-    run = compiled_worker()
     others = [threading.Thread(target=run, args=(w, *args), daemon=True)
               for w in range(1, threads)]
     for t in others:

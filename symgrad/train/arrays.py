@@ -360,22 +360,25 @@ class ArrayModel(Model):
 
             works, widths = chunks
             val = split_work(module, V, self._batched(), self._flipped(), 0, n_val)
-            chunk = split_chunk(module)
             threads = min(_threads(), len(widths))
             timing: list[float] = []
 
             def run(parallel, values, state, step, hyper, first, count, size, drop_last,
                     shuffle, *rest):
-                if shuffle:
-                    return train(values, state, step, hyper, first, count, size, drop_last,
-                                 shuffle, *rest)
+                if shuffle:  # (a shuffled full batch: the serial loop's order of sums)
+                    t0 = time.perf_counter()
+                    out = train(values, state, step, hyper, first, count, size, drop_last,
+                                shuffle, *rest)
+                    timing.append(time.perf_counter() - t0)
+                    return out
 
                 def loop(p, g, st, stp, hy, kind, _X, _V, _buffers, dims, first, epochs,
                          *args):
                     *_, patience, losses, val_losses, best, best_params = args
-                    return split_train(threads if parallel else 1, chunk, works, widths, n,
-                                       dims, val, n_val, p, g, kind, st, stp, hy, first,
-                                       epochs, patience, losses, val_losses, best,
+                    # (the first call, fit's compile, loads or compiles chunk and the loop)
+                    return split_train(threads if parallel else 1, split_chunk(module), works,
+                                       widths, n, dims, val, n_val, p, g, kind, st, stp, hy,
+                                       first, epochs, patience, losses, val_losses, best,
                                        best_params, timing)
 
                 return call_train(module, values, grad, state, step, hyper, optimizer.kind,
