@@ -279,3 +279,42 @@ def test_a_cross_sample_model_trains_on_one_thread_like_numpy():
         assert history.loss[e] == pytest.approx(np.mean(c ** 2), rel=1e-12)
         w -= 0.05 * x.T @ (2 * (c - c.mean(axis=0)) / c.size)
     np.testing.assert_allclose(model.params[W], w, rtol=0, atol=1e-12)
+
+
+def test_fits_in_pieces_go_on_to_the_same_bits(model):
+    """Two fits of 7 epochs give the bits of one fit of 14 (every chunk of epochs, however
+    fit cuts them, runs the same chunked epochs), on whatever cores each run chose."""
+    runs = []
+    for pieces in ((14,), (7, 7)):
+        model.params = {k: v.copy() for k, v in INIT.items()}
+        model.optimizer = sg.optim.SGD(lr=0.1)
+        losses = []
+        for i, epochs in enumerate(pieces):
+            losses += model.fit(DATA, epochs=epochs, verbose=0,
+                                initial_epoch=None if i else 0).loss
+        runs.append((losses, flat(model.params)))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_sigint_during_the_chunked_loop_keeps_every_epoch_it_ran(model):
+    """A real Ctrl-C while both threads train: held until the chunk of epochs returns."""
+    import os
+    import signal
+    import threading
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    model.params = {k: v.copy() for k, v in INIT.items()}
+    model.fit(DATA, epochs=1, verbose=0, optimizer=sg.optim.SGD(lr=1e-3))  # compiled first
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.warns(RuntimeWarning, match="interrupted"):
+            history = model.fit(DATA, epochs=2_000_000, verbose=0,
+                                optimizer=sg.optim.SGD(lr=1e-6))
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+    assert history.stop_reason == "interrupted" and 0 < len(history) < 2_000_000
+    assert np.all(np.isfinite(history.loss))
+    assert model.epochs_trained == history.epoch[-1] + 1
