@@ -103,6 +103,26 @@ def _chunks(model, data=DATA):
                                 ROWS)
 
 
+def test_view2d_is_a_reshaped_slice_sharing_memory():
+    from numba import njit
+
+    from symgrad.kernels.loops import view2d
+
+    @njit
+    def view(a, start, rows, cols):
+        return view2d(a, start, rows, cols)
+
+    a = np.arange(40.0)
+    for start, rows, cols in ((0, 4, 5), (8, 2, 16), (24, 1, 0), (40, 3, 0)):
+        v = view(a, start, rows, cols)
+        want = a[start:start + rows * cols].reshape(rows, cols)
+        assert v.shape == want.shape and v.flags.c_contiguous
+        np.testing.assert_array_equal(v, want)
+    v = view(a, 8, 2, 3)
+    v[1, 2] = -1.0
+    assert a[13] == -1.0
+
+
 def test_the_program_splits_and_its_module_says_so(model):
     source = model.generated.source
     assert "def chunk(" in source and "CHUNK_LAYOUT" in source
@@ -318,3 +338,23 @@ def test_sigint_during_the_chunked_loop_keeps_every_epoch_it_ran(model):
     assert history.stop_reason == "interrupted" and 0 < len(history) < 2_000_000
     assert np.all(np.isfinite(history.loss))
     assert model.epochs_trained == history.epoch[-1] + 1
+
+
+def test_unbatched_data_in_the_parameter_only_part():
+    """A data matrix without the batch (A) in a term of parameters only: every chunk, and
+    the task of no samples that takes that term off, read it (against NumPy by hand)."""
+    A = sp.MatrixSymbol("A", 3, 2)
+    loss = (sg.mean(sg.elementwise(lambda p, y: (p - y) ** 2, sg.sigmoid(X * W), T))
+            + 0.5 * sg.sum(sg.elementwise(lambda w, a: (w - a) ** 2, W, A)))
+    a = np.arange(6.0).reshape(3, 2) / 4
+    model = sg.Model(loss, params={W: INIT[W].copy()}, data=[X, T, A],
+                     optimizer=sg.optim.SGD(lr=0.2))
+    history = model.fit({**DATA, A: a}, epochs=6, verbose=0, engine="compiled")
+    assert "def chunk(" in model.generated.source
+    w, x, t = INIT[W].copy(), DATA[X], DATA[T]
+    for e in range(6):
+        s = 1 / (1 + np.exp(-(x @ w)))
+        assert history.loss[e] == pytest.approx(np.mean((s - t) ** 2)
+                                                + 0.5 * np.sum((w - a) ** 2), rel=1e-12)
+        w = w - 0.2 * (x.T @ (2 * (s - t) * s * (1 - s) / s.size) + (w - a))
+    np.testing.assert_allclose(model.params[W], w, rtol=0, atol=1e-12)

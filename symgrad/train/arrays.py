@@ -663,6 +663,7 @@ def split_chunks(module, X: tuple, batched, flipped, size: int):
     works = _aligned((len(widths), _words(module, per)))
     for c, lo in enumerate(starts):
         split_work(module, X, batched, flipped, lo, lo + int(widths[c]), works[c])
+    split_work(module, X, batched, flipped, 0, 0, works[-1])  # unbatched data, if any
     return works, widths
 
 
