@@ -126,7 +126,7 @@ def test_view2d_is_a_reshaped_slice_sharing_memory():
 def test_the_program_splits_and_its_module_says_so(model):
     source = model.generated.source
     assert "def chunk(" in source and "CHUNK_LAYOUT" in source
-    assert "does not split by samples" not in source
+    assert "Two cores: not for this model" not in source
 
 
 def test_chunks_are_fixed_by_the_sample_count_alone():
@@ -254,8 +254,7 @@ def _reason(loss, params, data, dtype="float64"):
     source = model.generated.source
     if "def chunk(" in source:
         return ""
-    line = next(ln for ln in source.splitlines() if "does not split by samples" in ln)
-    return line + source.split(line)[1].split("\n")[1]
+    return next(ln for ln in source.splitlines() if "Two cores: not for this model" in ln)
 
 
 @pytest.mark.parametrize("loss, why", [

@@ -843,8 +843,10 @@ def _split_context(forward, backward, vars_, batch: str, output: str, grads: lis
     out in its one work vector (``CHUNK_LAYOUT``, in order; each entry padded to 8 words)."""
     reason = split_reason([*forward, *backward], {k: v.shape for k, v in vars_.items()},
                           batch, [output, *grads])
+    if reason:
+        reason = f"its program does not split by samples: {reason}"
     if not reason and dtype != "float64":
-        reason = f"it is {dtype} (two cores are for float64 models without BLAS products)"
+        reason = f"it is {dtype}; two cores are for float64 models without BLAS products"
     if not reason and "np.dot(" in code:
         reason = "its products call BLAS, which has threads of its own"
     if not reason and dropout:
