@@ -54,9 +54,9 @@ __all__ = ["MODULES", "cache_files", "cache_location", "copy_functions", "finger
 #: The kernel modules in dependency order.
 MODULES = ("vecmath", "loops", "optim", "trainer")
 #: Every module of Numba functions here (the tape interpreter is not copied into saved
-#: modules, and generated modules copy single functions of ``arrays``, so neither is in
-#: :data:`MODULES`).
-ALL = (*MODULES, "arrays", "tape_vm")
+#: modules, generated modules copy single functions of ``arrays``, and ``split``, the
+#: two-core loop of matrix models, is called by fit only, so none is in :data:`MODULES`).
+ALL = (*MODULES, "arrays", "tape_vm", "split")
 _HERE = Path(__file__).parent
 _LOCATION: list[Path] = []
 
@@ -254,4 +254,7 @@ def warm() -> float:
         p = np.zeros(3, dtype=dtype)
         optim.update(6, p, p.copy(), np.zeros((3, 3), dtype=dtype), 1, np.zeros(6))
     loops.permute(np.empty(3, dtype=np.int64), 0)
+    from . import split
+
+    split.compiled_worker()  # the two-core loop of matrix models
     return time.perf_counter() - start
