@@ -8,7 +8,8 @@ its listing line as a comment:
 * matrices whose rows are the batch are stored transposed (samples innermost), so
   element-wise loops and most matrix products run along contiguous memory and vectorize;
 * consecutive element-wise lines over the same shape share one loop nest (fused);
-* matrix products call BLAS (``np.dot`` into a preallocated output) unless they are tiny
+* matrix products call BLAS (``symgrad.kernels.blas.gemm`` into a preallocated output, split
+  over two threads by hand) unless they are tiny
   (``BLAS_FROM``) or fused (below); tiny ones are loops ordered so the innermost runs along
   contiguous memory, or fast-math dot products;
   products over a small static dimension (``UNROLL_UP_TO`` terms) are written out term by
@@ -478,10 +479,10 @@ class _Kernel:
                                                               (b.name, sw_b))
             left, right = f"{left}.T" if t_left else left, f"{right}.T" if t_right else right
             if not aug:
-                return [f"np.dot({left}, {right}, {c.name})"]
+                return [f"gemm({left}, {right}, {c.name})"]
             t = self.temp(c.shape)
             t.flip = c.flip  # stored as c is (a parameter's gradient may be transposed)
-            return [f"np.dot({left}, {right}, {t.name})",
+            return [f"gemm({left}, {right}, {t.name})",
                     *self.each(c, f"{c.name}[_a, _b] += {t.name}[_a, _b]")]
 
         def A(i, p):
@@ -789,7 +790,8 @@ def render_arrays(
                      standalone=standalone, loops=True,
                      kernels={"loops": ["DONE", "SUMS", "end_epoch", "permute"]
                               + (["accumulate"] if kernel.uses_accumulate else []),
-                              "optim": ["update"]}),
+                              "optim": ["update"],
+                              **({"blas": ["gemm"]} if "gemm(" in code else {})}),
         version=version(),
         output=program.output.name,
         forward_listing=forward_lines,
@@ -827,7 +829,7 @@ def render_arrays(
 
 
 def _blas_operands(c_flip: bool, a: tuple, b: tuple) -> tuple[tuple, tuple]:
-    """The operands of ``np.dot(left, right, c)`` for ``c = A @ B``, each as (name,
+    """The operands of ``gemm(left, right, c)`` for ``c = A @ B``, each as (name,
     transposed), from ``a`` and ``b`` = (name, whether its storage is the transpose of
     the product's operand): a ``c`` stored transposed is computed as ``B^T @ A^T``."""
     (a, sw_a), (b, sw_b) = a, b

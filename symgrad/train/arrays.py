@@ -9,10 +9,12 @@ the optimizers, early stopping, the divergence guard and History, all in one com
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import sympy as sp
@@ -30,7 +32,7 @@ from ..rules import Program
 from .data import PreparedData, all_finite, refuse_prepared
 from .interrupt import deferred
 from .metrics import METRICS
-from .model import Model, one_per_parameter
+from .model import Model, all_cores_or_one, one_per_parameter
 from .optim import Optimizer
 
 __all__ = ["ArrayModel", "SymmetryWarning", "one_hot"]
@@ -338,11 +340,26 @@ class ArrayModel(Model):
             grad, buffers = loop_arguments(module, X, size, n_val, self._batched(),
                                            self._flipped(), self._np_dtype, self._values.size)
 
-            def train(values, state, step, hyper, *rest):
-                return call_train(module, values, grad, state, step, hyper, optimizer.kind, X,
-                                  V, buffers, module.DIMS, *rest)
+            def run(parallel, values, state, step, hyper, *rest):
+                with nullcontext() if parallel else one_numba_thread():
+                    return call_train(module, values, grad, state, step, hyper,
+                                      optimizer.kind, X, V, buffers, module.DIMS, *rest)
 
-            return train
+            # the large products (symgrad.kernels.blas) on two threads or on one (the same
+            # bits), whichever ran an epoch faster: on a machine busy with other
+            # processes, threads wait for each other (W3 with another process on one of the
+            # 2 cores: 3.9 ms per step on two threads, 1.0 ms on one, the median of 8
+            # pairs; single epochs up to 17.9 ms)
+            ran_on = self.timings["epochs_on_cores"] = {"all": 0, "one": 0}
+            if not hasattr(module, "gemm") or _threads() == 1:
+                def one_way(*args):
+                    ran, status = run(True, *args)
+                    ran_on["all"] += ran
+                    return ran, status
+                return one_way
+            return all_cores_or_one(run, self._epoch_times.setdefault(
+                ("gemm", size, n, n_val), ({True: math.inf, False: math.inf}, [0.0, 0.0])),
+                ran_on)
 
         if engine == "numpy" and self._has_dropout():
             raise ValueError("this model uses dropout, whose masks come from the compiled "
@@ -573,6 +590,39 @@ def evaluate_batch(module, X: tuple, buffers: tuple, flipped,
     return float(loss[0]), grad
 
 
+_BLAS: list = []  # threadpoolctl's view of the loaded BLAS libraries, made once
+
+
+def one_blas_thread():
+    """A context in which the BLAS libraries loaded in this process use one thread (made
+    after symgrad.kernels.blas, which loads SciPy's, is imported)."""
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
+
+
+@contextmanager
+def one_numba_thread():
+    """A context in which Numba's parallel loops (here: the halves of the products) run on
+    the calling thread only."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
 def to_working(module, a: np.ndarray) -> np.ndarray:
     """A copy of ``a`` (laid out like the parameters along its last axis: parameters,
     gradient, optimizer state rows) in the working layout of ``module.train``: the
@@ -608,6 +658,13 @@ def call_train(module, params, grad, state, *args):
     conversions back (:func:`interrupt.deferred`): the loop writes the best loss in place, so a
     KeyboardInterrupt raised halfway would leave it with best parameters not yet (or half)
     converted."""
+    if hasattr(module, "gemm"):  # the products' halves are single-threaded BLAS calls
+        with one_blas_thread():
+            return _call_train(module, params, grad, state, *args)
+    return _call_train(module, params, grad, state, *args)
+
+
+def _call_train(module, params, grad, state, *args):
     if not getattr(module, "WORKING", ()):
         return module.train(params, grad, state, *args)
     w_grad = np.empty_like(grad)

@@ -635,45 +635,9 @@ class Model:
                 ran_on["one"] += ran
                 return ran, status
             return one_core
-        # All cores, or one: whichever ran an epoch faster when last tried. On a machine
-        # busy with other processes the threads wait for each other (W4 with two other
-        # processes running: 24 ms per epoch on two threads, 5.5 ms on one). The first two
-        # epochs run on all cores, alone (the first starts the threads, the second is
-        # timed), then one on one core; after that, one epoch the other way
-        # whenever the time spent trying stays within PROBE_BUDGET of the time spent
-        # training. Both ways give the same sums to the bit. What was measured stays with
-        # the model for the next fit on data of this size (a loop of fit(epochs=1) calls
-        # goes on where the last one stopped).
-        per_epoch, spent = self._epoch_times.setdefault(
-            (size, X.shape[1], V.shape[1]), ({True: math.inf, False: math.inf}, [0.0, 0.0]))
-
-        def all_cores() -> bool:
-            return per_epoch[True] <= per_epoch[False]
-
-        def train(values, state, step, hyper, first, count, *rest):
-            if count == 0:  # the compile
-                return run(True, values, state, step, hyper, first, count, *rest)
-            done, status = 0, DONE
-            while status == DONE and done < count:
-                parallel = all_cores()
-                known = per_epoch[parallel] < math.inf
-                trying = known and spent[1] <= PROBE_BUDGET * spent[0]
-                parallel = parallel != trying
-                n = 1 if trying or not known else count - done
-                t0 = time.perf_counter()
-                ran, status = run(parallel, values, state, step, hyper, first + done, n,
-                                  *rest)
-                elapsed = time.perf_counter() - t0
-                if not ran:
-                    break
-                ran_on["all" if parallel else "one"] += ran
-                if spent[0] or trying:  # the very first epoch also starts the threads
-                    per_epoch[parallel] = elapsed / ran
-                spent[trying] += elapsed
-                done += ran
-            return done, status
-
-        return train
+        return all_cores_or_one(run, self._epoch_times.setdefault(
+            (size, X.shape[1], V.shape[1]), ({True: math.inf, False: math.inf}, [0.0, 0.0])),
+            ran_on)
 
     def _unflatten(self, values: np.ndarray) -> dict:
         return dict(zip(self._param_syms, values.tolist()))
@@ -796,6 +760,51 @@ class Model:
             DivergenceWarning,
             stacklevel=3,
         )
+
+
+def all_cores_or_one(run: Callable, measured: tuple, ran_on: dict, probe: int = 1,
+                     clock: Callable | None = None) -> Callable:
+    """fit's ``train(values, state, step, hyper, first, count, *rest)`` from ``run(parallel,
+    values, ...)``, which runs epochs on all cores or on one with the same results to the
+    bit: all cores, or one, whichever ran an epoch faster when last tried. On a machine
+    busy with other processes the threads wait for each other (W4 with two other
+    processes running: 24 ms per epoch on two threads, 5.5 ms on one). The first two
+    epochs run on all cores, alone (the first starts the threads, the second is
+    timed), then one on one core; after that, one epoch the other way
+    whenever the time spent trying stays within PROBE_BUDGET of the time spent
+    training. ``measured`` = (seconds per epoch by parallel, [time training, time trying])
+    stays with the model for the next fit on data of this size (a loop of fit(epochs=1)
+    calls goes on where the last one stopped); ``ran_on`` counts the epochs run each way
+    ("all", "one"). A try runs ``probe`` epochs; ``clock()``, if given, is the seconds the
+    last run's epochs took (without starting threads), else its wall time counts."""
+    per_epoch, spent = measured
+
+    def all_cores() -> bool:
+        return per_epoch[True] <= per_epoch[False]
+
+    def train(values, state, step, hyper, first, count, *rest):
+        if count == 0:  # the compile
+            return run(True, values, state, step, hyper, first, count, *rest)
+        done, status = 0, DONE
+        while status == DONE and done < count:
+            parallel = all_cores()
+            known = per_epoch[parallel] < math.inf
+            trying = known and spent[1] <= PROBE_BUDGET * spent[0]
+            parallel = parallel != trying
+            n = min(probe, count - done) if trying or not known else count - done
+            t0 = time.perf_counter()
+            ran, status = run(parallel, values, state, step, hyper, first + done, n, *rest)
+            elapsed = time.perf_counter() - t0 if clock is None else clock()
+            if not ran:
+                break
+            ran_on["all" if parallel else "one"] += ran
+            if spent[0] or trying:  # the very first epoch also starts the threads
+                per_epoch[parallel] = elapsed / ran
+            spent[trying] += elapsed
+            done += ran
+        return done, status
+
+    return train
 
 
 def _checkpoints(path, every):
