@@ -467,3 +467,29 @@ def test_gemm_has_the_same_bits_on_one_thread_and_two():
 def test_gemm_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="shapes do not match"):
         blas.gemm(np.ones((3, 4)), np.ones((5, 2)), np.empty((3, 2)))
+
+
+@pytest.mark.parametrize("kind", [6, 7, 0])
+def test_update_halves_is_update(kind):
+    """update_halves (two halves of a long vector at once) gives update's numbers to the
+    bit, on one thread and two, for Adam, AMSGrad and (passed on) SGD; the cut-off is the
+    one the generator uses."""
+    from symgrad.emit.arrays import HALVES_FROM
+
+    assert HALVES_FROM == optim.HALVES_FROM
+    rng = np.random.default_rng(13)
+    n = optim.HALVES_FROM + 37
+    hyper = np.array([0.01, 0.001, 0.0, 0.9, 0.999, 1e-8])
+    p = rng.standard_normal(n).astype(np.float32)
+    ref, state, ref_state = p.copy(), np.zeros((3, n), np.float32), np.zeros((3, n), np.float32)
+    before = numba.get_num_threads()
+    try:
+        for t in range(1, 4):
+            numba.set_num_threads(1 if t == 2 else before)
+            g = rng.standard_normal(n).astype(np.float32)
+            optim.update_halves(kind, p, g, state, t, hyper)
+            optim.update(kind, ref, g, ref_state, t, hyper)
+    finally:
+        numba.set_num_threads(before)
+    assert np.array_equal(p, ref) and np.array_equal(state, ref_state)
+    assert not np.array_equal(p, rng.standard_normal(n).astype(np.float32))

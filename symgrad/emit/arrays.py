@@ -65,6 +65,9 @@ from .templates import environment
 
 __all__ = ["ArrayModule", "ArrayPrinter", "render_arrays"]
 
+#: Parameter vectors from this long are updated in two halves at once (the value of
+#: symgrad.kernels.optim.HALVES_FROM, which is not imported here: that would import Numba).
+HALVES_FROM = 1 << 15
 #: Matrix products from this many multiply-adds (batch rows counted as BLAS_BATCH) use BLAS
 #: unless fused into element-wise loops (UNROLL_UP_TO, SUMS_UP_TO; below FUSE_BELOW).
 #: Measured from compiled code, one thread: OpenBLAS (``np.dot``) beats the loops below from
@@ -790,7 +793,7 @@ def render_arrays(
                      standalone=standalone, loops=True,
                      kernels={"loops": ["DONE", "SUMS", "end_epoch", "permute"]
                               + (["accumulate"] if kernel.uses_accumulate else []),
-                              "optim": ["update"],
+                              "optim": [_update(k)],
                               **({"blas": ["gemm"]} if "gemm(" in code else {})}),
         version=version(),
         output=program.output.name,
@@ -820,12 +823,19 @@ def render_arrays(
                  if n.name != n.symbol.name],
         uses_numpy=True,
         n_params=k,
+        update=_update(k),
         dims=", ".join(f"{d}" for v in param_vars for d in v.shape),
     )
     source = environment().get_template("arrays.py.j2").render(context)
     return ArrayModule(source, forward_lines, backward_lines, [v.name for v in param_vars],
                        [v.name for v in data_vars], program.output.name, context["renamed"],
                        batch_name, tuple(v.flip for v in data_vars))
+
+
+def _update(n_params: int) -> str:
+    """The optimizer step train calls: ``update``, or for long parameter vectors
+    ``update_halves`` (two halves at once, the same numbers: symgrad.kernels.optim)."""
+    return "update_halves" if n_params >= HALVES_FROM else "update"
 
 
 def _blas_operands(c_flip: bool, a: tuple, b: tuple) -> tuple[tuple, tuple]:

@@ -345,13 +345,15 @@ class ArrayModel(Model):
                     return call_train(module, values, grad, state, step, hyper,
                                       optimizer.kind, X, V, buffers, module.DIMS, *rest)
 
-            # the large products (symgrad.kernels.blas) on two threads or on one (the same
-            # bits), whichever ran an epoch faster: on a machine busy with other
+            # the large products (symgrad.kernels.blas) and the update of long parameter
+            # vectors (update_halves) on two threads or on one (the same bits), whichever
+            # ran an epoch faster: on a machine busy with other
             # processes, threads wait for each other (W3 with another process on one of the
             # 2 cores: 3.9 ms per step on two threads, 1.0 ms on one, the median of 8
             # pairs; single epochs up to 17.9 ms)
             ran_on = self.timings["epochs_on_cores"] = {"all": 0, "one": 0}
-            if not hasattr(module, "gemm") or _threads() == 1:
+            threaded = hasattr(module, "gemm") or hasattr(module, "update_halves")
+            if not threaded or _threads() == 1:
                 def one_way(*args):
                     ran, status = run(True, *args)
                     ran_on["all"] += ran
