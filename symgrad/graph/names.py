@@ -36,7 +36,7 @@ GENERATED_CODE_NAMES = frozenset(
     vexp vexp_fast vexpm1 vtanh vlog vlog1p vsin vcos vsin_fast vcos_fast SIN_FAST_LIMIT
     finite permute accumulate claim SUMS KINDS update end_epoch DONE DIVERGED EARLY_STOPPING
     BLOCK BLOCK_SIZE CHUNKS block_sums loss_and_grad_sum loss_sum train float64 int64 uint64
-    gemm SPLIT_FROM update_halves HALVES_FROM prange
+    gemm SPLIT_FROM update_halves HALVES_FROM
     types
     hvp_array hessian_array hvp_block hvp_exact
     """.split()
