@@ -20,6 +20,7 @@ from symgrad.graph.names import GENERATED_CODE_NAMES
 from symgrad.kernels import (
     MODULES,
     arrays,
+    blas,
     copy_functions,
     loops,
     optim,
@@ -91,7 +92,7 @@ def test_accumulate_adds_in_float32_to_a_float32_total_only():
     assert add(np.float32(1.0), np.float32(2.0 ** -20)) == np.float32(1.0 + 2.0 ** -20)
 
 
-@pytest.mark.parametrize("module", [vecmath, loops, optim, trainer])
+@pytest.mark.parametrize("module", [vecmath, loops, optim, blas, trainer])
 def test_public_kernel_names_are_reserved_from_user_symbols(module):
     """A saved module carries the kernels' source: no user symbol may take their names."""
     public = {n for n in vars(module) if not n.startswith("_")
@@ -103,7 +104,7 @@ def test_public_kernel_names_are_reserved_from_user_symbols(module):
     assert f.generated.params[0] != s.name  # renamed
 
 
-@pytest.mark.parametrize("module", [vecmath, loops, optim, trainer])
+@pytest.mark.parametrize("module", [vecmath, loops, optim, blas, trainer])
 def test_kernel_modules_bind_no_public_name_a_user_helper_could_take(module):
     """A saved module carries the kernels' source, then the helpers of the user's own
     functions (``def <name>(...)`` at module level, any name not reserved): every public
@@ -414,3 +415,84 @@ def test_parallel_sums_do_not_depend_on_the_threads():
     want = [np.sum(r * r), np.sum(2 * r * np.exp(-0.2 * xs)),
             np.sum(-2 * r * 1.5 * xs * np.exp(-0.2 * xs))]
     np.testing.assert_allclose(results[0], want, rtol=1e-12)
+
+
+# -- symgrad.kernels.blas: large products as two single-threaded BLAS calls ----------------
+
+def _operand(m, how):
+    """``m`` C-contiguous, as a transposed view (F), or as a strided view (no unit stride)."""
+    if how == "C":
+        return np.ascontiguousarray(m)
+    if how == "F":
+        return np.ascontiguousarray(m.T).T
+    wide = np.zeros((m.shape[0] * 2, m.shape[1] * 2), m.dtype)
+    wide[::2, ::2] = m
+    return wide[::2, ::2]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("lay", ["CCC", "FCC", "CFC", "FFC", "CCF", "SCS"])
+def test_gemm_matches_numpy_by_hand(dtype, lay):
+    """gemm(a, b, out) against the float64 product written out with einsum, for operands C
+    rows, transposed views and strided views (copied), out in rows or columns, shapes whose
+    product is split in two (above SPLIT_FROM, halves not multiples of 16) or not, with
+    dimensions 1 and 0."""
+    rng = np.random.default_rng(11)
+    tol = 2e-6 if dtype == np.float32 else 1e-14
+    for m, k, n in [(128, 784, 128), (784, 128, 128), (130, 200, 77), (10, 128, 128),
+                    (1, 5, 7), (7, 1, 3), (300, 300, 1), (3, 0, 4), (0, 5, 2)]:
+        a64, b64 = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+        a, b = _operand(a64.astype(dtype), lay[0]), _operand(b64.astype(dtype), lay[1])
+        out = _operand(np.full((m, n), np.nan, dtype), lay[2])
+        assert blas.gemm(a, b, out) is out
+        ref = np.einsum("ik,kj->ij", a.astype(np.float64), b.astype(np.float64))
+        scale = np.sqrt(k) if k else 1.0
+        assert np.abs(out - ref).max(initial=0.0) <= tol * scale * 4, (m, k, n)
+
+
+def test_gemm_has_the_same_bits_on_one_thread_and_two():
+    """The halves of a split product are the same BLAS calls on one thread or two."""
+    rng = np.random.default_rng(12)
+    a = rng.standard_normal((128, 784)).astype(np.float32)
+    b = rng.random((128, 784), dtype=np.float32).T  # a transposed view, as W3's forward
+    outs = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, before):
+            numba.set_num_threads(threads)
+            outs.append(blas.gemm(a, b, np.empty((128, 128), np.float32)).copy())
+    finally:
+        numba.set_num_threads(before)
+    assert np.array_equal(outs[0], outs[1])
+    assert 128 * 784 * 128 >= blas.SPLIT_FROM
+
+
+def test_gemm_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="shapes do not match"):
+        blas.gemm(np.ones((3, 4)), np.ones((5, 2)), np.empty((3, 2)))
+
+
+@pytest.mark.parametrize("kind", [6, 7, 0])
+def test_update_halves_is_update(kind):
+    """update_halves (two halves of a long vector at once) gives update's numbers to the
+    bit, on one thread and two, for Adam, AMSGrad and (passed on) SGD; the cut-off is the
+    one the generator uses."""
+    from symgrad.emit.arrays import HALVES_FROM
+
+    assert HALVES_FROM == optim.HALVES_FROM
+    rng = np.random.default_rng(13)
+    n = optim.HALVES_FROM + 37
+    hyper = np.array([0.01, 0.001, 0.0, 0.9, 0.999, 1e-8])
+    p = rng.standard_normal(n).astype(np.float32)
+    ref, state, ref_state = p.copy(), np.zeros((3, n), np.float32), np.zeros((3, n), np.float32)
+    before = numba.get_num_threads()
+    try:
+        for t in range(1, 4):
+            numba.set_num_threads(1 if t == 2 else before)
+            g = rng.standard_normal(n).astype(np.float32)
+            optim.update_halves(kind, p, g, state, t, hyper)
+            optim.update(kind, ref, g, ref_state, t, hyper)
+    finally:
+        numba.set_num_threads(before)
+    assert np.array_equal(p, ref) and np.array_equal(state, ref_state)
+    assert not np.array_equal(p, rng.standard_normal(n).astype(np.float32))

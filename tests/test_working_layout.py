@@ -65,8 +65,8 @@ def test_the_rule_keeps_the_products_matrices_transposed(pair):
     src = working._generated().source
     assert "W1 = _p[0:2048].reshape((_dims[1], _dims[0]))  # stored transposed" in src
     assert "W2 = _p[2080:2176].reshape((_dims[5], _dims[4]))  # stored transposed" in src
-    assert "np.dot(W1, X.T, s0)" in src  # was np.dot(W1.T, X.T, s0)
-    assert "np.dot(grad_s0, X, grad_W1)" in src  # was np.dot(X.T, grad_s0.T, grad_W1)
+    assert "gemm(W1, X.T, s0)" in src  # was gemm(W1.T, X.T, s0)
+    assert "gemm(grad_s0, X, grad_W1)" in src  # was gemm(X.T, grad_s0.T, grad_W1)
     assert "_layout" not in canonical._generated().source
     assert ")  # stored transposed" not in canonical._generated().source
 

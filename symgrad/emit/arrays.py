@@ -8,7 +8,8 @@ its listing line as a comment:
 * matrices whose rows are the batch are stored transposed (samples innermost), so
   element-wise loops and most matrix products run along contiguous memory and vectorize;
 * consecutive element-wise lines over the same shape share one loop nest (fused);
-* matrix products call BLAS (``np.dot`` into a preallocated output) unless they are tiny
+* matrix products call BLAS (``symgrad.kernels.blas.gemm`` into a preallocated output, split
+  over two threads by hand) unless they are tiny
   (``BLAS_FROM``) or fused (below); tiny ones are loops ordered so the innermost runs along
   contiguous memory, or fast-math dot products;
   products over a small static dimension (``UNROLL_UP_TO`` terms) are written out term by
@@ -65,6 +66,9 @@ from .templates import environment
 
 __all__ = ["ArrayModule", "ArrayPrinter", "render_arrays"]
 
+#: Parameter vectors from this long are updated in two halves at once (the value of
+#: symgrad.kernels.optim.HALVES_FROM, which is not imported here: that would import Numba).
+HALVES_FROM = 1 << 15
 #: Matrix products from this many multiply-adds (batch rows counted as BLAS_BATCH) use BLAS
 #: unless fused into element-wise loops (UNROLL_UP_TO, SUMS_UP_TO; below FUSE_BELOW).
 #: Measured from compiled code, one thread: OpenBLAS (``np.dot``) beats the loops below from
@@ -479,10 +483,10 @@ class _Kernel:
                                                               (b.name, sw_b))
             left, right = f"{left}.T" if t_left else left, f"{right}.T" if t_right else right
             if not aug:
-                return [f"np.dot({left}, {right}, {c.name})"]
+                return [f"gemm({left}, {right}, {c.name})"]
             t = self.temp(c.shape)
             t.flip = c.flip  # stored as c is (a parameter's gradient may be transposed)
-            return [f"np.dot({left}, {right}, {t.name})",
+            return [f"gemm({left}, {right}, {t.name})",
                     *self.each(c, f"{c.name}[_a, _b] += {t.name}[_a, _b]")]
 
         def A(i, p):
@@ -797,7 +801,8 @@ def render_arrays(
                      kernels={"loops": ["DONE", "SUMS", "end_epoch", "permute"]
                               + (["accumulate"] if kernel.uses_accumulate else [])
                               + (["view2d"] if split["split"] == "" else []),
-                              "optim": ["update"]}),
+                              "optim": [_update(k)],
+                              **({"blas": ["gemm"]} if "gemm(" in code else {})}),
         version=version(),
         output=program.output.name,
         forward_listing=forward_lines,
@@ -826,6 +831,7 @@ def render_arrays(
                  if n.name != n.symbol.name],
         uses_numpy=True,
         n_params=k,
+        update=_update(k),
         dims=", ".join(f"{d}" for v in param_vars for d in v.shape),
     )
     context.update(split)
@@ -847,7 +853,7 @@ def _split_context(forward, backward, vars_, batch: str, output: str, grads: lis
         reason = f"its program does not split by samples: {reason}"
     if not reason and dtype != "float64":
         reason = f"it is {dtype}; two cores are for float64 models without BLAS products"
-    if not reason and "np.dot(" in code:
+    if not reason and ("np.dot(" in code or "gemm(" in code):
         reason = "its products call BLAS, which has threads of its own"
     if not reason and dropout:
         reason = "dropout masks come from one generator for the whole batch"
@@ -871,8 +877,14 @@ def _split_context(forward, backward, vars_, batch: str, output: str, grads: lis
     return dict(split="", chunk_unpack=lines, chunk_layout=layout)
 
 
+def _update(n_params: int) -> str:
+    """The optimizer step train calls: ``update``, or for long parameter vectors
+    ``update_halves`` (two halves at once, the same numbers: symgrad.kernels.optim)."""
+    return "update_halves" if n_params >= HALVES_FROM else "update"
+
+
 def _blas_operands(c_flip: bool, a: tuple, b: tuple) -> tuple[tuple, tuple]:
-    """The operands of ``np.dot(left, right, c)`` for ``c = A @ B``, each as (name,
+    """The operands of ``gemm(left, right, c)`` for ``c = A @ B``, each as (name,
     transposed), from ``a`` and ``b`` = (name, whether its storage is the transpose of
     the product's operand): a ``c`` stored transposed is computed as ``B^T @ A^T``."""
     (a, sw_a), (b, sw_b) = a, b

@@ -37,6 +37,7 @@ GENERATED_CODE_NAMES = frozenset(
     finite permute accumulate claim view2d cgutils impl_ret_borrowed chunk CHUNK_LAYOUT
     SUMS KINDS update end_epoch DONE DIVERGED EARLY_STOPPING
     BLOCK BLOCK_SIZE CHUNKS block_sums loss_and_grad_sum loss_sum train float64 int64 uint64
+    gemm SPLIT_FROM update_halves HALVES_FROM
     types
     hvp_array hessian_array hvp_block hvp_exact
     """.split()

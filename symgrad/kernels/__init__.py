@@ -7,6 +7,7 @@ afterwards; generated modules import them and compile only the model's own code:
 - ``vecmath``: vectorizable exp, log, sin, cos, tanh, log1p, expm1 (pure arithmetic);
 - ``loops``: the seeded shuffle, finiteness checks, the reassociable add of running sums;
 - ``optim``: the optimizers' update rules, one function for all of them;
+- ``blas``: large matrix products of matrix models, BLAS calls split over two threads;
 - ``trainer``: the training loop (epochs, minibatches, block sums, early stopping) that
   calls a model's per-sample block kernel through a first-class function argument;
 - ``arrays``: the loops of matrix models (sums, small products, row-wise softmax and
@@ -52,7 +53,7 @@ __all__ = ["MODULES", "cache_files", "cache_location", "copy_functions", "finger
            "standalone"]
 
 #: The kernel modules in dependency order.
-MODULES = ("vecmath", "loops", "optim", "trainer")
+MODULES = ("vecmath", "loops", "optim", "blas", "trainer")
 #: Every module of Numba functions here (the tape interpreter is not copied into saved
 #: modules, generated modules copy single functions of ``arrays``, and ``split``, the
 #: two-core loop of matrix models, is called by fit only, so none is in :data:`MODULES`).

@@ -20,7 +20,7 @@ gradient NaN): 41 -> 29 us over W3's parameters. No fast-math.
 
 import math
 
-from numba import njit
+from numba import njit, prange
 
 #: Optimizer names (``Optimizer.template``) in the order of their ``kind`` numbers.
 KINDS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "amsgrad")
@@ -129,3 +129,36 @@ def update(kind, p, g, state, t, hyper):
         else:
             _adam(p, g, state[0], state[1], beta1, beta2, rest1, rest2, step, unroot2, eps,
                   weight_decay, l1, one)
+
+
+#: Parameter vectors from this long are updated by :func:`update_halves` in two halves at
+#: once (a parallel region costs ~1.3 us; Adam over W3's 101,770 float32 values ~29 us).
+HALVES_FROM = 1 << 15
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def update_halves(kind, p, g, state, t, hyper):
+    """:func:`update`, Adam's and AMSGrad's loops over two halves of a long parameter vector
+    on two of Numba's threads (or one after the other on one): every entry is updated by
+    itself, so the numbers are the same as :func:`update`'s. Other optimizers, and short
+    vectors, go to :func:`update`."""
+    n = p.shape[0]
+    if kind < 6 or n < HALVES_FROM:
+        update(kind, p, g, state, t, hyper)
+        return
+    T = p.dtype.type
+    one = T(1.0)
+    weight_decay, l1 = T(hyper[1]), T(hyper[2])
+    beta1, beta2, eps = T(hyper[3]), T(hyper[4]), T(hyper[5])
+    step = T(hyper[0] / (1.0 - hyper[3] ** t))
+    unroot2 = T(1.0 / math.sqrt(1.0 - hyper[4] ** t))
+    rest1, rest2 = T(1.0 - hyper[3]), T(1.0 - hyper[4])
+    cut = n // 2 // 16 * 16
+    for h in prange(2):
+        lo, hi = (0, cut) if h == 0 else (cut, n)
+        if kind == 7:
+            _amsgrad(p[lo:hi], g[lo:hi], state[0, lo:hi], state[1, lo:hi], state[2, lo:hi],
+                     beta1, beta2, rest1, rest2, step, unroot2, eps, weight_decay, l1, one)
+        else:
+            _adam(p[lo:hi], g[lo:hi], state[0, lo:hi], state[1, lo:hi], beta1, beta2, rest1,
+                  rest2, step, unroot2, eps, weight_decay, l1, one)

@@ -14,6 +14,7 @@ import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import sympy as sp
@@ -342,18 +343,30 @@ class ArrayModel(Model):
             grad, buffers = loop_arguments(module, X, size, n_val, self._batched(),
                                            self._flipped(), self._np_dtype, self._values.size)
 
-            def train(values, state, step, hyper, *rest):
-                return call_train(module, values, grad, state, step, hyper, optimizer.kind, X,
-                                  V, buffers, module.DIMS, *rest)
+            def run(parallel, values, state, step, hyper, *rest):
+                with nullcontext() if parallel else one_numba_thread():
+                    return call_train(module, values, grad, state, step, hyper,
+                                      optimizer.kind, X, V, buffers, module.DIMS, *rest)
 
             chunks = split_chunks(module, X, self._batched(), self._flipped(), size)
             ran_on = self.timings["epochs_on_cores"] = {"all": 0, "one": 0}
-            if chunks is None:  # one thread: the module's train
-                def one_thread(*args):
-                    ran, status = train(*args)
-                    ran_on["one"] += ran
-                    return ran, status
-                return one_thread
+            if chunks is None:  # the module's train
+                # the large products (symgrad.kernels.blas) and the update of long parameter
+                # vectors (update_halves) on two threads or on one (the same bits), whichever
+                # ran an epoch faster: on a machine busy with other processes, threads wait
+                # for each other (W3 with another process on one of the 2 cores: 3.9 ms per
+                # step on two threads, 1.0 ms on one, the median of 8 pairs; single epochs up
+                # to 17.9 ms)
+                threaded = hasattr(module, "gemm") or hasattr(module, "update_halves")
+                if not threaded or _threads() == 1:
+                    def one_way(*args):
+                        ran, status = run(True, *args)
+                        ran_on["all" if threaded else "one"] += ran
+                        return ran, status
+                    return one_way
+                return all_cores_or_one(run, self._epoch_times.setdefault(
+                    ("gemm", size, n, n_val), ({True: math.inf, False: math.inf}, [0.0, 0.0])),
+                    ran_on)
             # full batches of a program that splits by samples: chunks of the samples on
             # all cores or on one (the same bits), whichever ran an epoch faster
             from ..kernels.split import train as split_train
@@ -363,12 +376,12 @@ class ArrayModel(Model):
             threads = min(_threads(), len(widths))
             timing: list[float] = []
 
-            def run(parallel, values, state, step, hyper, first, count, size, drop_last,
-                    shuffle, *rest):
+            def split_run(parallel, values, state, step, hyper, first, count, size,
+                          drop_last, shuffle, *rest):
                 if shuffle:  # (a shuffled full batch: the serial loop's order of sums)
                     t0 = time.perf_counter()
-                    out = train(values, state, step, hyper, first, count, size, drop_last,
-                                shuffle, *rest)
+                    out = run(parallel, values, state, step, hyper, first, count, size,
+                              drop_last, shuffle, *rest)
                     timing.append(time.perf_counter() - t0)
                     return out
 
@@ -385,7 +398,7 @@ class ArrayModel(Model):
                                   X, V, buffers, module.DIMS, first, count, size, drop_last,
                                   shuffle, *rest, loop=loop)
 
-            return all_cores_or_one(run, self._epoch_times.setdefault(
+            return all_cores_or_one(split_run, self._epoch_times.setdefault(
                 ("split", n, n_val), ({True: math.inf, False: math.inf}, [0.0, 0.0])),
                 ran_on, probe=SPLIT_PROBE, clock=lambda: timing[-1])
 
@@ -618,6 +631,39 @@ def evaluate_batch(module, X: tuple, buffers: tuple, flipped,
     return float(loss[0]), grad
 
 
+_BLAS: list = []  # threadpoolctl's view of the loaded BLAS libraries, made once
+
+
+def one_blas_thread():
+    """A context in which the BLAS libraries loaded in this process use one thread (made
+    after symgrad.kernels.blas, which loads SciPy's, is imported)."""
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
+
+
+@contextmanager
+def one_numba_thread():
+    """A context in which Numba's parallel loops (here: the halves of the products) run on
+    the calling thread only."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
 def to_working(module, a: np.ndarray) -> np.ndarray:
     """A copy of ``a`` (laid out like the parameters along its last axis: parameters,
     gradient, optimizer state rows) in the working layout of ``module.train``: the
@@ -729,6 +775,13 @@ def call_train(module, params, grad, state, *args, loop=None):
     conversions back (:func:`interrupt.deferred`): the loop writes the best loss in place, so a
     KeyboardInterrupt raised halfway would leave it with best parameters not yet (or half)
     converted."""
+    if hasattr(module, "gemm"):  # the products' halves are single-threaded BLAS calls
+        with one_blas_thread():
+            return _call_train(module, params, grad, state, *args, loop=loop)
+    return _call_train(module, params, grad, state, *args, loop=loop)
+
+
+def _call_train(module, params, grad, state, *args, loop=None):
     loop = loop or module.train
     if not getattr(module, "WORKING", ()):
         return loop(params, grad, state, *args)
