@@ -382,3 +382,13 @@ def test_a_value_pairing_the_samples_does_not_split(pairs):
     history = model.fit({**DATA, _Y: y}, epochs=1, verbose=0, engine="compiled")
     ref = np.mean((DATA[X] @ INIT[W] - DATA[T]) ** 2) + y.sum() ** 2 / ROWS
     assert history.loss[0] == pytest.approx(ref, rel=1e-12)
+
+
+def test_a_model_with_blas_products_stays_on_one_thread():
+    """Review of s10-w2: products through BLAS (which has threads of its own) keep the
+    one-thread loop. A guard for the check on the generated code ("np.dot("): whatever
+    calls BLAS there must still be seen (s10-w3 writes gemm( instead)."""
+    Xw, Ww = sp.MatrixSymbol("X", n, 64), sp.MatrixSymbol("W", 64, 64)
+    loss = sg.mean(sg.tanh(Xw * Ww))
+    reason = _reason(loss, {Ww: np.eye(64)}, [Xw])
+    assert "BLAS" in reason, reason
