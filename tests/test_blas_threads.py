@@ -89,3 +89,33 @@ def test_small_models_keep_update_and_a_single_way():
     m.fit({Xs: rng.random((40, 3)), Ys: rng.random((40, 2))}, epochs=3, batch_size=8,
           engine="compiled", verbose=0)
     assert m.timings["epochs_on_cores"] == {"all": 0, "one": 3}  # one thread: no BLAS, no threads
+
+
+def test_a_saved_module_with_gemm_runs_without_symgrad(tmp_path):
+    """Review of s10-w3: Model.save copies kernels.blas into the module beside the
+    template's own helpers: no name is defined twice (blas's _layout was replaced by the
+    template's working-layout _layout, and gemm failed to compile in the saved module), and
+    its gemm, in a process without symgrad, matches NumPy's product in float64."""
+    import ast
+    import json
+    import subprocess
+    import sys
+
+    path = _model().save(tmp_path / "w3.py")
+    tree = ast.parse(path.read_text())
+    names = [s.name for s in tree.body if isinstance(s, ast.FunctionDef)]
+    assert sorted({k for k in names if names.count(k) > 1}) == []
+    code = f"""
+import sys; sys.modules['symgrad'] = None; sys.modules['sympy'] = None
+import json, runpy, numpy as np
+m = runpy.run_path({str(path)!r})
+rng = np.random.default_rng(3)
+a, b = rng.random((128, 300), dtype=np.float32), rng.random((160, 300), dtype=np.float32).T
+out = np.empty((128, 160), np.float32)
+m['gemm'](a, b, out)
+print(json.dumps(float(np.abs(out - a.astype(float) @ b.astype(float)).max())))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout) <= 1e-4

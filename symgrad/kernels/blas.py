@@ -48,7 +48,7 @@ def _at(typingctx, arr, offset):
 
 
 @njit(cache=True)
-def _layout(x):
+def _blas_layout(x):
     """How BLAS reads ``x`` (rows, cols): (1, ld) rows contiguous (column-major, it is x.T
     with leading dimension ld), (0, ld) columns contiguous, (-1, 0) neither."""
     r, c = x.shape
@@ -97,7 +97,7 @@ def gemm(a, b, out):
     if K == 0:
         out[:] = 0.0
         return out
-    if _layout(out)[0] < 0:  # written through a contiguous copy
+    if _blas_layout(out)[0] < 0:  # written through a contiguous copy
         c = np.empty((M, N), out.dtype)
         _product(_usable(a), _usable(b), c)
         out[:] = c
@@ -109,7 +109,7 @@ def gemm(a, b, out):
 @njit(cache=True)
 def _usable(x):
     """x, or a C-contiguous copy if BLAS cannot read it (no unit stride)."""
-    if _layout(x)[0] < 0:
+    if _blas_layout(x)[0] < 0:
         return np.ascontiguousarray(x)
     return x
 
@@ -119,9 +119,9 @@ def _product(a, b, out):
     """out = a @ b, every operand readable by BLAS, no dimension 0."""
     M, K = a.shape
     N = b.shape[1]
-    fa, lda = _layout(a)
-    fb, ldb = _layout(b)
-    fc, ldc = _layout(out)
+    fa, lda = _blas_layout(a)
+    fb, ldb = _blas_layout(b)
+    fc, ldc = _blas_layout(out)
     one = np.ones(1, out.dtype)
     zero = np.zeros(1, out.dtype)
     if fc == 1:  # out rows contiguous: BLAS computes out.T (N x M) = b.T a.T
