@@ -642,91 +642,33 @@ def test_block_takes_constant_factors_out_of_its_sums(tmp_path, loss, marker):
     np.testing.assert_allclose(model.hvp(v, {x: data[0], y: data[1]}), want, rtol=1e-10)
 
 
-@pytest.mark.parametrize("extra", [0, 1])
-def test_block_keeps_a_finite_gradient_where_a_forward_product_overflows(tmp_path, extra):
-    """A logistic curve written by hand, 1/(1 + a*exp(b*x)): at x = 690 the product
-    p = a*exp(b*x) overflows to inf while exp(b*x) (1e299) and the loss (y**2) are finite,
-    and grad_p = -0. The gradient with respect to b, (grad_p*a)*exp(b*x) per sample, is -0
-    there, not grad_p*p = -0*inf = nan. Without sin/cos the block has no fallback and keeps
-    the plain adjoints; with a sin(x)**2 term it has one (libm's sin, the plain adjoints),
-    its fast block takes grad_p*p (nan at x = 690: checked) and the fallback redoes that
-    block. Sums against mpmath (each sample's terms at 60 digits)."""
+def test_block_keeps_a_finite_gradient_where_a_forward_product_overflows(tmp_path):
+    """(Why block kernels do not reuse the forward pass's products in adjoints: tried and
+    reverted.) A logistic curve written by hand, 1/(1 + a*exp(b*x)): at x = 690 the
+    product p = a*exp(b*x) overflows to inf while exp(b*x) (1e299) and the loss (y**2) are
+    finite, and grad_p = -0. The gradient with respect to b, (grad_p*a)*exp(b*x) per
+    sample, is -0 there, not grad_p*p = -0*inf = nan. Sums against mpmath (each sample's
+    terms at 60 digits)."""
     import mpmath
 
     from symgrad.kernels.trainer import loss_and_grad_sum
 
-    loss = (1 / (1 + a * sp.exp(b * x)) - y) ** 2 + extra * sp.sin(x) ** 2
+    loss = (1 / (1 + a * sp.exp(b * x)) - y) ** 2
     model = sg.Model(loss=loss, params={a: 1e10, b: 1.0}, data=[x, y],
                      cache_dir=tmp_path / "cache")
     m = model.trainer
-    assert m.HAS_EXACT == bool(extra)
     cols = np.array([[690.0, 1.0, 2.0, 3.0], [0.5, 0.1, 0.2, 0.3]])
-    values = np.array([1e10, 1.0])
     grad = np.empty(2)
-    if extra:  # the fast block alone: nan where the product overflowed
-        loss_and_grad_sum(m.block, m.block, False, False, values, cols, 0, 4, grad)
-        assert np.isnan(grad[1])
-    total = loss_and_grad_sum(m.block, m.exact, m.HAS_EXACT, False, values, cols, 0, 4, grad)
+    total = loss_and_grad_sum(m.block, m.exact, m.HAS_EXACT, False, np.array([1e10, 1.0]),
+                              cols, 0, 4, grad)
     with mpmath.workdps(60):
         want = [mpmath.mpf(0)] * 3
         for xi, yi in cols.T:
             p = mpmath.mpf(1e10) * mpmath.exp(mpmath.mpf(xi))
             r = 1 / (1 + p) - mpmath.mpf(yi)
             dp = -2 * r / (1 + p) ** 2  # d loss / d p
-            want = [want[0] + r ** 2 + extra * mpmath.sin(mpmath.mpf(xi)) ** 2,
-                    want[1] + dp * p / mpmath.mpf(1e10), want[2] + dp * p * xi]
+            want = [want[0] + r ** 2, want[1] + dp * p / mpmath.mpf(1e10), want[2] + dp * p * xi]
     np.testing.assert_allclose([total, *grad], [float(w) for w in want], rtol=1e-12)
-
-
-@pytest.mark.parametrize("loss, fewer", [
-    # s7 = s3*s6, s3 = exp(-b*x): grad_s2 = grad_s7*s7, not grad_s3 = grad_s7*s6, grad_s3*s3
-    ((a * sp.exp(-b * x) * sp.sin(c * x + 0.5) - y) ** 2, 1),
-    # two exps in one product: both adjoints from it, one line each (with a sin: a fallback)
-    ((a * sp.exp(b * x) * sp.exp(c * x) - y) ** 2 + sp.sin(x) ** 2, 2),
-    # the factor before exp a parameter (grad_s3 = a*grad_s4), inside a log
-    (sp.log(1 + (a * c * sp.exp(-b * x) - y) ** 2) + sp.cos(x) ** 2, 1),
-    # exp's adjoint a sum of two (exp used twice): nothing reused
-    ((sp.exp(-b * x) * sp.sin(c * x) + a * sp.exp(-b * x) - y) ** 2, 0),
-    # no sin/cos, so no fallback block: nothing reused
-    ((a * sp.exp(b * x) * sp.exp(c * x) - y) ** 2, 0),
-])
-def test_block_reuses_products_of_the_forward_pass(tmp_path, loss, fewer):
-    """Below p = u*v, u = exp(w), a block with a fallback computes grad_w as grad_p*p (one
-    multiplication) instead of (grad_p*v)*u: one backward line fewer per such exp; the
-    fallback keeps every grad_w = grad_u*u. The sums (block, and with a sample past the
-    fast sin's range the fallback's) match sympy's derivatives evaluated by NumPy."""
-    import re
-
-    from symgrad.emit.module import _reuse_products
-    from symgrad.kernels.trainer import loss_and_grad_sum
-
-    params = {a: 1.5, b: 0.2, c: 2.9}
-    model = sg.Model(loss=loss, params=params, data=[x, y], cache_dir=tmp_path / "cache")
-    program = model.program
-    m = model.trainer
-    if fewer:
-        assert len(program.backward) - len(_reuse_products(program).backward) == fewer
-    source = model.generated.source
-    block = source.split("def block(")[1].split("def exact(")[0]
-    exps = re.findall(r"(s\d+) = exp\(", block)
-    assert exps
-    assert sum(f" = grad_{u}*{u}\n" not in block for u in exps) == fewer  # grad_w = grad_u*u
-    if m.HAS_EXACT:
-        exact = source.split("def exact(")[1]
-        assert all(f" = grad_{u}*{u}\n" in exact for u in exps)
-    rng = np.random.default_rng(9)
-    data = np.vstack([rng.uniform(0, 10, 5000), rng.normal(size=5000)])
-    values = np.array(list(params.values()))
-    terms = [loss] + [sp.diff(loss, p) for p in params]
-    f = sp.lambdify([x, y], [t.subs(params) for t in terms], "numpy")
-    far = data.copy()
-    far[0, 7] = 1e13  # past the fast sin's range: that block is the exact (libm) one
-    grad = np.empty(3)
-    for cols in (data, far):
-        total = loss_and_grad_sum(m.block, m.exact, m.HAS_EXACT, False, values, cols, 0,
-                                  5000, grad)
-        want = np.array(f(cols[0], cols[1])).sum(axis=1)
-        np.testing.assert_allclose([total, *grad], want, rtol=1e-11)
 
 
 def test_fit_runs_on_one_core_when_all_cores_are_slower(monkeypatch):

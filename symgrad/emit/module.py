@@ -10,7 +10,7 @@ module only inside comments, escaped with ``ascii()`` so they cannot end the com
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import sympy as sp
 from sympy.codegen.ast import AddAugmentedAssignment, Assignment
@@ -189,15 +189,9 @@ def render_trainer(
     context = _printed(graph, program, [*params, *data], fast_math, ranged=True,
                        kernels={"loops": ["accumulate"], "trainer": ["BLOCK"]},
                        standalone=standalone, tangent=tangent)
-    has_exact = bool(context["exact_forward"])
-    # With a fallback block (fast sin/cos: non-finite sums are redone with libm), the fast
-    # block also takes the forward pass's products for adjoints; the fallback keeps the
-    # plain ones (a product that overflows gives nan there, see _reuse_products)
-    lines, factors, scales = _scaled_sums(_reuse_products(program) if has_exact else program,
-                                          params)
+    lines, factors, scales = _scaled_sums(program, params)
     printer = FlatCodePrinter()
     exact = FlatCodePrinter({"fully_qualified_modules": True})  # the libm fallback block
-    exact_lines, exact_factors, exact_scales = _scaled_sums(program, params)
     source = environment().get_template("trainer.py.j2").render(
         context,
         params=[n.name for n in params],
@@ -205,70 +199,13 @@ def render_trainer(
         uses_numpy=False,
         numba_names=["cfunc", "njit", "uint64"],
         block_backward=[printer.doprint(a) for a in lines],
-        exact_block_backward=[exact.doprint(a) for a in exact_lines] if has_exact else [],
+        exact_block_backward=[exact.doprint(a) for a in lines] if context["exact_forward"] else [],
         factors=[(n, printer.doprint(f)) for n, f in factors],
         scales=scales,
-        exact_factors=[(n, exact.doprint(f)) for n, f in exact_factors],
-        exact_scales=exact_scales,
     )
     return GeneratedModule(source, context["forward"], context["backward"],
                            [n.name for n in params], [n.name for n in params],
                            context["output"], context["renamed"], context["tangent"])
-
-
-def _reuse_products(program: Program) -> Program:
-    """The program with an adjoint ``(h*v)*u`` computed as ``h*p`` where the forward pass
-    already has ``p = u*v``, for block kernels: below ``p = u*v``, ``u = exp(w)`` the reverse
-    pass writes ``grad_u = grad_p*v`` and ``grad_w = grad_u*u``, two multiplications per
-    sample where ``grad_w = grad_p*p`` takes one (and is ``grad_v``'s ``grad_p*u*...`` at
-    times: W4's ``grad_a = grad_s8*s7`` and ``grad_s2 = grad_s7*s7``, one multiplication
-    for both). Only where ``grad_u`` (not a gradient asked for) is used by that line alone:
-    its line goes. Lines ``x = y*z`` of two names, in one pass. The same value up to rounding
-    (one product reassociated), but where ``p`` overflows and ``h`` is 0: ``h*p`` is nan
-    where ``(h*v)*u`` is 0 (``1/(1 + a*exp(b*x))`` at ``a*exp(b*x)`` = inf), so only a block
-    whose non-finite sums are redone by a fallback block with the plain adjoints uses it."""
-    products: dict[tuple, sp.Symbol] = {}
-    for a in program.forward:
-        if _two_names(a.rhs):
-            products.setdefault(_pair(*a.rhs.args), a.lhs)
-    keep = set(program.grads) | {program.output}
-    lines: list = list(program.backward)
-    uses: dict[sp.Symbol, int] = {}  # a rewrite moves h's one use from line j to line k
-    for a in lines:
-        for name in a.rhs.free_symbols:
-            uses[name] = uses.get(name, 0) + 1
-    keep |= {a.lhs for a in lines if type(a) is not Assignment}
-    defined: dict[sp.Symbol, int] = {}
-    for k, a in enumerate(lines):
-        while type(a) is Assignment and _two_names(a.rhs):
-            found = None
-            for g, u in (a.rhs.args, a.rhs.args[::-1]):
-                j = defined.get(g)
-                if j is None or g in keep or uses.get(g) != 1:
-                    continue
-                for h, v in (lines[j].rhs.args, lines[j].rhs.args[::-1]):
-                    if found is None and _pair(u, v) in products:
-                        found = j, h, products[_pair(u, v)]
-            if found is None:
-                break
-            j, h, p = found
-            lines[j] = None
-            a = lines[k] = Assignment(a.lhs, sp.Mul(h, p, evaluate=False))
-        if type(a) is Assignment and _two_names(a.rhs):
-            defined[a.lhs] = k
-    if None not in lines:
-        return program
-    return replace(program, backward=[a for a in lines if a is not None], edges=[])
-
-
-def _pair(u: sp.Symbol, v: sp.Symbol) -> tuple:
-    return (u, v) if str(u) <= str(v) else (v, u)
-
-
-def _two_names(expr: sp.Basic) -> bool:
-    """Whether ``expr`` is a product of exactly two names."""
-    return (isinstance(expr, sp.Mul) and len(expr.args) == 2
-            and all(isinstance(f, sp.Symbol) for f in expr.args))
 
 
 def _scaled_sums(program: Program, params: Sequence[Node]):
