@@ -30,7 +30,9 @@ thread time, the machine shared with two other measuring processes, load 3-4):
   each iteration, no spills, 146 instructions) 0.93x to 1.06x between runs: not kept.
 - Each multiply/FMA saved is worth ~0.7-1 %: sin and cos one degree lower 0.987x, exp two
   degrees lower 0.98x (accuracy not kept, speed probes only); two adds fused into FMAs
-  0.994x. The product reuse (2 multiplies) 0.973x.
+  0.994x. The product reuse (2 multiplies) 0.973x, reverted: finite but imprecise
+  gradients where a forward product underflows
+  (test_block_keeps_a_precise_gradient_where_a_forward_product_underflows).
 - Outside the samples: a step on one block (2048 samples) is ~5 us against ~2.6 ms on
   1e6 samples (0.2 %).
 

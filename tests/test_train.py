@@ -671,6 +671,30 @@ def test_block_keeps_a_finite_gradient_where_a_forward_product_overflows(tmp_pat
     np.testing.assert_allclose([total, *grad], [float(w) for w in want], rtol=1e-12)
 
 
+@pytest.mark.parametrize("xi, yi", [(370.0, 1e300), (371.0, 1e302), (373.0, 1e308)])
+def test_block_keeps_a_precise_gradient_where_a_forward_product_underflows(tmp_path, xi, yi):
+    """Review of s10-w4: y*exp(-a*x)*exp(-b*x) (+ sin(x)**2, so a fallback block exists): at
+    x = 370..373 each exp is a normal number (~1e-161) but their product p is subnormal (or
+    0 at 373) while y*p is not; the plain adjoint (grad_p*exp(-b*x))*exp(-a*x) keeps every
+    bit, grad_p*p only p's few (4 % off at 371, 0 at 373), and nothing there is non-finite
+    for the fallback to catch. The gradient's sums against mpmath (50 digits)."""
+    import mpmath
+
+    from symgrad.kernels.trainer import loss_and_grad_sum
+
+    loss = y * sp.exp(-a * x) * sp.exp(-b * x) + sp.sin(x) ** 2
+    model = sg.Model(loss=loss, params={a: 1.0, b: 1.0}, data=[x, y],
+                     cache_dir=tmp_path / "cache")
+    m = model.trainer
+    assert m.HAS_EXACT
+    grad = np.empty(2)
+    loss_and_grad_sum(m.block, m.exact, m.HAS_EXACT, False, np.array([1.0, 1.0]),
+                      np.array([[xi], [yi]]), 0, 1, grad)
+    with mpmath.workdps(50):
+        want = float(-mpmath.mpf(xi) * mpmath.mpf(yi) * mpmath.exp(-2 * mpmath.mpf(xi)))
+    np.testing.assert_allclose(grad, [want, want], rtol=1e-12)
+
+
 def test_fit_runs_on_one_core_when_all_cores_are_slower(monkeypatch):
     """From PARALLEL_FROM samples fit tries both ways (all cores, one) and keeps the faster;
     both give the same sums, so the parameters are the same bits whichever ran."""
