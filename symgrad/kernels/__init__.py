@@ -230,7 +230,7 @@ def warm() -> float:
     import numpy as np
     from numba import cfunc
 
-    from . import loops, optim, trainer, vecmath
+    from . import blas, loops, optim, trainer, vecmath
 
     start = time.perf_counter()
     ready()
@@ -254,6 +254,10 @@ def warm() -> float:
     for dtype in (np.float64, np.float32):
         p = np.zeros(3, dtype=dtype)
         optim.update(6, p, p.copy(), np.zeros((3, 3), dtype=dtype), 1, np.zeros(6))
+        optim.update_halves(6, p, p.copy(), np.zeros((3, 3), dtype=dtype), 1, np.zeros(6))
+        a, out = np.ones((2, 2), dtype=dtype), np.empty((2, 2), dtype=dtype)
+        for left, right in ((a, a), (a.T, a), (a, a.T)):  # the operand layouts emit writes
+            blas.gemm(left, right, out)
     loops.permute(np.empty(3, dtype=np.int64), 0)
     from . import split
 
