@@ -1,5 +1,7 @@
 """W2 on two cores, written by hand: what one parallel region over all epochs buys (issue #15).
 
+(Built into the library since: ``symgrad/emit/split.py`` decides which programs split by
+samples, ``symgrad/kernels/split.py`` runs them; this script stays as the measurement.)
 A prototype, not library code: W2's generated training loop (``model.generated.source``)
 rewritten by hand so that both cores share each epoch. The batch's samples are split into
 fixed chunks (a multiple of 32 samples each, boundaries from the sample count only); each

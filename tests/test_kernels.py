@@ -190,12 +190,15 @@ def test_row_wise_softmax_kernels_match_numpy():
         np.testing.assert_allclose(out.sum(axis=0), 1.0, rtol=1e-12)
         arrays.softmax_from_lse.py_func(sv, out, wz, True)  # adds a second softmax
         np.testing.assert_allclose(out, 2 * np.exp(want_log), rtol=1e-13, atol=1e-300)
-        loss = arrays.sce_t.py_func(sv, np.asfortranarray(y1), wm, wz, wl)
+        loss = arrays.sce_t.py_func(sv, np.asfortranarray(y1), wm, wz, wl, 11.0)
         assert loss == pytest.approx(-np.mean(np.sum(y1 * want_log, axis=0)), rel=1e-13)
+        # a chunk of a larger batch: its samples' sum over the batch size
+        assert arrays.sce_t.py_func(sv, np.asfortranarray(y1), wm, wz, wl, 44.0) == \
+            pytest.approx(-np.sum(y1 * want_log) / 44, rel=1e-13)
         np.testing.assert_allclose(wz, lse, rtol=1e-14)  # left for the backward softmax
         probs = np.full((4, 11), np.nan)
         wm2, wz2, wl2 = np.zeros(11), np.zeros(11), np.zeros(11)
-        assert arrays.sce_probs_t.py_func(sv, np.asfortranarray(y1), wm2, wz2, wl2,
+        assert arrays.sce_probs_t.py_func(sv, np.asfortranarray(y1), wm2, wz2, wl2, 11.0,
                                           probs) == loss  # the same arithmetic
         np.testing.assert_array_equal(wz2, wz)
         np.testing.assert_allclose(probs, np.exp(want_log), rtol=1e-13, atol=1e-300)

@@ -61,6 +61,7 @@ from ..kernels import copy_functions
 from ..rules import Program
 from .module import math_context, version
 from .printer import FlatCodePrinter
+from .split import split_reason
 from .templates import environment
 
 __all__ = ["ArrayModule", "ArrayPrinter", "render_arrays"]
@@ -625,7 +626,8 @@ class _Kernel:
         a, y = self.vars[e.args[0].name], self.vars[e.args[1].name]
         self.work(self.dim(a.shape[0]))
         self.lse_of = a.name
-        args = f"{self.transposed_view(a)}, {self.transposed_view(y)}, _wm[0], _wz[0], _wl[0]"
+        args = (f"{self.transposed_view(a)}, {self.transposed_view(y)}, _wm[0], _wz[0], _wl[0], "
+                f"float({self.dim(a.shape[0])})")
         call = self.call("sce_t", args)
         self.sce_at[a.name] = (len(self.blocks), call)  # the block assign() adds next
         return [f"{out.name} {'+=' if aug else '='} {call}"]
@@ -788,11 +790,17 @@ def render_arrays(
     for v in param_vars:
         offsets.append((k, k + math.prod(v.shape)))
         k += math.prod(v.shape)
+    split = _split_context(forward, backward, vars_, batch_name, program.output.name,
+                           grad_names, data_vars, [dict(name=v.name, dims=_dims(v))
+                                                   for v in buffers]
+                           + [dict(name=w, dims=f"(1, {work})") for w in ("_wm", "_wz", "_wl")
+                              if work], code, dtype, kernel.uses_dropout)
     context = dict(
         math_context(printer, graph, fast_math, extra=kernel_reads & _MATH_NAMES,
                      standalone=standalone, loops=True,
                      kernels={"loops": ["DONE", "SUMS", "end_epoch", "permute"]
-                              + (["accumulate"] if kernel.uses_accumulate else []),
+                              + (["accumulate"] if kernel.uses_accumulate else [])
+                              + (["view2d"] if split["split"] == "" else []),
                               "optim": [_update(k)],
                               **({"blas": ["gemm"]} if "gemm(" in code else {})}),
         version=version(),
@@ -826,10 +834,47 @@ def render_arrays(
         update=_update(k),
         dims=", ".join(f"{d}" for v in param_vars for d in v.shape),
     )
+    context.update(split)
     source = environment().get_template("arrays.py.j2").render(context)
     return ArrayModule(source, forward_lines, backward_lines, [v.name for v in param_vars],
                        [v.name for v in data_vars], program.output.name, context["renamed"],
                        batch_name, tuple(v.flip for v in data_vars))
+
+
+def _split_context(forward, backward, vars_, batch: str, output: str, grads: list[str],
+                   data_vars: list[_Var], buffers: list[dict], code: str, dtype: str,
+                   dropout: bool) -> dict:
+    """The template's ``split`` (why the program does not split by samples, or "") and, when
+    it does, ``chunk_unpack``: the lines of ``chunk`` that lay the chunk's data and buffers
+    out in its one work vector (``CHUNK_LAYOUT``, in order; each entry padded to 8 words)."""
+    reason = split_reason([*forward, *backward], {k: v.shape for k, v in vars_.items()},
+                          batch, [output, *grads])
+    if reason:
+        reason = f"its program does not split by samples: {reason}"
+    if not reason and dtype != "float64":
+        reason = f"it is {dtype}; two cores are for float64 models without BLAS products"
+    if not reason and ("np.dot(" in code or "gemm(" in code):
+        reason = "its products call BLAS, which has threads of its own"
+    if not reason and dropout:
+        reason = "dropout masks come from one generator for the whole batch"
+    if not reason and not any(not isinstance(v.shape[0], int) for v in data_vars):
+        reason = "no data matrix has the batch as its rows"
+    if reason:
+        return dict(split=reason, chunk_unpack=[], chunk_layout=[])
+    entries = [(v.name, _dims(v)) for v in data_vars]
+    entries += [(b["name"], b["dims"]) for b in buffers]
+    lines, layout = ["_o = 0"], []
+    for name, dims in entries:
+        parts = [d.strip() for d in dims.strip("()").split(",")]
+        layout.append(f"({', '.join(parts)})")
+        sizes = ["_m" if d == "None" else f"max(_m, {d[1:]})" if d.startswith("-") else d
+                 for d in parts]
+        words = " * ".join(sizes)
+        lines.append(f"{name} = view2d(_w, _o, {', '.join(sizes)})")
+        lines.append(f"_o += ({words} + 7) // 8 * 8")
+    lines += ["if _o > _w.shape[0]:  # a work vector too short for m (never from fit)",
+              "    return math.nan"]
+    return dict(split="", chunk_unpack=lines, chunk_layout=layout)
 
 
 def _update(n_params: int) -> str:

@@ -55,9 +55,9 @@ __all__ = ["MODULES", "cache_files", "cache_location", "copy_functions", "finger
 #: The kernel modules in dependency order.
 MODULES = ("vecmath", "loops", "optim", "blas", "trainer")
 #: Every module of Numba functions here (the tape interpreter is not copied into saved
-#: modules, and generated modules copy single functions of ``arrays``, so neither is in
-#: :data:`MODULES`).
-ALL = (*MODULES, "arrays", "tape_vm")
+#: modules, generated modules copy single functions of ``arrays``, and ``split``, the
+#: two-core loop of matrix models, is called by fit only, so none is in :data:`MODULES`).
+ALL = (*MODULES, "arrays", "tape_vm", "split")
 _HERE = Path(__file__).parent
 _LOCATION: list[Path] = []
 
@@ -259,4 +259,7 @@ def warm() -> float:
         for left, right in ((a, a), (a.T, a), (a, a.T)):  # the operand layouts emit writes
             blas.gemm(left, right, out)
     loops.permute(np.empty(3, dtype=np.int64), 0)
+    from . import split
+
+    split.compiled_worker()  # the two-core loop of matrix models
     return time.perf_counter() - start

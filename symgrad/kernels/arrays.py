@@ -144,20 +144,22 @@ def log_softmax_t(a, out, wm, wz, acc):
 
 
 @njit(cache=True, error_model="numpy")
-def sce_t(s, y, wm, wz, wl):
-    """Mean over samples of sum_j y[j, i] * (logsumexp_j s[:, i] - s[j, i]), both stored
-    (classes, samples); leaves each sample's log-sum-exp in wz (for the backward softmax)."""
+def sce_t(s, y, wm, wz, wl, count):
+    """Sum over samples of sum_j y[j, i] * (logsumexp_j s[:, i] - s[j, i]), both stored
+    (classes, samples), divided by ``count`` (the batch size: a mean; more than s's samples
+    when s holds one chunk of the batch); leaves each sample's log-sum-exp in wz (for the
+    backward softmax)."""
     row_lse(s, wm, wz)
     for i in range(s.shape[1]):
         wl[i] = 0.0
     for j in range(s.shape[0]):
         for i in range(s.shape[1]):
             wl[i] += y[j, i] * (wz[i] - s[j, i])
-    return sum1d(wl, s.shape[1]) / s.shape[1]
+    return sum1d(wl, s.shape[1]) / count
 
 
 @njit(cache=True, error_model="numpy")
-def sce_probs_t(s, y, wm, wz, wl, p):
+def sce_probs_t(s, y, wm, wz, wl, count, p):
     """:func:`sce_t` (the same loss, the same log-sum-exp left in wz), and the softmax of each
     sample into p, stored like s: exp(s - max) times the reciprocal of its sum, from the
     exponentials the loss needs anyway, so the backward pass's softmax costs no exp of its
@@ -177,7 +179,7 @@ def sce_probs_t(s, y, wm, wz, wl, p):
         for i in range(s.shape[1]):
             p[j, i] = p[j, i] * wl[i]
             wm[i] += y[j, i] * (wz[i] - s[j, i])
-    return sum1d(wm, s.shape[1]) / s.shape[1]
+    return sum1d(wm, s.shape[1]) / count
 
 
 @njit(cache=True, error_model="numpy", fastmath=SUMS)

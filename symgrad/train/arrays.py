@@ -38,6 +38,9 @@ from .optim import Optimizer
 __all__ = ["ArrayModel", "SymmetryWarning", "one_hot"]
 
 _DTYPES = {"float64": np.float64, "float32": np.float32}
+#: Epochs of a try of the other way (two threads or one) in a full-batch fit on chunks of
+#: the samples: one epoch (~10 us on W2) is too short for a second thread to start working.
+SPLIT_PROBE = 16
 
 
 class SymmetryWarning(UserWarning):
@@ -345,23 +348,59 @@ class ArrayModel(Model):
                     return call_train(module, values, grad, state, step, hyper,
                                       optimizer.kind, X, V, buffers, module.DIMS, *rest)
 
-            # the large products (symgrad.kernels.blas) and the update of long parameter
-            # vectors (update_halves) on two threads or on one (the same bits), whichever
-            # ran an epoch faster: on a machine busy with other
-            # processes, threads wait for each other (W3 with another process on one of the
-            # 2 cores: 3.9 ms per step on two threads, 1.0 ms on one, the median of 8
-            # pairs; single epochs up to 17.9 ms)
+            chunks = split_chunks(module, X, self._batched(), self._flipped(), size)
             ran_on = self.timings["epochs_on_cores"] = {"all": 0, "one": 0}
-            threaded = hasattr(module, "gemm") or hasattr(module, "update_halves")
-            if not threaded or _threads() == 1:
-                def one_way(*args):
-                    ran, status = run(True, *args)
-                    ran_on["all" if threaded else "one"] += ran  # no threads: one core
-                    return ran, status
-                return one_way
-            return all_cores_or_one(run, self._epoch_times.setdefault(
-                ("gemm", size, n, n_val), ({True: math.inf, False: math.inf}, [0.0, 0.0])),
-                ran_on)
+            if chunks is None:  # the module's train
+                # the large products (symgrad.kernels.blas) and the update of long parameter
+                # vectors (update_halves) on two threads or on one (the same bits), whichever
+                # ran an epoch faster: on a machine busy with other processes, threads wait
+                # for each other (W3 with another process on one of the 2 cores: 3.9 ms per
+                # step on two threads, 1.0 ms on one, the median of 8 pairs; single epochs up
+                # to 17.9 ms)
+                threaded = hasattr(module, "gemm") or hasattr(module, "update_halves")
+                if not threaded or _threads() == 1:
+                    def one_way(*args):
+                        ran, status = run(True, *args)
+                        ran_on["all" if threaded else "one"] += ran
+                        return ran, status
+                    return one_way
+                return all_cores_or_one(run, self._epoch_times.setdefault(
+                    ("gemm", size, n, n_val), ({True: math.inf, False: math.inf}, [0.0, 0.0])),
+                    ran_on)
+            # full batches of a program that splits by samples: chunks of the samples on
+            # all cores or on one (the same bits), whichever ran an epoch faster
+            from ..kernels.split import train as split_train
+
+            works, widths = chunks
+            val = split_work(module, V, self._batched(), self._flipped(), 0, n_val)
+            threads = min(_threads(), len(widths))
+            timing: list[float] = []
+
+            def split_run(parallel, values, state, step, hyper, first, count, size,
+                          drop_last, shuffle, *rest):
+                if shuffle:  # (a shuffled full batch: the serial loop's order of sums)
+                    t0 = time.perf_counter()
+                    out = run(parallel, values, state, step, hyper, first, count, size,
+                              drop_last, shuffle, *rest)
+                    timing.append(time.perf_counter() - t0)
+                    return out
+
+                def loop(p, g, st, stp, hy, kind, _X, _V, _buffers, dims, first, epochs,
+                         *args):
+                    *_, patience, losses, val_losses, best, best_params = args
+                    # (the first call, fit's compile, loads or compiles chunk and the loop)
+                    return split_train(threads if parallel else 1, split_chunk(module), works,
+                                       widths, n, dims, val, n_val, p, g, kind, st, stp, hy,
+                                       first, epochs, patience, losses, val_losses, best,
+                                       best_params, timing)
+
+                return call_train(module, values, grad, state, step, hyper, optimizer.kind,
+                                  X, V, buffers, module.DIMS, first, count, size, drop_last,
+                                  shuffle, *rest, loop=loop)
+
+            return all_cores_or_one(split_run, self._epoch_times.setdefault(
+                ("split", n, n_val), ({True: math.inf, False: math.inf}, [0.0, 0.0])),
+                ran_on, probe=SPLIT_PROBE, clock=lambda: timing[-1])
 
         if engine == "numpy" and self._has_dropout():
             raise ValueError("this model uses dropout, whose masks come from the compiled "
@@ -651,8 +690,84 @@ def _transposed(module, a: np.ndarray, out: np.ndarray, into_working: bool) -> n
     return out
 
 
-def call_train(module, params, grad, state, *args):
-    """``module.train(params, grad, state, *args)`` in the model's layout: the parameters,
+def split_chunks(module, X: tuple, batched, flipped, size: int):
+    """The work vectors and sample counts of the chunks fit trains full batches on
+    (``symgrad.kernels.split``), each filled with its samples of ``X`` (as stored), and a
+    last one for no samples (the parameter-only part); None if
+    the module's program does not split by samples (no ``chunk``), batches are smaller
+    than the data, or the data makes one chunk."""
+    from ..kernels.split import chunk_size
+
+    if not hasattr(module, "chunk"):
+        return None
+    n = next((a.shape[1] if f else a.shape[0] for a, b, f in zip(X, batched, flipped) if b), 0)
+    per = chunk_size(n)
+    if size < n or per >= n:
+        return None
+    starts = range(0, n, per)
+    widths = np.array([*(min(per, n - lo) for lo in starts), 0], dtype=np.int64)
+    works = _aligned((len(widths), _words(module, per)))
+    for c, lo in enumerate(starts):
+        split_work(module, X, batched, flipped, lo, lo + int(widths[c]), works[c])
+    split_work(module, X, batched, flipped, 0, 0, works[-1])  # unbatched data, if any
+    return works, widths
+
+
+def _aligned(shape: tuple) -> np.ndarray:
+    """np.zeros(shape) starting on a 64-byte boundary (a cache line, an AVX-512 vector): the
+    chunks' buffers, each a multiple of 8 doubles long, then all start on one."""
+    flat = np.zeros(math.prod(shape) + 8)
+    skip = (-flat.ctypes.data % 64) // 8
+    return flat[skip:skip + math.prod(shape)].reshape(shape)
+
+
+def split_work(module, X: tuple, batched, flipped, lo: int, hi: int,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """A work vector of ``module.chunk`` (``module.CHUNK_LAYOUT``) for samples lo..hi-1 of
+    ``X``: their data in place, room for the buffers."""
+    m = hi - lo
+    if out is None:
+        out = _aligned((_words(module, m),))
+    o = 0
+    for a, b, f in zip(X, batched, flipped):
+        block = a if not b else a[:, lo:hi] if f else a[lo:hi]
+        out[o:o + block.size] = block.ravel()
+        o += -(-block.size // 8) * 8
+    return out
+
+
+def _words(module, m: int) -> int:
+    """Length of a work vector of ``module.chunk`` for m samples."""
+    total = 0
+    for dims in module.CHUNK_LAYOUT:
+        k = 1
+        for d in dims:
+            k *= m if d is None else max(m, -d) if d < 0 else d
+        total += -(-k // 8) * 8
+    return total
+
+
+def split_chunk(module):
+    """``module.chunk``, compiled (or loaded from Numba's cache) for the signature
+    ``symgrad.kernels.split`` calls it with, and only that."""
+    from ..kernels.split import CHUNK
+
+    chunk = module.chunk
+    if not chunk.signatures:
+        chunk.compile(CHUNK)
+        chunk.disable_compile()
+    return chunk
+
+
+def _threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
+def call_train(module, params, grad, state, *args, loop=None):
+    """``module.train(params, grad, state, *args)`` (or ``loop``, which takes the same
+    arguments) in the model's layout: the parameters,
     the optimizer state and the best parameters (the last argument) are converted into the
     loop's working layout (:func:`to_working`) and back after it, and so is the gradient it
     leaves; once per call, not per epoch (the loop's end of epoch does not care about the
@@ -662,22 +777,23 @@ def call_train(module, params, grad, state, *args):
     converted."""
     if hasattr(module, "gemm"):  # the products' halves are single-threaded BLAS calls
         with one_blas_thread():
-            return _call_train(module, params, grad, state, *args)
-    return _call_train(module, params, grad, state, *args)
+            return _call_train(module, params, grad, state, *args, loop=loop)
+    return _call_train(module, params, grad, state, *args, loop=loop)
 
 
-def _call_train(module, params, grad, state, *args):
+def _call_train(module, params, grad, state, *args, loop=None):
+    loop = loop or module.train
     if not getattr(module, "WORKING", ()):
-        return module.train(params, grad, state, *args)
+        return loop(params, grad, state, *args)
     w_grad = np.empty_like(grad)
     if args[8] < 0:  # epochs = -1, evaluating: no update, no state or best parameters
-        out = module.train(to_working(module, params), w_grad, state, *args)
+        out = loop(to_working(module, params), w_grad, state, *args)
         to_model(module, w_grad, grad)
         return out
     best = args[-1]
     with deferred():
         w_params, w_state, w_best = (to_working(module, a) for a in (params, state, best))
-        out = module.train(w_params, w_grad, w_state, *args[:-1], w_best)
+        out = loop(w_params, w_grad, w_state, *args[:-1], w_best)
         for w, a in ((w_params, params), (w_grad, grad), (w_state, state), (w_best, best)):
             to_model(module, w, a)
     return out

@@ -116,6 +116,12 @@ def _main(argv: list[str]) -> int:
     module.train(values, grad, state, np.zeros(1, dtype=np.int64), np.zeros(6), 0, X, V, buffers,
                  module.DIMS, 0, 0, spec["size"], False, False, 0, 0, np.zeros(1), np.zeros(1),
                  np.array([np.inf, -1.0, 0.0]), values.copy())
+    if hasattr(module, "chunk"):  # the two-core loop's part of the model, and the loop
+        from ..kernels.split import compiled_worker
+        from .arrays import split_chunk
+
+        split_chunk(module)
+        compiled_worker()
     return 0
 
 
