@@ -357,3 +357,38 @@ def test_unbatched_data_in_the_parameter_only_part():
                                                 + 0.5 * np.sum((w - a) ** 2), rel=1e-12)
         w = w - 0.2 * (x.T @ (2 * (s - t) * s * (1 - s) / s.size) + (w - a))
     np.testing.assert_allclose(model.params[W], w, rtol=0, atol=1e-12)
+
+
+
+_Y = sp.MatrixSymbol("Y", n, 1)
+
+
+@pytest.mark.parametrize("pairs", [
+    lambda: sg.sum(_Y * _Y.T) / n,  # a product of two batched operands
+    lambda: sg.sum(sg.elementwise(lambda a, b: a * b, _Y, _Y.T)) / n,  # broadcasting
+    lambda: sg.sum(_Y * sp.OneMatrix(1, n) * sp.OneMatrix(n, 1) * _Y.T) / n ** 2,
+], ids=["matmul", "elementwise", "ones"])
+def test_a_value_pairing_the_samples_does_not_split(pairs):
+    """Review of s10-w2: a batch x batch value (every pair of samples) summed is (sum of
+    Y)^2, not a sum over samples; chunks see only their own pairs. In a term of data only no
+    gradient line reads it (with a parameter in it, the backward pass's lines refuse the
+    split). The loss against NumPy by hand, on the compiled loop."""
+    loss = sg.mean(sg.elementwise(lambda a, b: (a - b) ** 2, X * W, T)) + pairs()
+    reason = _reason(loss, {W: INIT[W].copy()}, [X, T, _Y])
+    assert "pairs samples" in reason, reason
+    model = sg.Model(loss, params={W: INIT[W].copy()}, data=[X, T, _Y],
+                     optimizer=sg.optim.SGD(lr=1e-3))
+    y = np.linspace(0.5, 1.5, ROWS)[:, None]
+    history = model.fit({**DATA, _Y: y}, epochs=1, verbose=0, engine="compiled")
+    ref = np.mean((DATA[X] @ INIT[W] - DATA[T]) ** 2) + y.sum() ** 2 / ROWS
+    assert history.loss[0] == pytest.approx(ref, rel=1e-12)
+
+
+def test_a_model_with_blas_products_stays_on_one_thread():
+    """Review of s10-w2: products through BLAS (which has threads of its own) keep the
+    one-thread loop. A guard for the check on the generated code ("np.dot("): whatever
+    calls BLAS there must still be seen (s10-w3 writes gemm( instead)."""
+    Xw, Ww = sp.MatrixSymbol("X", n, 64), sp.MatrixSymbol("W", 64, 64)
+    loss = sg.mean(sg.tanh(Xw * Ww))
+    reason = _reason(loss, {Ww: np.eye(64)}, [Xw])
+    assert "BLAS" in reason, reason

@@ -58,11 +58,17 @@ def split_reason(assignments: Iterable, shapes: Mapping[str, tuple], batch: str,
     batch); ``outputs``: the loss and the parameters' gradients."""
     kinds: dict[str, tuple[str, frozenset]] = {}
 
+    def batch_axes(name: str) -> frozenset:
+        shape = shapes.get(name, ())
+        axes = frozenset(k for k, d in enumerate(shape) if not isinstance(d, (int, sp.Integer)))
+        if len(axes) > 1:  # batch x batch: every pair of samples, whatever made it
+            raise NotSplit(f"{name} pairs samples (the batch is both its rows and its columns)")
+        return axes
+
     def symbol(name: str) -> tuple[str, frozenset]:
         if name in kinds:
             return kinds[name]
-        shape = shapes.get(name, ())
-        axes = frozenset(k for k, d in enumerate(shape) if not isinstance(d, (int, sp.Integer)))
+        axes = batch_axes(name)
         return ("S" if axes else "P", axes)
 
     try:
@@ -71,6 +77,7 @@ def split_reason(assignments: Iterable, shapes: Mapping[str, tuple], batch: str,
             got = _kind(a.rhs, symbol, batch)
             if isinstance(a, AddAugmentedAssignment):
                 got = _join("+=", [symbol(name), got])
+            batch_axes(name)
             kinds[name] = got
         for name in outputs:
             if symbol(name)[0] == "S":
