@@ -759,12 +759,6 @@ def split_chunk(module):
     return chunk
 
 
-def _threads() -> int:
-    import numba
-
-    return numba.get_num_threads()
-
-
 def call_train(module, params, grad, state, *args, loop=None):
     """``module.train(params, grad, state, *args)`` (or ``loop``, which takes the same
     arguments) in the model's layout: the parameters,
