@@ -56,6 +56,7 @@ from numba.extending import intrinsic
 
 from symgrad.kernels.loops import DONE, accumulate, end_epoch
 from symgrad.kernels.optim import update
+from symgrad.kernels.split import fetch_add, load_acquire, pause, store_release, swap_if, yield_cpu
 from symgrad.kernels.vecmath import vexp_fast as exp
 from symgrad.kernels.vecmath import vlog as log
 from symgrad.kernels.vecmath import vtanh as tanh
@@ -64,97 +65,6 @@ H = 16
 #: Rows of one chunk's buffers: s5 (H), s6 (H), s8, grad_s8, t0 (2 each), wm, wz, wl.
 ROWS = 2 * H + 9
 MIN_CHUNK = 128  # samples
-
-
-def _item(context, builder, aryty, ary, idx):
-    arr = context.make_array(aryty)(context, builder, ary)
-    return cgutils.get_item_pointer(context, builder, aryty, arr, [idx])
-
-
-def _int64_array(a):
-    return isinstance(a, types.Array) and a.dtype == types.int64
-
-
-@intrinsic
-def load_acquire(typingctx, a, i):
-    """a[i], read with acquire ordering (what another thread wrote before releasing it)."""
-    if not _int64_array(a):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.load_atomic(_item(context, builder, sig.args[0], *args), "acquire", 8)
-
-    return types.int64(a, i), codegen
-
-
-@intrinsic
-def store_release(typingctx, a, i, v):
-    """a[i] = v with release ordering: everything written before is seen with it."""
-    if not _int64_array(a):
-        return None
-
-    def codegen(context, builder, sig, args):
-        v = context.cast(builder, args[2], sig.args[2], types.int64)
-        builder.store_atomic(v, _item(context, builder, sig.args[0], args[0], args[1]),
-                             "release", 8)
-        return context.get_dummy_value()
-
-    return types.none(a, i, v), codegen
-
-
-@intrinsic
-def fetch_add(typingctx, a, i):
-    """a[i] += 1 atomically (acquire-release); the value before."""
-    if not _int64_array(a):
-        return None
-
-    def codegen(context, builder, sig, args):
-        one = context.get_constant(types.int64, 1)
-        return builder.atomic_rmw("add", _item(context, builder, sig.args[0], *args), one,
-                                  "acq_rel")
-
-    return types.int64(a, i), codegen
-
-
-@intrinsic
-def swap_if(typingctx, a, i, old, new):
-    """a[i] = new if a[i] == old, atomically; whether it did."""
-    if not _int64_array(a):
-        return None
-
-    def codegen(context, builder, sig, args):
-        o, nw = (context.cast(builder, v, t, types.int64)
-                 for v, t in zip(args[2:], sig.args[2:]))
-        r = builder.cmpxchg(_item(context, builder, sig.args[0], args[0], args[1]), o, nw,
-                            "acq_rel", "acquire")
-        return builder.extract_value(r, 1)
-
-    return types.boolean(a, i, old, new), codegen
-
-
-@intrinsic
-def pause(typingctx):
-    """The spin-wait hint (x86 ``pause``)."""
-    def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
-                                            "llvm.x86.sse2.pause")
-        builder.call(fn, [])
-        return context.get_dummy_value()
-
-    return types.none(), codegen
-
-
-@intrinsic
-def yield_cpu(typingctx):
-    """sched_yield(): let another runnable thread have this core (the partner we wait for
-    may be waiting for it)."""
-    def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []),
-                                            "sched_yield")
-        builder.call(fn, [])
-        return context.get_dummy_value()
-
-    return types.none(), codegen
 
 
 #: Spins (pause) before a waiting thread yields its core at each further test.
