@@ -386,7 +386,8 @@ def main(rounds: int = 100, epochs: int = 300) -> None:
         if k in inner:
             d = np.concatenate(inner[k])
             print(f"   in-loop epochs ({d.size}, 2 threads: both worked) "
-                  f"{np.percentile(d, 10):6.2f} / {np.median(d):6.2f}", end="")
+                  + (f"{np.percentile(d, 10):6.2f} / {np.median(d):6.2f}" if d.size else "-"),
+                  end="")
         print()
 
 
