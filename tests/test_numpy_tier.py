@@ -141,17 +141,22 @@ def test_status_numbers_and_end_of_epoch_agree_with_the_kernels():
              (0.5, np.nan, True, [1.0, 2.0], [0.6, 3, 0], 0),  # non-finite validation loss
              (0.4, 0.0, False, [1.0, 2.0], [0.6, 3, 0], 5),  # training loss monitored
              (0.7, 0.0, False, [1.0, np.inf], [0.6, 3, 0], 0),  # diverged, no better
-             (np.inf, 0.0, False, [1.0, 2.0], [0.6, 3, 0], 0)]  # non-finite loss
+             (np.inf, 0.0, False, [1.0, 2.0], [0.6, 3, 0], 0),  # non-finite loss
+             (0.5, 0.0, False, [1e308, 1e308], [0.6, 3, 0], 0),  # finite; the sum overflows
+             (0.9, 0.5, True, [1.0, np.inf], [0.6, 3, 0], 0),  # better, parameter not finite
+             (0.9, 0.5, True, [np.nan, 1.0], [0.6, 3, 0], 0)]  # better, parameter NaN
     expected = [(0, [0.5, 4, 0], [1.0, 2.0]), (2, [0.6, 3, 2], [0, 0]),
                 (1, [0.5, 4, 0], before), (1, [0.6, 3, 0], [0, 0]), (0, [0.4, 4, 0], before),
+                (1, [0.6, 3, 0], [0, 0]), (1, [0.6, 3, 0], [0, 0]), (0, [0.5, 4, 0], before),
                 (1, [0.6, 3, 0], [0, 0]), (1, [0.6, 3, 0], [0, 0])]
     for (loss, monitor, validating, params, best, patience), want in zip(cases, expected):
         out = []
         for fn in (loops.end_epoch, end_epoch):
             p, b = np.array(params), np.array(best, dtype=float)
             losses, val_losses, best_params = np.zeros(9), np.zeros(9), np.zeros(2)
-            status = fn(4, loss, monitor, validating, p, np.array(before), losses,
-                        val_losses, b, best_params, patience)
+            with np.errstate(over="ignore"):  # as in the loop that calls it
+                status = fn(4, loss, monitor, validating, p, np.array(before), losses,
+                            val_losses, b, best_params, patience)
             out.append((status, losses.tolist(), val_losses.tolist(), b.tolist(),
                         best_params.tolist()))
         np.testing.assert_equal(out[0], out[1])  # NaN equals NaN here

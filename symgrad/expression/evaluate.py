@@ -125,8 +125,8 @@ def _softmax(a):
 
 
 def _log_softmax(a):
-    m = a.max(axis=1, keepdims=True)
-    return a - m - np.log(np.exp(a - m).sum(axis=1, keepdims=True))
+    z = a - a.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 def _sigmoid(x):

@@ -101,7 +101,8 @@ def end_epoch(epoch, loss, monitor, validating, params, before, losses, val_loss
               best_params, patience) -> int:
     """``symgrad.kernels.loops.end_epoch`` in Python (see there)."""
     losses[epoch] = loss
-    ok = math.isfinite(loss) and bool(np.all(np.isfinite(params)))
+    finite = _finite(params)
+    ok = finite and math.isfinite(loss)
     if validating:
         val_losses[epoch] = monitor
         ok = ok and math.isfinite(monitor)
@@ -109,7 +110,7 @@ def end_epoch(epoch, loss, monitor, validating, params, before, losses, val_loss
     else:
         monitor, kept = loss, before
     if math.isfinite(monitor) and monitor < best[0]:
-        if not np.all(np.isfinite(kept)):
+        if not (finite if kept is params else _finite(kept)):
             return DIVERGED
         best[:] = monitor, epoch, 0
         best_params[:] = kept
@@ -118,6 +119,12 @@ def end_epoch(epoch, loss, monitor, validating, params, before, losses, val_loss
         if patience > 0 and best[2] >= patience:
             return EARLY_STOPPING
     return DONE if ok else DIVERGED
+
+
+def _finite(a: np.ndarray) -> bool:
+    """Whether every entry of ``a`` is finite: one sum, and entry by entry only where the
+    sum is not (a sum of finite values can overflow: the loop runs it under ``errstate``)."""
+    return math.isfinite(a.sum()) or bool(np.all(np.isfinite(a)))
 
 
 class NumpyLoop:
@@ -149,11 +156,14 @@ class NumpyLoop:
         self._first_data = len(params)
         self._n_batch_symbols = len(sizes)
         self._flipped, self._batched = list(flipped), list(batched)
+        self._viewed, self._views = None, []
 
     def _run(self, values, data, rows, backward=True) -> tuple[float, np.ndarray | None]:
         env = [None] * self._size
-        for k, (where, shape) in enumerate(self._params):
-            env[k] = values[where].reshape(shape)
+        if values is not self._viewed:  # the parameters' views, made once per array
+            self._views = [values[where].reshape(shape) for where, shape in self._params]
+            self._viewed = values
+        env[:len(self._views)] = self._views
         k = self._first_data
         env[k:k + len(data)] = data
         k += len(data)
@@ -166,7 +176,8 @@ class NumpyLoop:
         loss = env[self._output]
         if not backward:
             return loss, None
-        grad = np.concatenate([np.ravel(env[g]) for g in self._grads]).astype(values.dtype)
+        grad = np.concatenate([np.ravel(env[g]) for g in self._grads]).astype(
+            values.dtype, copy=False)
         return loss, grad
 
     def _dims(self, rows) -> list:
@@ -190,12 +201,12 @@ class NumpyLoop:
         batches = n // size if drop_last else (n + size - 1) // size
         whole = size == n and not shuffle
         before = np.empty_like(values)
-        for e in range(epochs):
-            epoch = first + e
-            before[:] = values
-            order = permutation(n, seed * 1000003 + epoch) if shuffle else None
-            mean, seen = 0.0, 0
-            with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"):  # as the compiled loop: no warnings, results checked
+            for e in range(epochs):
+                epoch = first + e
+                before[:] = values
+                order = permutation(n, seed * 1000003 + epoch) if shuffle else None
+                mean, seen = 0.0, 0
                 for b in range(batches):
                     start = b * size
                     m = min(size, n - start)
@@ -209,8 +220,8 @@ class NumpyLoop:
                     numpy_update(kind, values, grad, state, int(step[0]), hyper)
                 monitor = (float(self._run(values, val, n_val, backward=False)[0])
                            if n_val > 0 else 0.0)
-            status = end_epoch(epoch, mean, monitor, n_val > 0, values, before, losses,
-                               val_losses, best, best_params, patience)
-            if status != DONE:
-                return e + 1, status
+                status = end_epoch(epoch, mean, monitor, n_val > 0, values, before, losses,
+                                   val_losses, best, best_params, patience)
+                if status != DONE:
+                    return e + 1, status
         return epochs, DONE
