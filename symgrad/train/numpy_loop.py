@@ -162,7 +162,8 @@ class NumpyLoop:
         env = [None] * self._size
         if values is not self._viewed:  # the parameters' views, made once per array
             self._views = [values[where].reshape(shape) for where, shape in self._params]
-            self._viewed = values
+            views = all(np.shares_memory(v, values) for v in self._views if v.size)
+            self._viewed = values if views else None  # a copy would not see the updates
         env[:len(self._views)] = self._views
         k = self._first_data
         env[k:k + len(data)] = data
