@@ -7,8 +7,10 @@ variant B. ``A.py B.py`` then loads both, checks their sums over W4's 1e6 sample
 one-thread passes (``kernels.trainer._serial_sum``, thread time) alternately A, B / B, A,
 ``--pairs`` times, printing the median of each and the median and quartiles of B/A with the
 load before and after. On a shared machine a ratio in one process is steady to ~1 % while
-whole passes differ by ~20 % between processes: run it in a few processes before believing a
-few per cent. A tool for levers, not a benchmark (``run.py`` is).
+whole passes differ by ~20 % between processes, and the ratio of two different blocks can
+sit in one of two clusters ~8 % apart from process to process (``block_asm.py``): run it in
+many processes, each with a new NUMBA_CACHE_DIR (compiling both afresh), before believing
+a few per cent. A tool for levers, not a benchmark (``run.py`` is).
 
 Run: ``PYTHONPATH=. python benchmarks/block_ab.py --write /tmp/a.py``, then
 ``PYTHONPATH=. python benchmarks/block_ab.py /tmp/a.py /tmp/b.py``.

@@ -65,6 +65,16 @@ processes, load 2.5-6.5):
   - Estrin for exp's polynomial, sin/cos's, both: 1.00x, 1.03x, 1.01x.
   - The range check on the argument (once for sin and cos): 131 instructions, 1.007 to
     1.011x (its select is on the chain).
+  - ``fastmath={"contract"}`` on the block (its own multiplies and adds, and the products
+    going into the sums, fused into FMAs; vecmath keeps its strict flags; the exact block
+    strict): 133 instructions (6 multiplies and 5 adds fewer, 4 FMAs more). Three processes
+    read 0.87-0.89x; twelve more, each compiling both blocks afresh, read 0.98-1.11x (median
+    ~1.02, two clusters). Not a lever.
+- Measuring: two *different* compiled blocks compared in one process give a ratio steady to
+  ~1 % within the process but clustered ~8 % apart between processes (the same source
+  compiled twice reads 1.00 every time). Not loop alignment (``-align-loops=64``: 0.96-1.00)
+  and not a 16-byte shift of the caller's stack (0.99-1.00); the cause is open. So a lever
+  under ~10 % needs many processes, each compiling afresh, before it is believed.
 - The 15x-PyTorch target of issue #15 (<= ~1.73 ms a W4 step on two threads, ~3.5 ms per
   1e6 samples on one) needs about half the instructions; the hand-written ceiling in
   ``workloads/w4.py`` runs the same math (a serial copy of its loop: 130 instructions, 51
