@@ -67,9 +67,13 @@ processes, load 2.5-6.5):
     1.011x (its select is on the chain).
   - ``fastmath={"contract"}`` on the block (its own multiplies and adds, and the products
     going into the sums, fused into FMAs; vecmath keeps its strict flags; the exact block
-    strict): 133 instructions (6 multiplies and 5 adds fewer, 4 FMAs more). Three processes
-    read 0.87-0.89x; twelve more, each compiling both blocks afresh, read 0.98-1.11x (median
-    ~1.02, two clusters). Not a lever.
+    strict): 133 instructions (6 multiplies and 5 adds fewer, 4 FMAs more). One-thread A/B:
+    0.86-0.91x in 11 processes loading both blocks from Numba's cache, 0.98-1.11x (median
+    ~1.02, two clusters) in 12 processes compiling both afresh; ``Model.fit`` on two threads
+    (40 full-batch epochs, a fresh model per process, alternating): median 0.87x over 11
+    pairs, 0.66-1.26x, at load 5-7. Not kept: unproven at this noise, and it changes the
+    model's rounding (a line that cancels exactly, ``a*a - b*b``, may not); worth one
+    measurement on a quiet machine.
 - Measuring: two *different* compiled blocks compared in one process give a ratio steady to
   ~1 % within the process but clustered ~8 % apart between processes (the same source
   compiled twice reads 1.00 every time). Not loop alignment (``-align-loops=64``: 0.96-1.00)
