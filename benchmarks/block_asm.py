@@ -68,7 +68,7 @@ processes, load 2.5-6.5):
   - ``fastmath={"contract"}`` on the block (its own multiplies and adds, and the products
     going into the sums, fused into FMAs; vecmath keeps its strict flags; the exact block
     strict): 133 instructions (6 multiplies and 5 adds fewer, 4 FMAs more). One-thread A/B:
-    0.86-0.91x in 11 processes loading both blocks from Numba's cache, 0.98-1.11x (median
+    0.86-0.93x in 14 processes loading both blocks from Numba's cache, 0.98-1.11x (median
     ~1.02, two clusters) in 12 processes compiling both afresh; ``Model.fit`` on two threads
     (40 full-batch epochs, a fresh model per process, alternating): median 0.87x over 11
     pairs, 0.66-1.26x, at load 5-7. Not kept: unproven at this noise, and it changes the
