@@ -50,7 +50,7 @@ processes, load 2.5-6.5):
   the same in one process to ~1 % (A/A 0.998-1.004) but ~20 % apart between processes.
 - Bound by the instruction count more than by latency here (Zen 4 was the other way round):
   without exp 0.66-0.69x the time (49 instructions fewer), without sin/cos 0.60-0.61x (65
-  fewer), without the range check 0.97x (7 fewer): ~0.45 % an instruction; 8 more
+  fewer), without the range check 0.97x (7 fewer): ~0.45-0.65 % an instruction; 8 more
   multiplies +1 to +7 % (5 processes of 6; one read 0.87), 8 more adds +2 %. A loop of
   Horner polynomials reaches ~1.1 FMAs a cycle (of 2) with chains of 17 or of 5 alike.
 - Tried and dropped:
@@ -77,12 +77,13 @@ processes, load 2.5-6.5):
 - Measuring: two *different* compiled blocks compared in one process give a ratio steady to
   ~1 % within the process but clustered ~8 % apart between processes (the same source
   compiled twice reads 1.00 every time). Not loop alignment (``-align-loops=64``: 0.96-1.00)
-  and not a 16-byte shift of the caller's stack (0.99-1.00); the cause is open. So a lever
-  under ~10 % needs many processes, each compiling afresh, before it is believed.
+  and not the stack's alignment at the block's entry (its frame address 0, 16, 32 or 48 mod
+  64 read alike); the cause is open. So a lever under ~10 % needs many processes, each
+  compiling afresh, before it is believed.
 - The 15x-PyTorch target of issue #15 (<= ~1.73 ms a W4 step on two threads, ~3.5 ms per
   1e6 samples on one) needs about half the instructions; the hand-written ceiling in
   ``workloads/w4.py`` runs the same math (a serial copy of its loop: 130 instructions, 51
-  stack operands) and reads the same in ``run.py``.
+  stack operands) and reads within the noise of symgrad's row in ``run.py``.
 
 Run: ``PYTHONPATH=. python benchmarks/block_asm.py``.
 """
