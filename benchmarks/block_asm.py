@@ -70,8 +70,9 @@ processes, load 2.5-6.5):
     strict): 133 instructions (6 multiplies and 5 adds fewer, 4 FMAs more). One-thread A/B:
     0.86-0.93x in 14 processes loading both blocks from Numba's cache, 0.98-1.11x (median
     ~1.02, two clusters) in 12 processes compiling both afresh; ``Model.fit`` on two threads
-    (40 full-batch epochs, a fresh model per process, alternating): median 0.87x over 11
-    pairs, 0.66-1.26x, at load 5-7. Not kept: unproven at this noise, and it changes the
+    (40 full-batch epochs, a fresh model per process, alternating): median 0.88x over 19
+    pairs, 0.66-1.38x, 13 of them under 1, at load 5-7. Not kept: unproven at this noise
+    (13 of 19 is p ~ 0.08 one-sided), and it changes the
     model's rounding (a line that cancels exactly, ``a*a - b*b``, may not); worth one
     measurement on a quiet machine.
 - Measuring: two *different* compiled blocks compared in one process give a ratio steady to
