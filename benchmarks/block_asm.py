@@ -72,9 +72,8 @@ processes, load 2.5-6.5):
     ~1.02, two clusters) in 12 processes compiling both afresh; ``Model.fit`` on two threads
     (40 full-batch epochs, a fresh model per process, alternating): median 0.88x over 19
     pairs, 0.66-1.38x, 13 of them under 1, at load 5-7. Not kept: unproven at this noise
-    (13 of 19 is p ~ 0.08 one-sided), and it changes the
-    model's rounding (a line that cancels exactly, ``a*a - b*b``, may not); worth one
-    measurement on a quiet machine.
+    (13 of 19 is p ~ 0.08 one-sided), and it changes the model's rounding (a line that
+    cancels exactly, ``a*a - b*b``, may not); worth one measurement on a quiet machine.
 - Measuring: two *different* compiled blocks compared in one process give a ratio steady to
   ~1 % within the process but clustered ~8 % apart between processes (the same source
   compiled twice reads 1.00 every time). Not loop alignment (``-align-loops=64``: 0.96-1.00)
