@@ -36,6 +36,55 @@ thread time, the machine shared with two other measuring processes, load 3-4):
 - Outside the samples: a step on one block (2048 samples) is ~5 us against ~2.6 ms on
   1e6 samples (0.2 %).
 
+On AVX2 (session 11; 2 vCPUs AMD EPYC Zen 3 "Milan" under KVM, 2.45 GHz nominal, ~2.8 GHz
+measured on a chain of dependent multiply-adds, 16 ymm registers; numba 0.68.1; one-thread
+block passes over W4's 1e6 samples with ``block_ab.py``: in-process interleaved A/B, thread
+time, 20-40 pairs a process, 2-5 processes; the machine shared with two other measuring
+processes, load 2.5-6.5):
+
+- The loop: 4 samples per iteration (ymm), 135 instructions: 51 multiplies/FMAs, 28
+  adds/subs/min/max, 24 moves (reloads of spilled constants; the running sums spilled too),
+  29 integer/mask/blend (7 blends: exp's 64-bit clamp of k, which AVX2 does as vpcmpgtq +
+  vblendvpd, 2; exp's nan 1; sin/cos quadrant 2; sin/cos range check 2); 51 operands read
+  from the stack. 6.0-7.2 ms per 1e6 samples (17-20 cycles a sample); the same code reads
+  the same in one process to ~1 % (A/A 0.998-1.004) but ~20 % apart between processes.
+- Bound by the instruction count more than by latency here (Zen 4 was the other way round):
+  without exp 0.66-0.69x the time (49 instructions fewer), without sin/cos 0.60-0.61x (65
+  fewer), without the range check 0.97x (7 fewer): ~0.45-0.65 % an instruction; 8 more
+  multiplies +1 to +7 % (5 processes of 6; one read 0.87), 8 more adds +2 %. A loop of
+  Horner polynomials reaches ~1.1 FMAs a cycle (of 2) with chains of 17 or of 5 alike.
+- Tried and dropped:
+  - Loop fission (exp, sin and cos of 64, 256 or 2048 samples into buffers, then the
+    residual, adjoints and sums; one or two math passes): 1.21-1.27x slower. The passes
+    take 75 + 106 + 25 instructions per 4 samples against 135 (LLVM re-broadcasts the
+    constants in each inner loop rather than keeping them), plus the stores and loads.
+  - exp's 2**k in doubles (k clamped by vminpd/vmaxpd, both powers of 2 from the low bits
+    of k + 1.5*2**52 + 1023 shifted into the exponent, nan kept by the argument clamp's
+    compares instead of a final select; the same doubles, tests pass): 134 instructions
+    (the nan-keeping clamp is 3 instructions), 0.973, 1.011, 0.998: no gain.
+  - Estrin for exp's polynomial, sin/cos's, both: 1.00x, 1.03x, 1.01x.
+  - The range check on the argument (once for sin and cos): 131 instructions, 1.007 to
+    1.011x (its select is on the chain).
+  - ``fastmath={"contract"}`` on the block (its own multiplies and adds, and the products
+    going into the sums, fused into FMAs; vecmath keeps its strict flags; the exact block
+    strict): 133 instructions (6 multiplies and 5 adds fewer, 4 FMAs more). One-thread A/B:
+    0.86-0.93x in 14 processes loading both blocks from Numba's cache, 0.98-1.11x (median
+    ~1.02, two clusters) in 12 processes compiling both afresh; ``Model.fit`` on two threads
+    (40 full-batch epochs, a fresh model per process, alternating): median 0.88x over 19
+    pairs, 0.66-1.38x, 13 of them under 1, at load 5-7. Not kept: unproven at this noise
+    (13 of 19 is p ~ 0.08 one-sided), and it changes the model's rounding (a line that
+    cancels exactly, ``a*a - b*b``, may not); worth one measurement on a quiet machine.
+- Measuring: two *different* compiled blocks compared in one process give a ratio steady to
+  ~1 % within the process but clustered ~8 % apart between processes (the same source
+  compiled twice reads 1.00 every time). Not loop alignment (``-align-loops=64``: 0.96-1.00)
+  and not the stack's alignment at the block's entry (its frame address 0, 16, 32 or 48 mod
+  64 read alike); the cause is open. So a lever under ~10 % needs many processes, each
+  compiling afresh, before it is believed.
+- The 15x-PyTorch target of issue #15 (<= ~1.73 ms a W4 step on two threads, ~3.5 ms per
+  1e6 samples on one) needs about half the instructions; the hand-written ceiling in
+  ``workloads/w4.py`` runs the same math (a serial copy of its loop: 130 instructions, 51
+  stack operands) and reads within the noise of symgrad's row in ``run.py``.
+
 Run: ``PYTHONPATH=. python benchmarks/block_asm.py``.
 """
 
