@@ -32,6 +32,7 @@ import atexit
 import contextlib
 import hashlib
 import io
+import json
 import os
 import pickletools
 import shutil
@@ -186,12 +187,53 @@ def _pickles(data: bytes) -> int:
     return count
 
 
-def discard_corrupt(files: Iterable[Path]) -> None:
+#: In a folder of Numba's files, the ones found whole: name -> [size, mtime, ctime, inode].
+CHECKED = "symgrad-checked.json"
+
+
+def discard_corrupt(files: Iterable[Path], place: Path | None = None) -> None:
     """Remove the :func:`corrupt` ones among Numba's ``files`` (one warning each), so that
-    Numba compiles again instead of failing on them."""
-    for f in corrupt(files):
+    Numba compiles again instead of failing on them.
+
+    With ``place``, the folder the files are in (one that passed :func:`problem`), the files
+    found whole are remembered there (:data:`CHECKED`, JSON) by size, times and inode, and
+    later calls parse only files that changed since: Numba writes its files whole, so a
+    damaged file (cut short, overwritten) has another size or time. Parsing all of the kernel
+    library's files took ~0.2 s in every process."""
+    files = list(files)
+    seen = _checked(place) if place is not None else {}
+    found, todo = dict(seen), []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            found.pop(f.name, None)
+            continue
+        found[f.name] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        if seen.get(f.name) != found[f.name]:
+            todo.append(f)
+    for f in corrupt(todo):
         warn_once(f, f"removed {f}, a damaged Numba cache file; compiling again.")
         f.unlink(missing_ok=True)
+        found.pop(f.name, None)
+    if place is not None and found != seen:
+        with contextlib.suppress(OSError):  # a place we cannot write: parsed again next time
+            names = set(os.listdir(place))
+            found = {k: v for k, v in found.items() if k in names}
+            atomic_write(place / CHECKED, json.dumps(found, sort_keys=True).encode("ascii"))
+
+
+def _checked(place: Path) -> dict:
+    """The files :func:`discard_corrupt` found whole in ``place`` (empty where the record is
+    missing, unreadable, not JSON, or not the user's own file)."""
+    try:
+        with open(place / CHECKED, "rb") as f:
+            if os.name != "nt" and os.fstat(f.fileno()).st_uid != os.getuid():
+                return {}
+            found = json.loads(f.read())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 @contextlib.contextmanager

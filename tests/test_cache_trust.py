@@ -240,6 +240,16 @@ def test_the_kernels_cache_place_is_where_numba_puts_it():
         assert Path(dispatcher._cache.cache_path) == place  # Numba's own record of it
 
 
+def test_checking_the_kernels_cache_imports_no_kernel_module():
+    """ready() checks files; each kernel module is imported where a model uses it."""
+    code = ("import sys; from symgrad import kernels; kernels.ready(); "
+            "print(sorted(m for m in sys.modules if m.startswith('symgrad.kernels.')))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
 def test_new_cache_directories_are_private(tmp_path):
     where = tmp_path / "a" / "cache"
     x = sp.Symbol("x_private_dir")
@@ -310,6 +320,32 @@ def test_a_damaged_kernel_index_is_removed_and_compiled_again(tmp_path):
     assert out["warnings"] == [f"symgrad: removed {index}, a damaged Numba cache file; "
                                "compiling again."]
     assert index.is_file() and trust.corrupt([index]) == []  # Numba wrote it again
+
+
+def test_whole_numba_files_are_parsed_once_until_they_change(tmp_path, monkeypatch):
+    place = tmp_path / "place"
+    place.mkdir(mode=0o700)
+    code, index = place / "f-1.py311.1.nbc", place / "f-1.py311.nbi"
+    code.write_bytes(pickle.dumps(1.5))
+    index.write_bytes(pickle.dumps("0.68") + pickle.dumps({"entries": 1}))
+    parsed, real = [], trust.corrupt
+    monkeypatch.setattr(trust, "corrupt",
+                        lambda files: parsed.append(sorted(f.name for f in files)) or real(files))
+    trust.discard_corrupt([code, index], place)
+    trust.discard_corrupt([code, index], place)  # a later process: nothing changed
+    assert parsed == [[code.name, index.name], []]
+    assert sorted(json.loads((place / trust.CHECKED).read_text())) == [code.name, index.name]
+    code.write_bytes(pickle.dumps(1.5)[:-1])  # cut short after it was found whole
+    with pytest.warns(sg.CacheWarning, match="damaged"):
+        trust.discard_corrupt([code, index], place)
+    assert parsed[-1] == [code.name] and not code.exists()
+    assert sorted(json.loads((place / trust.CHECKED).read_text())) == [index.name]
+    (place / trust.CHECKED).write_text("[not json")  # a record that is not one: ignored
+    trust.discard_corrupt([index], place)
+    assert parsed[-1] == [index.name]
+    trust.discard_corrupt([index])  # without a place: parsed every time
+    trust.discard_corrupt([index])
+    assert parsed[-2:] == [[index.name], [index.name]]
 
 
 def test_a_damaged_module_file_is_written_again(filled, tmp_path):

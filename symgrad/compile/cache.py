@@ -137,7 +137,7 @@ def load_module(path: Path, source: str | None = None) -> ModuleType:
             place = fallback(path.parent, reason, _FIX)
         if place != path.parent:
             path, _ = _write(data.decode("utf-8"), place)
-        discard_corrupt(_numba_files(path))
+        discard_corrupt(_numba_files(path), path.parent / "__pycache__")
         try:
             os.utime(path)  # last use, for the least-recently-used eviction
         except OSError:

@@ -63,12 +63,14 @@ _LOCATION: list[Path] = []
 
 
 def ready() -> Path:
-    """Import every kernel module, with Numba's cache for them checked (once per process);
-    return where their machine code is kept. Call it before a kernel can first compile."""
+    """Check Numba's cache for the kernel modules (once per process); return where their
+    machine code is kept. Call it before a kernel can first compile or load. The modules
+    are imported where they are used (a model without BLAS products never imports
+    ``blas``, which loads SciPy's BLAS: ~0.2 s), except when the cache moves to the private
+    place: then every one is imported here, to point its functions there."""
     with LOCK:  # the cache layer's lock: one lock, so no two can be taken in turn
         if not _LOCATION:
-            _LOCATION.append(_check([importlib.import_module(f"{__name__}.{name}")
-                                     for name in ALL]))
+            _LOCATION.append(_check())
         return _LOCATION[0]
 
 
@@ -102,9 +104,9 @@ def _restamp(place: Path, files: list[Path]) -> None:
         pass
 
 
-def _check(modules) -> Path:
-    """Where the imported kernel ``modules`` keep their machine code: Numba's place for them
-    if it passes the trust checks (damaged files removed), else the private directory."""
+def _check() -> Path:
+    """Where the kernel modules keep their machine code: Numba's place for them if it passes
+    the trust checks (damaged files removed), else the private directory."""
     place = numba_location(_HERE)
     if place is None:
         reason = "Numba can write none of its cache places for symgrad's kernel library"
@@ -113,7 +115,7 @@ def _check(modules) -> Path:
         owner = (_HERE.stat().st_uid,) if place == _HERE / "__pycache__" else ()
         reason = trust_problem([place, *files], owner)
         if reason is None:
-            discard_corrupt(files)
+            discard_corrupt(files, place)
             _restamp(place, [f for f in files if f.exists()])
             return place
     private = fallback(place or _HERE, reason, "make the path named yours and writable by "
@@ -121,6 +123,7 @@ def _check(modules) -> Path:
                        "can write")
     from numba.core.dispatcher import Dispatcher
 
+    modules = [importlib.import_module(f"{__name__}.{name}") for name in ALL]
     with numba_cache_at(str(private)):  # nothing compiled yet: point the caches there
         for module in modules:
             for obj in vars(module).values():
