@@ -11,7 +11,7 @@ import sympy as sp
 
 import symgrad as sg
 from symgrad.kernels import split as ksplit
-from symgrad.kernels.loops import DIVERGED
+from symgrad.kernels.loops import DIVERGED, EARLY_STOPPING
 from symgrad.train.arrays import split_chunk, split_chunks, split_work
 
 n = sp.Symbol("n", integer=True, positive=True)
@@ -188,10 +188,24 @@ def test_the_same_bits_on_any_thread_count(model, threads):
         np.testing.assert_array_equal(a, b)
 
 
-def test_chunked_epochs_match_numpy_gradient_descent(model):
+def test_one_thread_stops_early_like_two_with_the_same_bits(model):
+    """Validation and early stopping on one thread and on two: the same epochs run, status,
+    losses, validation losses, best loss and parameters."""
+    rng = np.random.default_rng(5)
+    val = {X: rng.standard_normal((40, 3)), T: rng.uniform(size=(40, 2))}
+    one = _train(model, 1, 400, flat(INIT), validation=val, patience=2, lr=3.0)
+    two = _train(model, 2, 400, flat(INIT), validation=val, patience=2, lr=3.0)
+    assert one[1] == two[1] == EARLY_STOPPING and one[0] == two[0] < 400
+    for a, b in zip(one[2:], two[2:]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_chunked_epochs_match_numpy_gradient_descent(model, threads):
     """20 full-batch gradient-descent steps: the loss before each step and the final
-    parameters against NumPy's loss and a descent on its gradient by hand."""
-    ran, status, p, losses, *_ = _train(model, 2, 20, flat(INIT))
+    parameters against NumPy's loss and a descent on its gradient by hand, on one thread
+    and on two."""
+    ran, status, p, losses, *_ = _train(model, threads, 20, flat(INIT))
     q = {k: v.copy() for k, v in INIT.items()}
     for e in range(20):
         assert losses[e] == pytest.approx(np_loss(q), rel=1e-11)
@@ -225,8 +239,9 @@ def test_fit_on_chunks_matches_the_numpy_tier_with_validation_and_early_stopping
     assert set(h1.engine) == {"compiled"}
 
 
-def test_divergence_stops_the_chunked_loop(model):
-    ran, status, p, losses, *_ = _train(model, 2, 200, flat(INIT), lr=1e6)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_divergence_stops_the_chunked_loop(model, threads):
+    ran, status, p, losses, *_ = _train(model, threads, 200, flat(INIT), lr=1e6)
     assert status == DIVERGED and ran < 200
     assert not np.isfinite(losses[ran - 1]) or not np.all(np.isfinite(p))
 
