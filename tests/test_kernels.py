@@ -435,12 +435,13 @@ def _operand(m, how):
 def test_gemm_matches_numpy_by_hand(dtype, lay):
     """gemm(a, b, out) against the float64 product written out with einsum, for operands C
     rows, transposed views and strided views (copied), out in rows or columns, shapes whose
-    product is split in two (above SPLIT_FROM, halves not multiples of 16) or not, with
-    dimensions 1 and 0."""
+    product is split in two (above SPLIT_FROM: along the rows or columns of out, or along
+    the inner dimension, halves not multiples of 16) or not, with dimensions 1 and 0."""
     rng = np.random.default_rng(11)
     tol = 2e-6 if dtype == np.float32 else 1e-14
     for m, k, n in [(128, 784, 128), (784, 128, 128), (130, 200, 77), (10, 128, 128),
-                    (1, 5, 7), (7, 1, 3), (300, 300, 1), (3, 0, 4), (0, 5, 2)]:
+                    (100, 333, 90), (40, 701, 40), (1, 5, 7), (7, 1, 3), (300, 300, 1),
+                    (3, 0, 4), (0, 5, 2)]:
         a64, b64 = rng.standard_normal((m, k)), rng.standard_normal((k, n))
         a, b = _operand(a64.astype(dtype), lay[0]), _operand(b64.astype(dtype), lay[1])
         out = _operand(np.full((m, n), np.nan, dtype), lay[2])
@@ -450,21 +451,41 @@ def test_gemm_matches_numpy_by_hand(dtype, lay):
         assert np.abs(out - ref).max(initial=0.0) <= tol * scale * 4, (m, k, n)
 
 
-def test_gemm_has_the_same_bits_on_one_thread_and_two():
-    """The halves of a split product are the same BLAS calls on one thread or two."""
+@pytest.mark.parametrize("m, k, n", [(128, 784, 128), (784, 128, 128), (40, 701, 40)])
+def test_gemm_has_the_same_bits_on_one_thread_and_two(m, k, n):
+    """The halves of a split product are the same BLAS calls on one thread or two, and a cut
+    along the inner dimension adds its two partial products in the same order either way:
+    W3's forward product (cut along the inner 784), its backward one (along the rows of
+    out) and an odd inner dimension, out in rows and in columns."""
     rng = np.random.default_rng(12)
-    a = rng.standard_normal((128, 784)).astype(np.float32)
-    b = rng.random((128, 784), dtype=np.float32).T  # a transposed view, as W3's forward
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.random((n, k), dtype=np.float32).T  # a transposed view, as W3's forward
     outs = []
     before = numba.get_num_threads()
     try:
         for threads in (1, before):
             numba.set_num_threads(threads)
-            outs.append(blas.gemm(a, b, np.empty((128, 128), np.float32)).copy())
+            outs.append([blas.gemm(a, b, np.empty((m, n), np.float32)).copy(),
+                         blas.gemm(a, b, np.empty((n, m), np.float32).T).copy()])
     finally:
         numba.set_num_threads(before)
-    assert np.array_equal(outs[0], outs[1])
-    assert 128 * 784 * 128 >= blas.SPLIT_FROM
+    assert all(np.array_equal(x, y) for x, y in zip(*outs))
+    assert m * k * n >= blas.SPLIT_FROM
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    assert np.abs(outs[0][0] - ref).max() <= 2e-6 * np.sqrt(k) * 4
+
+
+def test_gemm_cuts_where_the_fewest_entries_are_copied():
+    """_split_axis, for BLAS's column-major (m x n) = (m x k)(k x n): W3's forward product
+    (out.T = X W1: m the batch, n the hidden units, k = 784 inputs) is cut along k, its
+    backward one (grad_W1.T = X.T grad_s0.T: m = 784) along m; a wide out along its longer
+    side; a small out with a long inner dimension along it; small products not at all."""
+    assert blas._split_axis(128, 128, 784) == 3
+    assert blas._split_axis(784, 128, 128) == 1
+    assert blas._split_axis(128, 784, 128) == 2
+    assert blas._split_axis(2000, 16, 64) == 1
+    assert blas._split_axis(64, 64, 64) == 0  # under SPLIT_FROM
+    assert blas._split_axis(8, 8, 1 << 15) == 3
 
 
 def test_gemm_refuses_mismatched_shapes():

@@ -2,13 +2,22 @@
 
 ``gemm(a, b, out)`` writes ``out = a @ b`` (2-D, float32 or float64; any of the layouts
 generated matrix code passes: C rows, transposed views, slices of rows). A product of at
-least ``SPLIT_FROM`` multiply-adds is cut into two halves along the longer side of ``out``,
-each one single-threaded BLAS call (SciPy's, through Numba's own ``numba_xxgemm`` wrapper,
-the one ``np.dot`` calls), run by a ``prange`` over the halves: on two of Numba's threads,
-or one after the other on one (``numba.set_num_threads(1)``), with the same results to the
-bit either way, and the same as one single-threaded call over the whole product. BLAS's own
+least ``SPLIT_FROM`` multiply-adds is cut into two halves, each one single-threaded BLAS
+call (SciPy's, through Numba's own ``numba_xxgemm`` wrapper, the one ``np.dot`` calls), run
+by a ``prange`` over the halves: on two of Numba's threads, or one after the other on one
+(``numba.set_num_threads(1)``), with the same results to the bit either way. BLAS's own
 threads must be off while it runs (``symgrad.train.arrays.call_train`` limits them to one):
 with them, each half would start a team of its own.
+
+Where to cut (:func:`_split_axis`, from the shapes only): each BLAS call packs the parts of
+both operands it reads. Halves of the rows of ``out`` both pack all of the right operand,
+halves of its columns all of the left one; halves of the inner dimension pack half of each
+but leave two partial products, the second added to the first after both are done (an extra
+pass over ``out``). The cut that copies the fewest entries wins: W3's forward product (out
+128 x 128, an inner dimension of 784) is cut along the 784, its backward one (out 784 x 128,
+the inner dimension the batch of 128) along the 784. Cut along rows or columns, the
+numbers are those of one call over the whole product; cut along the inner dimension, each
+entry is the sum of the two halves' dot products in that order, on one thread or two.
 
 Why not BLAS's threads: OpenBLAS splits the same products about as well (W3, 2 threads,
 per product: forward 128x784x128 165-180 us by hand against 185-195 us, backward
@@ -85,6 +94,60 @@ def _halves(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, one, zero, along_m):
                   lo * ldc, ldc, one, zero)
 
 
+@njit(cache=True, parallel=True)
+def _inner_halves(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, part, one, zero):
+    """The column-major product c (m x n) = op(a) op(b) as two BLAS calls over the two halves
+    of the inner dimension k (two threads, or one after the other): the first into c, the
+    second into ``part`` (m x n, leading dimension m); the caller adds part to c."""
+    cut = k // 2 // 16 * 16
+    for h in prange(2):
+        lo, size = (0, cut) if h == 0 else (cut, k - cut)
+        if h == 0:
+            _call(ta, tb, m, n, size, a, 0, lda, b, 0, ldb, c, 0, ldc, one, zero)
+        else:
+            _call(ta, tb, m, n, size, a, lo if ta else lo * lda, lda, b, lo * ldb if tb else lo,
+                  ldb, part, 0, m, one, zero)
+
+
+@njit(cache=True)
+def _add_into(rows, part):
+    """rows += part (both n x m, rows contiguous): the second half of an inner cut."""
+    for j in range(rows.shape[0]):
+        for i in range(rows.shape[1]):
+            rows[j, i] += part[j, i]
+
+
+@njit(cache=True)
+def _split_axis(m, n, k):
+    """How the column-major product (m x n) = (m x k)(k x n) is cut in two: 0 none (under
+    SPLIT_FROM multiply-adds, or no side of 32), 1 along m, 2 along n, 3 along k; the cut
+    whose BLAS calls copy the fewest entries (see the module docstring): along m the second
+    operand (k n) is packed twice, along n the first (m k), along k neither, but the partial
+    product is written, read back and added (counted as 2 m n)."""
+    if m * n * k < SPLIT_FROM:
+        return 0
+    best, axis = -1, 0
+    for which, size, extra in ((1, m, k * n), (2, n, m * k), (3, k, 2 * m * n)):
+        if size >= 32 and (best < 0 or extra < best):
+            best, axis = extra, which
+    return axis
+
+
+@njit(cache=True)
+def _split(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, rows, one, zero):
+    """c = op(a) op(b) (column-major, c's columns the rows of ``rows``, an (n, m) view of c
+    with unit inner stride), one BLAS call or two halves (:func:`_split_axis`)."""
+    axis = _split_axis(m, n, k)
+    if axis == 0:
+        _call(ta, tb, m, n, k, a, 0, lda, b, 0, ldb, c, 0, ldc, one, zero)
+    elif axis == 3:
+        part = np.empty((n, m), rows.dtype)
+        _inner_halves(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, part, one, zero)
+        _add_into(rows, part)
+    else:
+        _halves(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, one, zero, axis == 1)
+
+
 @njit(cache=True)
 def gemm(a, b, out):
     """out = a @ b (see the module docstring); returns out."""
@@ -125,14 +188,6 @@ def _product(a, b, out):
     one = np.ones(1, out.dtype)
     zero = np.zeros(1, out.dtype)
     if fc == 1:  # out rows contiguous: BLAS computes out.T (N x M) = b.T a.T
-        ta, tb, m, n = fb == 0, fa == 0, N, M
-        if m * n * K >= SPLIT_FROM and max(m, n) >= 32:
-            _halves(ta, tb, m, n, K, b, ldb, a, lda, out, ldc, one, zero, m >= n)
-        else:
-            _call(ta, tb, m, n, K, b, 0, ldb, a, 0, lda, out, 0, ldc, one, zero)
+        _split(fb == 0, fa == 0, N, M, K, b, ldb, a, lda, out, ldc, out, one, zero)
     else:  # out columns contiguous: out (M x N) = a b
-        ta, tb, m, n = fa == 1, fb == 1, M, N
-        if m * n * K >= SPLIT_FROM and max(m, n) >= 32:
-            _halves(ta, tb, m, n, K, a, lda, b, ldb, out, ldc, one, zero, m >= n)
-        else:
-            _call(ta, tb, m, n, K, a, 0, lda, b, 0, ldb, out, 0, ldc, one, zero)
+        _split(fa == 1, fb == 1, M, N, K, a, lda, b, ldb, out, ldc, out.T, one, zero)
