@@ -136,8 +136,11 @@ def test_chunks_are_fixed_by_the_sample_count_alone():
     for rows in (256, 300, 511, 700, 4096, 100_001):
         size = ksplit.chunk_size(rows)
         assert size % ksplit.VECTOR_STEP == 0 and size >= ksplit.MIN_CHUNK
-        count = -(-rows // size)
-        assert count & (count - 1) == 0 or count * size - rows < size  # powers of two
+        count = -(-rows // size)  # the last chunk takes the rest
+        shared = 1 << (rows // ksplit.MIN_CHUNK).bit_length() - 1  # the power of two it shares by
+        assert (count - 1) * size < rows <= count * size and count <= shared
+        assert size == -(-rows // shared // ksplit.VECTOR_STEP) * ksplit.VECTOR_STEP
+    assert -(-1025 // ksplit.chunk_size(1025)) == 7  # 7 of 160: not 8 (see chunk_size)
 
 
 def test_chunk_sums_less_the_parameter_part_are_the_batch_loss_and_gradient(model):

@@ -58,9 +58,12 @@ _DONE, _OPEN, _STOP, _RAN, _STATUS = 0, 8, 16, 24, 32
 
 
 def chunk_size(n: int) -> int:
-    """Samples per chunk for a batch of n, from n only: a power-of-two count of chunks (even
-    shares on 2, 4, 8 ... threads) of at least MIN_CHUNK samples, each a multiple of
-    VECTOR_STEP but the last."""
+    """Samples per chunk for a batch of n, from n only: n shared by a power-of-two count of
+    chunks of at least MIN_CHUNK samples, each rounded up to a multiple of VECTOR_STEP (the
+    last takes the rest). The rounding can leave fewer chunks than that power of two (1025
+    samples: 7 of 160, not 8), so shares on 2, 4, 8 ... threads are even only where it
+    does not (a review found it; kept, not measured: no multiple of VECTOR_STEP gives 8
+    chunks of 1025)."""
     count = 1 << int(math.log2(max(n // MIN_CHUNK, 1)))
     per = -(-n // count)
     return -(-per // VECTOR_STEP) * VECTOR_STEP
