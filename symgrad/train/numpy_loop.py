@@ -22,7 +22,7 @@ import numpy as np
 import sympy as sp
 from sympy.codegen.ast import AddAugmentedAssignment
 
-from ..expression.evaluate import numpy_function, resolved, stored
+from ..expression.evaluate import byproduct, numpy_function, resolved, stored
 from .history import DIVERGED, DONE, EARLY_STOPPING
 
 __all__ = ["NumpyLoop", "end_epoch", "numpy_update", "permutation"]
@@ -127,6 +127,25 @@ def _finite(a: np.ndarray) -> bool:
     return math.isfinite(a.sum()) or bool(np.all(np.isfinite(a)))
 
 
+def _kept(assignments: Sequence, first: int) -> dict:
+    """The values steps compute on the way that later steps use (``expression.evaluate.
+    byproduct``: ``softmax_cross_entropy(s, y)`` gives ``softmax(s)``, which its gradient
+    reads), each with its slot (from ``first`` on) and the step that leaves it: a value
+    computed once is read where the program uses it again. Only values of names assigned
+    once (and inputs): a name assigned again in between would make it stale."""
+    counts: dict = {}
+    for a in assignments:
+        counts[a.lhs] = counts.get(a.lhs, 0) + 1
+    kept: dict = {}
+    for i, a in enumerate(assignments):
+        made = byproduct(a.rhs)
+        if (made is None or made in kept or any(counts.get(s, 0) > 1 for s in made.free_symbols)
+                or not any(later.rhs.has(made) for later in assignments[i + 1:])):
+            continue
+        kept[made] = (first + len(kept), i)
+    return kept
+
+
 class NumpyLoop:
     """A matrix model's program run by NumPy: ``train`` takes the compiled loop's arguments
     (data as stored for it: matrices whose rows are the batch may be kept transposed)."""
@@ -140,15 +159,18 @@ class NumpyLoop:
         names += sizes
         names += list(dict.fromkeys(a.lhs for a in assignments if a.lhs not in set(names)))
         slots = {s: k for k, s in enumerate(names)}  # the values live in a list, by slot
-        self._size = len(names)
+        kept = _kept(assignments, len(names))  # values a step leaves for later ones
+        self._size = len(names) + len(kept)
 
-        def steps(part):  # a name's shape (matrices): smaller values broadcast into it
-            return [(slots[a.lhs], numpy_function(a.rhs, slots),
-                     isinstance(a, AddAugmentedAssignment), program.shapes.get(a.lhs) or None)
-                    for a in part]
+        def step(i, a):  # a name's shape (matrices): smaller values broadcast into it
+            known = {**slots, **{b: k for b, (k, at) in kept.items() if at < i}}
+            keep = next((k for b, (k, at) in kept.items() if at == i), None)
+            return (slots[a.lhs], numpy_function(a.rhs, known, keep),
+                    isinstance(a, AddAugmentedAssignment), program.shapes.get(a.lhs) or None)
 
-        self._forward = steps(program.forward)
-        self._backward = steps(program.backward)
+        steps = [step(i, a) for i, a in enumerate(assignments)]
+        self._forward = steps[:len(program.forward)]
+        self._backward = steps[len(program.forward):]
         self._dims_of: dict = {}  # rows -> each step's shape (smaller values broadcast)
         self._output = slots[program.output]
         self._grads = [slots[g] for g in program.grads]
@@ -173,7 +195,9 @@ class NumpyLoop:
         steps = self._forward + self._backward if backward else self._forward
         for (lhs, fn, aug, _), dims in zip(steps, self._dims(rows)):
             value = env[lhs] + fn(env) if aug else fn(env)
-            env[lhs] = value if dims is None else stored(value, dims, values.dtype)
+            if dims is not None and getattr(value, "shape", None) != dims:
+                value = stored(value, dims, values.dtype)
+            env[lhs] = value
         loss = env[self._output]
         if not backward:
             return loss, None
