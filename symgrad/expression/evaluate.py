@@ -94,12 +94,21 @@ def numpy_function(expr: sp.Basic, slots: Mapping[sp.Basic, int], keep: int | No
         if found is not None:
             kind, v = found
             return (lambda env: env[v]) if kind == "slot" else (lambda env: v)
-        if isinstance(e, (sp.Add, sp.Mul)):  # folded left to right, one pair at a time
-            fn = operator.add if isinstance(e, sp.Add) else operator.mul
+        if isinstance(e, sp.Mul):  # folded left to right, one pair at a time
             run = arg(e.args[0])
             for a in e.args[1:]:
-                run = _call(fn, [run, arg(a)])
-            return run if callable(run) else _call(lambda v: v, [run])
+                run = _call(operator.mul, [run, arg(a)])
+            return run
+        if isinstance(e, sp.Add):  # the same, a term -x subtracted: acc + -1.0*x is acc - x
+            terms = list(e.args)
+            if _negated(terms[0]) is not None and len(terms) > 1 and _negated(terms[1]) is None:
+                terms[:2] = terms[1], terms[0]  # -x + y is y - x: the same bits
+            run = arg(terms[0])
+            for a in terms[1:]:
+                x = _negated(a)
+                run = (_call(operator.sub, [run, arg(x)]) if x is not None else
+                       _call(operator.add, [run, arg(a)]))
+            return run
         fn = ops.get(type(e))
         if fn is None:
             _unsupported(e)
@@ -115,6 +124,14 @@ def numpy_function(expr: sp.Basic, slots: Mapping[sp.Basic, int], keep: int | No
         return value
 
     return run
+
+
+def _negated(e: sp.Basic) -> sp.Basic | None:
+    """``x`` if ``e`` is ``-x`` (``Mul(-1, x)``), else None."""
+    if isinstance(e, sp.Mul) and e.args[0] is sp.S.NegativeOne:
+        rest = e.args[1:]
+        return rest[0] if len(rest) == 1 else sp.Mul(*rest, evaluate=False)
+    return None
 
 
 def _getter(a):
@@ -203,6 +220,11 @@ def lower_any(expr):
 FEW_COLUMNS = 7
 
 
+def _sum(a):
+    """``np.sum(a)`` without its Python-level dispatch (the same reduction)."""
+    return np.add.reduce(a, axis=None)
+
+
 def _rowmax(a):
     if np.ndim(a) == 2 and 1 < a.shape[1] <= FEW_COLUMNS:
         out = np.maximum(a[:, 0:1], a[:, 1:2])
@@ -237,7 +259,7 @@ def _cross_entropy_and_softmax(s, y):
     z = s - _rowmax(s)
     e = np.exp(z)
     total = _rowsum(e)
-    return -np.sum(y * (z - np.log(total))) / s.shape[0], e / total
+    return -_sum(y * (z - np.log(total))) / s.shape[0], e / total
 
 
 def _sigmoid(x):
@@ -288,10 +310,10 @@ def _ops() -> dict:
         logsumexp: lambda *a: _reduce(np.logaddexp, a),
         A.matmul: lambda a, b: a @ b, A.transpose: lambda a: a.T,
         A.rowsum: _rowsum,
-        A.colsum: lambda a: a.sum(axis=0, keepdims=True),
-        A.total: np.sum, A.sqnorm: lambda a: np.sum(a * a),
+        A.colsum: lambda a: np.add.reduce(a, axis=0, keepdims=True),
+        A.total: _sum, A.sqnorm: lambda a: _sum(a * a),
         A.softmax: _softmax, A.log_softmax: _log_softmax,
-        A.softmax_cross_entropy: lambda s, y: -np.sum(y * _log_softmax(s)) / s.shape[0],
+        A.softmax_cross_entropy: lambda s, y: -_sum(y * _log_softmax(s)) / s.shape[0],
         A.dropout_mask: lambda a, p: np.ones_like(a),
         ExprCondPair: lambda v, c: (v, c),
         sp.Piecewise: _piecewise,

@@ -171,7 +171,7 @@ class NumpyLoop:
         steps = [step(i, a) for i, a in enumerate(assignments)]
         self._forward = steps[:len(program.forward)]
         self._backward = steps[len(program.forward):]
-        self._dims_of: dict = {}  # rows -> each step's shape (smaller values broadcast)
+        self._dims_of: dict = {}  # (rows, backward) -> the steps, shapes in numbers
         self._output = slots[program.output]
         self._grads = [slots[g] for g in program.grads]
         self._params = list(slices)
@@ -192,8 +192,7 @@ class NumpyLoop:
         k += len(data)
         for j in range(k, k + self._n_batch_symbols):
             env[j] = float(rows)
-        steps = self._forward + self._backward if backward else self._forward
-        for (lhs, fn, aug, _), dims in zip(steps, self._dims(rows)):
+        for lhs, fn, aug, dims in self._plan(rows, backward):
             value = env[lhs] + fn(env) if aug else fn(env)
             if dims is not None and getattr(value, "shape", None) != dims:
                 value = stored(value, dims, values.dtype)
@@ -205,12 +204,15 @@ class NumpyLoop:
             values.dtype, copy=False)
         return loss, grad
 
-    def _dims(self, rows) -> list:
-        """Each step's shape in numbers for a batch of ``rows`` (None: not a matrix)."""
-        found = self._dims_of.get(rows)
+    def _plan(self, rows, backward: bool) -> list:
+        """The steps run for a batch of ``rows``, each with its shape in numbers (None: not
+        a matrix); made once per batch size."""
+        found = self._dims_of.get((rows, backward))
         if found is None:
-            found = self._dims_of[rows] = [resolved(shape, rows) if shape else None
-                                           for *_, shape in self._forward + self._backward]
+            steps = self._forward + self._backward if backward else self._forward
+            found = self._dims_of[rows, backward] = [
+                (lhs, fn, aug, resolved(shape, rows) if shape else None)
+                for lhs, fn, aug, shape in steps]
         return found
 
     def _logical(self, stored: tuple) -> list:
