@@ -4,7 +4,10 @@ A matrix model's listing is whole-array code, so NumPy can run it as it stands: 
 assignment of the program (forward and backward, as SymPy data) becomes a closure over
 NumPy calls once (``expression.evaluate.numpy_function``), and a step evaluates them in
 order, each name keeping its shape as the compiled loop's buffers do (``program.shapes``:
-``grad_s1 = grad_s2`` below ``s2 = sum(s1)`` broadcasts the scalar to ``s1``'s shape).
+``grad_s1 = grad_s2`` below ``s2 = sum(s1)`` broadcasts the scalar to ``s1``'s shape). A
+value a step computes on the way that a later step uses is kept for it, not computed again
+(``expression.evaluate.byproduct``: the softmax of ``softmax_cross_entropy``, which its
+gradient reads).
 ``fit`` starts here when the compiled loop is not in the cache yet, so a short job never
 waits for a compile it does not need; a background process compiles the loop meanwhile and
 ``fit`` switches to it between chunks of epochs. This loop mirrors the
