@@ -203,9 +203,9 @@ class NumpyLoop:
         loss = env[self._output]
         if not backward:
             return loss, None
-        grad = np.concatenate([np.ravel(env[g]) for g in self._grads]).astype(
-            values.dtype, copy=False)
-        return loss, grad
+        grad = np.concatenate([g.ravel() if type(g) is np.ndarray else np.ravel(g)
+                               for g in [env[k] for k in self._grads]])
+        return loss, grad if grad.dtype == values.dtype else grad.astype(values.dtype)
 
     def _plan(self, rows, backward: bool) -> list:
         """The steps run for a batch of ``rows``, each with its shape in numbers (None: not
