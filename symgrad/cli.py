@@ -123,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="info (default): where the caches are, their size and cap, and whether "
                    "they are used; clear: delete the cached modules and Numba's files for them "
                    "(also under $NUMBA_CACHE_DIR) and the kernel library's machine code; warm: "
-                   "compile the kernel library now (once per machine)")
+                   "compile the kernel library (and the templates) now (once per machine)")
     p.add_argument("--keep-kernels", action="store_true",
                    help="with clear: keep the compiled kernel library")
     p.add_argument("--cache-dir", metavar="DIR", default=argparse.SUPPRESS, help=_CACHE_DIR_HELP)
@@ -241,10 +241,12 @@ def _warm() -> float:
     import numpy as np
     import sympy as sp
 
+    from .emit.templates import compile_all
     from .kernels import warm
 
     start = time.perf_counter()
     warm()
+    compile_all()  # Jinja's templates too, kept beside them where that is safe
     x, y = sp.symbols("x y")
     f = compile_function(sp.sin(x) * y, wrt=[x, y], backend="tape")
     f(1.0, 2.0), f.value_and_grad(1.0, 2.0), f.value_and_grad_array(np.ones(2))

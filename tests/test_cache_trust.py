@@ -8,6 +8,7 @@ would be seen."""
 
 import hashlib
 import json
+import marshal
 import os
 import pickle
 import shutil
@@ -536,3 +537,83 @@ def test_atomic_write_is_whole_or_nothing(tmp_path, monkeypatch):
         trust.atomic_write(target, b"new")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+
+
+# -- Jinja's compiled templates (symgrad.emit.templates) ---------------------------------
+
+def _template_env(directory: Path):
+    import jinja2
+
+    from symgrad.emit.templates import TemplateBytecode, template_dir
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())),
+                              trim_blocks=True, lstrip_blocks=True,
+                              bytecode_cache=TemplateBytecode(directory))
+
+
+def _planted_code(sentinel: Path) -> bytes:
+    """A compiled template's file (SHA-256 of the payload, then the payload) whose code
+    creates ``sentinel`` when Jinja runs it."""
+    payload = marshal.dumps(compile(f"import os\nos.mkdir({str(sentinel)!r})\n", "<t>", "exec"))
+    return hashlib.sha256(payload).digest() + payload
+
+
+def test_compiled_templates_are_kept_and_loaded_without_compiling(tmp_path):
+    where = tmp_path / "compiled"
+    expected = _template_env(where).get_template("prelude.py.j2")
+    assert len(list(where.glob("*.j2c"))) == 1
+    assert stat.S_IMODE(where.stat().st_mode) == 0o700
+    env = _template_env(where)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("compiled again")
+
+    env.compile = refuse
+    loaded = env.get_template("prelude.py.j2")
+    context = {"math_names": ["exp", "log"], "uses_numpy": True, "numba_names": ["njit"],
+               "kernel_imports": [("loops", ["permute"])]}
+    text = expected.render(context)
+    assert "from math import exp, log" in text and "from numba import njit" in text
+    assert loaded.render(context) == text
+
+
+def test_a_damaged_compiled_template_is_compiled_again(tmp_path):
+    where = tmp_path / "compiled"
+    _template_env(where).get_template("prelude.py.j2")
+    (kept,) = where.glob("*.j2c")
+    data = kept.read_bytes()
+    kept.write_bytes(data[:32] + data[33:])  # a byte lost: the SHA-256 no longer matches
+    env = _template_env(where)
+    compiled = []
+    original = env.compile
+    env.compile = lambda *a, **k: compiled.append(1) or original(*a, **k)
+    env.get_template("prelude.py.j2")
+    assert compiled == [1]
+    assert kept.read_bytes() == data  # written again, whole
+
+
+@posix_only
+@pytest.mark.parametrize("mode", [0o770, 0o757], ids=["group-writable", "others-writable"])
+def test_a_planted_compiled_template_never_runs_where_others_can_write(tmp_path, mode):
+    where = tmp_path / "compiled"
+    _template_env(where).get_template("prelude.py.j2")
+    (kept,) = where.glob("*.j2c")
+    sentinel = tmp_path / "sentinel"
+    kept.write_bytes(_planted_code(sentinel))
+    where.chmod(mode)
+    env = _template_env(where)
+    env.get_template("prelude.py.j2")  # compiled from the template instead
+    assert not sentinel.exists()
+
+
+@posix_only
+def test_the_planted_compiled_template_runs_where_only_its_owner_could_put_it(tmp_path):
+    """The twin: the same file in a private place is the owner's and is run."""
+    where = tmp_path / "compiled"
+    _template_env(where).get_template("prelude.py.j2")
+    (kept,) = where.glob("*.j2c")
+    sentinel = tmp_path / "sentinel"
+    kept.write_bytes(_planted_code(sentinel))
+    with pytest.raises(Exception):  # noqa: B017 (the payload is no template: Jinja fails)
+        _template_env(where).get_template("prelude.py.j2")
+    assert sentinel.is_dir()

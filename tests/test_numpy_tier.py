@@ -248,3 +248,66 @@ def test_broadcast_cases_agree_on_every_engine():
     assert bc.err(got, bc.flat(grad, params)) <= 1e-12
     hess = model.hessian(data)
     assert bc.err(hess, bc.fd_hessian(f, v0)) <= 1e-6
+
+
+# -- how the tier evaluates a step (symgrad.expression.evaluate.numpy_function) -------------
+
+@pytest.mark.parametrize("columns", range(1, 11))
+def test_row_max_and_sum_over_few_columns_are_numpys_bits(columns):
+    from symgrad.expression.evaluate import _rowmax, _rowsum
+
+    rng = np.random.default_rng(columns)
+    a = rng.normal(size=(257, columns)) * 10.0 ** rng.uniform(-8, 8, size=(257, columns))
+    a[3, -1] = np.nan
+    for got, want in ((_rowmax(a), a.max(axis=1, keepdims=True)),
+                      (_rowsum(a), a.sum(axis=1, keepdims=True))):
+        assert got.shape == want.shape == (257, 1)
+        assert np.array_equal(got, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("make", [
+    lambda x, y, z: -x + y, lambda x, y, z: x - y - z, lambda x, y, z: -x - y,
+    lambda x, y, z: 1 - x ** 2, lambda x, y, z: -2 * x * y + z, lambda x, y, z: -x * y,
+    lambda x, y, z: z * (x - y) / 3, lambda x, y, z: -x + 2 - y * z,
+], ids=["-x+y", "x-y-z", "-x-y", "1-x^2", "-2xy+z", "-xy", "z(x-y)/3", "-x+2-yz"])
+def test_a_step_is_evaluated_as_the_interpreter_does(make):
+    """numpy_function (the tier's closures, terms -x subtracted) against evaluate_lowered
+    (one NumPy call per node, sums and products as sum() and math.prod): the same bits."""
+    from symgrad.expression.evaluate import evaluate_lowered, numpy_function
+
+    x, y, z = sp.symbols("x y z")
+    expr = make(x, y, z)
+    rng = np.random.default_rng(0)
+    values = {s: rng.normal(size=(5, 3)) for s in (x, y, z)}
+    fn = numpy_function(expr, {x: 0, y: 1, z: 2})
+    got = fn([values[x], values[y], values[z]])
+    assert np.array_equal(got, evaluate_lowered(expr, values))
+
+
+def test_the_softmax_of_the_cross_entropy_is_kept_for_its_gradient():
+    """The step computing softmax_cross_entropy(s, Y) leaves softmax(s) where the gradient's
+    step reads it: computed once, and equal to an independent softmax and cross-entropy."""
+    from scipy.special import log_softmax, softmax
+
+    from symgrad.expression.evaluate import numpy_function
+    from symgrad.train.numpy_loop import _kept
+
+    model = _model()
+    steps = [*model.program.forward, *model.program.backward]
+    kept = _kept(steps, 100)
+    assert len(kept) == 1
+    ((node, (slot, at)),) = kept.items()
+    assert type(node).__name__ == "softmax"
+    assert type(steps[at].rhs).__name__ == "softmax_cross_entropy"
+    assert any(a.rhs.has(node) for a in steps[at + 1:])
+    s, y = steps[at].rhs.args
+    rng = np.random.default_rng(2)
+    scores = rng.normal(size=(40, 2)) * 30
+    targets = sg.one_hot(rng.integers(0, 2, 40), 2)
+    fn = numpy_function(steps[at].rhs, {s: 0, y: 1}, keep=2)
+    env = [scores, targets, None]
+    loss = fn(env)
+    np.testing.assert_allclose(env[2], softmax(scores, axis=1), rtol=1e-13, atol=1e-300)
+    assert loss == pytest.approx(-np.sum(targets * log_softmax(scores, axis=1)) / 40, rel=1e-13)
+    reader = numpy_function(node, {node: 2})
+    assert reader(env) is env[2]  # read, not computed again

@@ -4,7 +4,10 @@ A matrix model's listing is whole-array code, so NumPy can run it as it stands: 
 assignment of the program (forward and backward, as SymPy data) becomes a closure over
 NumPy calls once (``expression.evaluate.numpy_function``), and a step evaluates them in
 order, each name keeping its shape as the compiled loop's buffers do (``program.shapes``:
-``grad_s1 = grad_s2`` below ``s2 = sum(s1)`` broadcasts the scalar to ``s1``'s shape).
+``grad_s1 = grad_s2`` below ``s2 = sum(s1)`` broadcasts the scalar to ``s1``'s shape). A
+value a step computes on the way that a later step uses is kept for it, not computed again
+(``expression.evaluate.byproduct``: the softmax of ``softmax_cross_entropy``, which its
+gradient reads).
 ``fit`` starts here when the compiled loop is not in the cache yet, so a short job never
 waits for a compile it does not need; a background process compiles the loop meanwhile and
 ``fit`` switches to it between chunks of epochs. This loop mirrors the
@@ -22,7 +25,7 @@ import numpy as np
 import sympy as sp
 from sympy.codegen.ast import AddAugmentedAssignment
 
-from ..expression.evaluate import numpy_function, resolved, stored
+from ..expression.evaluate import byproduct, numpy_function, resolved, stored
 from .history import DIVERGED, DONE, EARLY_STOPPING
 
 __all__ = ["NumpyLoop", "end_epoch", "numpy_update", "permutation"]
@@ -127,6 +130,25 @@ def _finite(a: np.ndarray) -> bool:
     return math.isfinite(a.sum()) or bool(np.all(np.isfinite(a)))
 
 
+def _kept(assignments: Sequence, first: int) -> dict:
+    """The values steps compute on the way that later steps use (``expression.evaluate.
+    byproduct``: ``softmax_cross_entropy(s, y)`` gives ``softmax(s)``, which its gradient
+    reads), each with its slot (from ``first`` on) and the step that leaves it: a value
+    computed once is read where the program uses it again. Only values of names assigned
+    once (and inputs): a name assigned again in between would make it stale."""
+    counts: dict = {}
+    for a in assignments:
+        counts[a.lhs] = counts.get(a.lhs, 0) + 1
+    kept: dict = {}
+    for i, a in enumerate(assignments):
+        made = byproduct(a.rhs)
+        if (made is None or made in kept or any(counts.get(s, 0) > 1 for s in made.free_symbols)
+                or not any(later.rhs.has(made) for later in assignments[i + 1:])):
+            continue
+        kept[made] = (first + len(kept), i)
+    return kept
+
+
 class NumpyLoop:
     """A matrix model's program run by NumPy: ``train`` takes the compiled loop's arguments
     (data as stored for it: matrices whose rows are the batch may be kept transposed)."""
@@ -140,16 +162,19 @@ class NumpyLoop:
         names += sizes
         names += list(dict.fromkeys(a.lhs for a in assignments if a.lhs not in set(names)))
         slots = {s: k for k, s in enumerate(names)}  # the values live in a list, by slot
-        self._size = len(names)
+        kept = _kept(assignments, len(names))  # values a step leaves for later ones
+        self._size = len(names) + len(kept)
 
-        def steps(part):  # a name's shape (matrices): smaller values broadcast into it
-            return [(slots[a.lhs], numpy_function(a.rhs, slots),
-                     isinstance(a, AddAugmentedAssignment), program.shapes.get(a.lhs) or None)
-                    for a in part]
+        def step(i, a):  # a name's shape (matrices): smaller values broadcast into it
+            known = {**slots, **{b: k for b, (k, at) in kept.items() if at < i}}
+            keep = next((k for b, (k, at) in kept.items() if at == i), None)
+            return (slots[a.lhs], numpy_function(a.rhs, known, keep),
+                    isinstance(a, AddAugmentedAssignment), program.shapes.get(a.lhs) or None)
 
-        self._forward = steps(program.forward)
-        self._backward = steps(program.backward)
-        self._dims_of: dict = {}  # rows -> each step's shape (smaller values broadcast)
+        steps = [step(i, a) for i, a in enumerate(assignments)]
+        self._forward = steps[:len(program.forward)]
+        self._backward = steps[len(program.forward):]
+        self._dims_of: dict = {}  # (rows, backward) -> the steps, shapes in numbers
         self._output = slots[program.output]
         self._grads = [slots[g] for g in program.grads]
         self._params = list(slices)
@@ -170,23 +195,27 @@ class NumpyLoop:
         k += len(data)
         for j in range(k, k + self._n_batch_symbols):
             env[j] = float(rows)
-        steps = self._forward + self._backward if backward else self._forward
-        for (lhs, fn, aug, _), dims in zip(steps, self._dims(rows)):
+        for lhs, fn, aug, dims in self._plan(rows, backward):
             value = env[lhs] + fn(env) if aug else fn(env)
-            env[lhs] = value if dims is None else stored(value, dims, values.dtype)
+            if dims is not None and getattr(value, "shape", None) != dims:
+                value = stored(value, dims, values.dtype)
+            env[lhs] = value
         loss = env[self._output]
         if not backward:
             return loss, None
-        grad = np.concatenate([np.ravel(env[g]) for g in self._grads]).astype(
-            values.dtype, copy=False)
-        return loss, grad
+        grad = np.concatenate([g.ravel() if type(g) is np.ndarray else np.ravel(g)
+                               for g in [env[k] for k in self._grads]])
+        return loss, grad if grad.dtype == values.dtype else grad.astype(values.dtype)
 
-    def _dims(self, rows) -> list:
-        """Each step's shape in numbers for a batch of ``rows`` (None: not a matrix)."""
-        found = self._dims_of.get(rows)
+    def _plan(self, rows, backward: bool) -> list:
+        """The steps run for a batch of ``rows``, each with its shape in numbers (None: not
+        a matrix); made once per batch size."""
+        found = self._dims_of.get((rows, backward))
         if found is None:
-            found = self._dims_of[rows] = [resolved(shape, rows) if shape else None
-                                           for *_, shape in self._forward + self._backward]
+            steps = self._forward + self._backward if backward else self._forward
+            found = self._dims_of[rows, backward] = [
+                (lhs, fn, aug, resolved(shape, rows) if shape else None)
+                for lhs, fn, aug, shape in steps]
         return found
 
     def _logical(self, stored: tuple) -> list:
