@@ -35,8 +35,9 @@ loop, over the epochs in which both threads took a chunk):
 - Compile: the prange region took ~33 s to compile beyond its parts (load ~2.8; the parfor
   pass compiles the worker again inside it); the same worker as ``njit(nogil=True)`` started
   from Python threads a few seconds. The base W2 model's compile took 14.7 s at that load.
-- A waiting thread yields its core (``sched_yield``) after SPINS pause spins: 2/3/4/8
-  threads on the 2 busy cores went from 38/67/84/162 to 28/32/38/28 us per epoch.
+- A waiting thread yields its core (``sched_yield``) after kernels.split.SPINS pause spins
+  (``wait_open``, which the threads here share with the library's): 2/3/4/8 threads on the
+  2 busy cores went from 38/67/84/162 to 28/32/38/28 us per epoch.
 
 Run: ``PYTHONPATH=. python benchmarks/w2_threads.py [rounds] [epochs per fit]``.
 """
@@ -56,7 +57,7 @@ from numba.extending import intrinsic
 
 from symgrad.kernels.loops import DONE, accumulate, end_epoch
 from symgrad.kernels.optim import update
-from symgrad.kernels.split import fetch_add, load_acquire, pause, store_release, swap_if, yield_cpu
+from symgrad.kernels.split import fetch_add, store_release, swap_if, wait_open
 from symgrad.kernels.vecmath import vexp_fast as exp
 from symgrad.kernels.vecmath import vlog as log
 from symgrad.kernels.vecmath import vtanh as tanh
@@ -65,10 +66,6 @@ H = 16
 #: Rows of one chunk's buffers: s5 (H), s6 (H), s8, grad_s8, t0 (2 each), wm, wz, wl.
 ROWS = 2 * H + 9
 MIN_CHUNK = 128  # samples
-
-
-#: Spins (pause) before a waiting thread yields its core at each further test.
-SPINS = 2000
 
 
 @intrinsic
@@ -197,19 +194,9 @@ def _worker(w, ctl, taken, partial, bufs, size, first, epochs, p, g, X, Y, kind,
     b2 = p[80:82].reshape((1, 2))
     e = 0
     while True:
-        spins = 0
-        while True:  # wait for an open epoch: one that a running thread opens
-            if load_acquire(ctl, 16) != 0:
-                return
-            opened = load_acquire(ctl, 8)
-            if opened >= e:
-                break
-            spins += 1
-            if spins < SPINS:
-                pause()
-            else:
-                yield_cpu()
-        e = opened
+        e = wait_open(ctl, e)  # ctl[8] open epoch, ctl[16] stop: kernels.split's places
+        if e < 0:
+            return
         for j in range(chunks):
             c = (w + j) % chunks
             if not swap_if(taken, 8 * c, e, e + 1):  # taken[8c]: chunk c's epochs so far

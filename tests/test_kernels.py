@@ -208,10 +208,18 @@ def test_row_wise_softmax_kernels_match_numpy():
                                        ("sin", np.sin), ("cos", np.cos)])
 def test_map_kernels_match_numpy(name, ref):
     m = _RNG.uniform(0.01, 30.0, (3, 20))
-    for v in _layouts(m):
+    kernel = getattr(arrays, f"map_{name}")
+    for v in _layouts(m):  # 1-D: a matrix flat, or row by row (a strided row too)
         out = np.empty((3, 20))
-        getattr(arrays, f"map_{name}").py_func(v, out)
+        if v.flags.c_contiguous:
+            kernel.py_func(v.reshape(v.size), out.reshape(out.size))
+        else:
+            for r in range(3):
+                kernel.py_func(v[r], out[r])
         np.testing.assert_allclose(out, ref(m), rtol=1e-15, atol=1e-300)
+        compiled = np.empty(20)
+        kernel(v[1], compiled)  # compiled, on a strided row where v is a transposed view
+        np.testing.assert_allclose(compiled, ref(m[1]), rtol=1e-15, atol=1e-300)
 
 
 def test_copied_kernels_are_renamed_with_their_callees():

@@ -811,8 +811,25 @@ def test_sums_over_the_batch_join_the_loop_that_computes_their_operand(mlp):
     assert "_r0 = accumulate(_r0, " in loop
     assert f"{b1.group(2)}[" not in body  # kept in a local
     # tanh from one buffer into another: one flat loop over the contiguous storage
-    assert re.search(r"_map_tanh\((\w+)\.reshape\(\(1, \1\.size\)\), (\w+)\.reshape\("
-                     r"\(1, \2\.size\)\)\)", body), body
+    assert re.search(r"_map_tanh\((\w+)\.reshape\(\1\.size\), (\w+)\.reshape\(\2\.size\)\)",
+                     body), body
+
+
+def test_math_maps_of_data_and_parameters_run_row_by_row():
+    """tanh of the data and exp of a parameter matrix: not two buffers, so the generated
+    code calls the 1-D map kernels row by row (the data stored transposed, a view into the
+    batch); values and gradients against NumPy by hand."""
+    Xs, W = sp.MatrixSymbol("X", n, 3), sp.MatrixSymbol("W", 3, 2)
+    rng = np.random.default_rng(11)
+    w0, x = rng.standard_normal((3, 2)), rng.standard_normal((7, 3))
+    model = sg.Model(sg.sum(sg.tanh(Xs) * sg.exp(W)) / n, params={W: w0}, data=[Xs])
+    value, grads = model.value_and_grad({Xs: x})
+    t = np.tanh(x).sum(axis=0)
+    ew = np.exp(w0)
+    assert value == pytest.approx((t @ ew).sum() / 7, rel=1e-13)
+    np.testing.assert_allclose(grads[W], np.outer(t, np.ones(2)) * ew / 7, rtol=1e-13)
+    assert re.search(r"for _r in range\(\w+\.shape\[0\]\):\n\s+_map_(tanh|exp)\(\w+\[_r\], "
+                     r"\w+\[_r\]\)", model.source), model.source
 
 
 def test_fused_sums_keep_their_own_limit():

@@ -53,42 +53,43 @@ def rowsums(a, rows, cols, out, acc):
 
 @njit(cache=True, error_model="numpy")
 def map_cos(a, out):
-    """out = cos(a), entry by entry."""
-    for r in range(a.shape[0]):
-        for c in range(a.shape[1]):
-            out[r, c] = cos(a[r, c])
+    """out = cos(a), entry by entry, for 1-D a and out (see :func:`map_tanh`)."""
+    for i in range(a.shape[0]):
+        out[i] = cos(a[i])
 
 
 @njit(cache=True, error_model="numpy")
 def map_exp(a, out):
-    """out = exp(a), entry by entry."""
-    for r in range(a.shape[0]):
-        for c in range(a.shape[1]):
-            out[r, c] = exp(a[r, c])
+    """out = exp(a), entry by entry, for 1-D a and out (see :func:`map_tanh`)."""
+    for i in range(a.shape[0]):
+        out[i] = exp(a[i])
 
 
 @njit(cache=True, error_model="numpy")
 def map_log(a, out):
-    """out = log(a), entry by entry."""
-    for r in range(a.shape[0]):
-        for c in range(a.shape[1]):
-            out[r, c] = log(a[r, c])
+    """out = log(a), entry by entry, for 1-D a and out (see :func:`map_tanh`)."""
+    for i in range(a.shape[0]):
+        out[i] = log(a[i])
 
 
 @njit(cache=True, error_model="numpy")
 def map_sin(a, out):
-    """out = sin(a), entry by entry."""
-    for r in range(a.shape[0]):
-        for c in range(a.shape[1]):
-            out[r, c] = sin(a[r, c])
+    """out = sin(a), entry by entry, for 1-D a and out (see :func:`map_tanh`)."""
+    for i in range(a.shape[0]):
+        out[i] = sin(a[i])
 
 
 @njit(cache=True, error_model="numpy")
 def map_tanh(a, out):
-    """out = tanh(a), entry by entry."""
-    for r in range(a.shape[0]):
-        for c in range(a.shape[1]):
-            out[r, c] = tanh(a[r, c])
+    """out = tanh(a), entry by entry, for 1-D a and out. One loop, not a loop nest: LLVM
+    keeps the ~25 constants of a vectorizable function (``vecmath``) that do not fit in
+    registers on the stack, read as memory operands; in the inner loop of a nest it loaded
+    each one again in every iteration instead (on x86-64 an address and a broadcast each,
+    ~50 more instructions per vector: W2's chunk on 300 samples took 0.91x the time on one
+    thread, its tanh pass ~3.0 ns per value instead of ~3.5). A generated module passes
+    contiguous buffers flat and other matrices row by row."""
+    for i in range(a.shape[0]):
+        out[i] = tanh(a[i])
 
 
 @njit(cache=True, error_model="numpy")

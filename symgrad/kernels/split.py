@@ -192,6 +192,24 @@ def _close_epoch(chunk, grads, closs, g, g0, dims, val, nv, p, kind, state, step
                      best_params, patience)
 
 
+@njit(cache=True, nogil=True)
+def wait_open(ctl, e):
+    """The open epoch (ctl[_OPEN]) once it is e or later, -1 once training stops (ctl[_STOP]
+    set): :data:`SPINS` spins (``pause``), then a yield of the core at each further look."""
+    spins = 0
+    while True:
+        if load_acquire(ctl, _STOP) != 0:
+            return -1
+        opened = load_acquire(ctl, _OPEN)
+        if opened >= e:
+            return opened
+        spins += 1
+        if spins < SPINS:
+            pause()
+        else:
+            yield_cpu()
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def worker(w, chunk, ctl, taken, works, widths, grads, closs, g, g0, n, dims, val, nv, p, kind,
            state, step, hyper, first, epochs, patience, losses, val_losses, best, best_params,
@@ -204,19 +222,9 @@ def worker(w, chunk, ctl, taken, works, widths, grads, closs, g, g0, n, dims, va
     chunks = works.shape[0]
     e = 0
     while True:
-        spins = 0
-        while True:  # wait for an open epoch: one that a running thread opens
-            if load_acquire(ctl, _STOP) != 0:
-                return
-            opened = load_acquire(ctl, _OPEN)
-            if opened >= e:
-                break
-            spins += 1
-            if spins < SPINS:
-                pause()
-            else:
-                yield_cpu()
-        e = opened
+        e = wait_open(ctl, e)
+        if e < 0:
+            return
         for j in range(chunks):
             c = (w + j) % chunks
             if not swap_if(taken, 8 * c, e, e + 1):
@@ -289,4 +297,4 @@ def train(threads: int, chunk, works, widths, n: int, dims, val, nv: int, p, gra
 
 
 __all__ = ["CHUNK", "MIN_CHUNK", "SPINS", "VECTOR_STEP", "WORKER", "chunk_size", "compiled_worker",
-           "train", "worker"]
+           "train", "wait_open", "worker"]
