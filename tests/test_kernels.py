@@ -92,6 +92,31 @@ def test_accumulate_adds_in_float32_to_a_float32_total_only():
     assert add(np.float32(1.0), np.float32(2.0 ** -20)) == np.float32(1.0 + 2.0 ** -20)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_relayout_transposes_the_blocks_as_numpy_does_and_back(dtype, rows):
+    """relayout against NumPy by hand: the listed matrices transposed in every row, the
+    entries between, before and after them copied; odd sizes (strips of 8 and the rest); the
+    way back gives the rows again, bit for bit."""
+    blocks = np.array([[3, 13, 5], [68, 1, 4], [72, 9, 8], [144, 2, 1]], dtype=np.int64)
+    n = 150
+    rng = np.random.default_rng(7)
+    src = rng.standard_normal((rows, n)).astype(dtype)
+    want = src.copy()
+    for lo, r, c in blocks:
+        want[:, lo:lo + r * c] = src[:, lo:lo + r * c].reshape(rows, r, c).transpose(
+            0, 2, 1).reshape(rows, r * c)
+    got = np.full_like(src, np.nan)
+    loops.relayout(src, got, blocks, True)
+    np.testing.assert_array_equal(got, want)
+    back = np.full_like(src, np.nan)
+    loops.relayout(got, back, blocks, False)
+    np.testing.assert_array_equal(back, src)
+    none = np.full_like(src, np.nan)
+    loops.relayout(src, none, blocks[:0], True)  # no matrices: a copy
+    np.testing.assert_array_equal(none, src)
+
+
 @pytest.mark.parametrize("module", [vecmath, loops, optim, blas, trainer])
 def test_public_kernel_names_are_reserved_from_user_symbols(module):
     """A saved module carries the kernels' source: no user symbol may take their names."""

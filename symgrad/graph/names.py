@@ -35,7 +35,7 @@ GENERATED_CODE_NAMES = frozenset(
     KIND block exact HAS_EXACT
     vexp vexp_fast vexpm1 vtanh vlog vlog1p vsin vcos vsin_fast vcos_fast SIN_FAST_LIMIT
     finite permute accumulate claim view2d cgutils impl_ret_borrowed chunk CHUNK_LAYOUT
-    SUMS KINDS update end_epoch DONE DIVERGED EARLY_STOPPING
+    SUMS KINDS update end_epoch DONE DIVERGED EARLY_STOPPING relayout
     BLOCK BLOCK_SIZE CHUNKS block_sums loss_and_grad_sum loss_sum train float64 int64 uint64
     gemm SPLIT_FROM update_halves HALVES_FROM
     types

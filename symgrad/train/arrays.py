@@ -9,6 +9,7 @@ the optimizers, early stopping, the divergence guard and History, all in one com
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -681,13 +682,32 @@ def to_model(module, w: np.ndarray, out: np.ndarray) -> None:
 
 def _transposed(module, a: np.ndarray, out: np.ndarray, into_working: bool) -> np.ndarray:
     """``a`` into ``out`` with the matrices of ``module.WORKING`` (offset, rows, columns in
-    the model's layout) transposed: from the model's layout into the working one, or back."""
+    the model's layout) transposed: from the model's layout into the working one, or back;
+    by the compiled ``kernels.loops.relayout`` (fit converts several vectors per call of the
+    loop: W3's parameters, state and best parameters took ~1.7 ms per call with NumPy's
+    strided copies, one thread), NumPy for other dtypes or layouts."""
+    if (a.dtype == out.dtype and a.dtype in (np.float32, np.float64) and a.shape == out.shape
+            and a.flags.c_contiguous and out.flags.c_contiguous and a.ndim in (1, 2)
+            and not np.may_share_memory(a, out)):
+        from ..kernels.loops import relayout
+
+        relayout(a.reshape(-1, a.shape[-1]), out.reshape(-1, out.shape[-1]),
+                 _blocks(module.WORKING), into_working)
+        return out
     out[...] = a
     lead = a.shape[:-1]
     for lo, r, c in getattr(module, "WORKING", ()):
         block = a[..., lo:lo + r * c].reshape(lead + ((r, c) if into_working else (c, r)))
         out[..., lo:lo + r * c] = block.swapaxes(-1, -2).reshape(lead + (r * c,))
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _blocks(working: tuple) -> np.ndarray:
+    """``module.WORKING`` as ``relayout`` takes it: int64 rows by increasing offset."""
+    blocks = np.array(sorted(working), dtype=np.int64).reshape(-1, 3)
+    blocks.flags.writeable = False
+    return blocks
 
 
 def split_chunks(module, X: tuple, batched, flipped, size: int):
@@ -763,9 +783,11 @@ def call_train(module, params, grad, state, *args, loop=None):
     """``module.train(params, grad, state, *args)`` (or ``loop``, which takes the same
     arguments) in the model's layout: the parameters,
     the optimizer state and the best parameters (the last argument) are converted into the
-    loop's working layout (:func:`to_working`) and back after it, and so is the gradient it
-    leaves; once per call, not per epoch (the loop's end of epoch does not care about the
-    layout: finiteness, copies of whole vectors). A Ctrl-C's handler runs after the
+    loop's working layout (:func:`to_working`) and back after it, and so is the gradient an
+    evaluation (epochs = -1) leaves (a training call's last gradient is read by nobody: fit
+    does not convert it); once per call, not per epoch (the loop's end of epoch does not
+    care about the layout: finiteness, copies of whole vectors). A Ctrl-C's handler runs
+    after the
     conversions back (:func:`interrupt.deferred`): the loop writes the best loss in place, so a
     KeyboardInterrupt raised halfway would leave it with best parameters not yet (or half)
     converted."""
@@ -788,7 +810,7 @@ def _call_train(module, params, grad, state, *args, loop=None):
     with deferred():
         w_params, w_state, w_best = (to_working(module, a) for a in (params, state, best))
         out = loop(w_params, w_grad, w_state, *args[:-1], w_best)
-        for w, a in ((w_params, params), (w_grad, grad), (w_state, state), (w_best, best)):
+        for w, a in ((w_params, params), (w_state, state), (w_best, best)):
             to_model(module, w, a)
     return out
 
