@@ -77,9 +77,12 @@ PEER_MODULES = {p: p for p in ("symgrad", "numpy", "numba", "torch", "jax", "pyt
 
 
 class Clock:
-    """``with Clock() as c: ...`` then ``c.s`` is the elapsed wall time in seconds."""
+    """``with Clock() as c: ...`` then ``c.s`` is the elapsed wall time in seconds. The
+    garbage collector runs before the clock starts, so no timed region of any peer pays
+    for what came before it (a pass after the imports costs ~45 ms)."""
 
     def __enter__(self) -> Clock:
+        gc.collect()
         self.s = 0.0
         self._t = time.perf_counter()
         return self

@@ -617,3 +617,26 @@ def test_the_planted_compiled_template_runs_where_only_its_owner_could_put_it(tm
     with pytest.raises(Exception):  # noqa: B017 (the payload is no template: Jinja fails)
         _template_env(where).get_template("prelude.py.j2")
     assert sentinel.is_dir()
+
+
+def test_a_compiled_template_kept_under_other_environment_settings_is_not_used(tmp_path):
+    """A review found the kept compiled templates keyed by the source and the versions
+    only: code compiled under other settings (trim_blocks, lstrip_blocks ...), e.g. by an
+    older symgrad whose ``environment()`` differed, was loaded and rendered other text."""
+    import jinja2
+
+    from symgrad.emit.templates import TemplateBytecode, template_dir
+
+    context = {"math_names": ["exp", "log"], "uses_numpy": True, "numba_names": ["njit"],
+               "kernel_imports": [("loops", ["permute"])]}
+
+    def env(directory, **options):
+        return jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(template_dir())),
+            bytecode_cache=TemplateBytecode(directory) if directory else None, **options)
+
+    where = tmp_path / "compiled"
+    env(where, trim_blocks=True, lstrip_blocks=True).get_template("prelude.py.j2")
+    assert list(where.glob("*.j2c"))
+    want = env(None).get_template("prelude.py.j2").render(context)
+    assert env(where).get_template("prelude.py.j2").render(context) == want

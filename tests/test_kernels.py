@@ -550,3 +550,28 @@ def test_update_halves_is_update(kind):
         numba.set_num_threads(before)
     assert np.array_equal(p, ref) and np.array_equal(state, ref_state)
     assert not np.array_equal(p, rng.standard_normal(n).astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fit_uses_the_relayout_that_warm_compiled(dtype):
+    """A review found that ``warm`` compiled ``relayout`` for writable blocks while fit
+    passes them read-only (``train.arrays._blocks``, another Numba type), so the first fit
+    compiled it again (~2 s a dtype; in every process where the library's cache cannot be
+    written)."""
+    from symgrad import kernels
+    from symgrad.kernels import loops
+    from symgrad.train import arrays as A
+
+    kernels.warm()
+    before = list(loops.relayout.signatures)
+
+    class Module:  # a generated module's WORKING: (offset, rows, columns)
+        WORKING = ((0, 2, 3),)
+
+    params = np.arange(8, dtype=dtype)
+    state = np.arange(16, dtype=dtype).reshape(2, 8)
+    w = A.to_working(Module, params)
+    A.to_model(Module, w, np.empty_like(params))
+    A.to_working(Module, state)
+    added = [s for s in loops.relayout.signatures if s not in before]
+    assert not added, f"fit compiled relayout for signatures warm did not: {added}"

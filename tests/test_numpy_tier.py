@@ -311,3 +311,20 @@ def test_the_softmax_of_the_cross_entropy_is_kept_for_its_gradient():
     assert loss == pytest.approx(-np.sum(targets * log_softmax(scores, axis=1)) / 40, rel=1e-13)
     reader = numpy_function(node, {node: 2})
     assert reader(env) is env[2]  # read, not computed again
+
+
+@pytest.mark.parametrize("columns", [2, 3, 7])
+def test_rowsum_of_negative_zeros_has_numpys_and_the_compiled_loops_sign(columns):
+    """A review found the tier's sum over few columns, column by column, gave -0.0 for a
+    row of negative zeros, where NumPy and the compiled loop's ``rowsums`` (a sum from 0.0)
+    give +0.0: 1 / rowsum(...) was -inf on one engine and +inf on the other."""
+    from symgrad.expression.evaluate import _rowsum
+    from symgrad.kernels.arrays import rowsums
+
+    a = np.full((4, columns), -0.0)
+    got = _rowsum(a)
+    want = a.sum(axis=1, keepdims=True)
+    compiled = np.empty(4)
+    rowsums.py_func(a, 4, columns, compiled, False)  # the compiled loop's kernel, as written
+    assert np.array_equal(np.signbit(want).ravel(), np.signbit(compiled))
+    assert np.array_equal(np.signbit(got), np.signbit(want)), (got.ravel(), want.ravel())

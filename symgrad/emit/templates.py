@@ -9,7 +9,8 @@ includes: ~80 ms of CPU here, in every process that renders a matrix model). Lik
 own ``.pyc`` files, the compiled code is kept beside the templates, in their
 ``__pycache__`` (:class:`TemplateBytecode`), and loaded from there only under the rules of
 :mod:`symgrad.trust` (whoever could plant a file there could change symgrad's own code): a
-file named by the SHA-256 of the template's name and source, Jinja's and Python's versions,
+file named by the SHA-256 of the template's name and source, Jinja's and Python's versions
+and the environment's settings that shape the compiled code,
 holding the SHA-256 of its contents, in a place only its user, root or the templates'
 owner can write. Where it cannot be written or trusted, templates compile in each process.
 """
@@ -42,6 +43,13 @@ def template_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "templates"
 
 
+#: The settings of a Jinja environment that change the code a template compiles to.
+_SHAPING = ("block_start_string", "block_end_string", "variable_start_string",
+            "variable_end_string", "comment_start_string", "comment_end_string",
+            "line_statement_prefix", "line_comment_prefix", "trim_blocks", "lstrip_blocks",
+            "newline_sequence", "keep_trailing_newline", "optimized", "autoescape", "is_async")
+
+
 class TemplateBytecode(jinja2.BytecodeCache):
     """Jinja's compiled templates in ``directory`` (see the module docstring): loaded only
     from a place :func:`symgrad.trust.problem` accepts (``owners``: uids trusted besides
@@ -52,8 +60,10 @@ class TemplateBytecode(jinja2.BytecodeCache):
         self.directory, self.owners = Path(directory), owners
 
     def path(self, bucket: jinja2.bccache.Bucket) -> Path:
+        env = bucket.environment  # its settings shape the compiled code as much as the source
+        settings = repr([getattr(env, name) for name in _SHAPING] + sorted(env.extensions))
         key = "\0".join((jinja2.__version__, sys.version, importlib.util.MAGIC_NUMBER.hex(),
-                         bucket.key, bucket.checksum))
+                         settings, bucket.key, bucket.checksum))
         return self.directory / f"{hashlib.sha256(key.encode()).hexdigest()}.j2c"
 
     def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:

@@ -239,6 +239,7 @@ def _rowsum(a):
         out = a[:, 0:1] + a[:, 1:2]
         for j in range(2, a.shape[1]):
             out += a[:, j:j + 1]
+        out += 0.0  # a sum from 0.0, as the compiled loops' (a row of -0.0 sums to +0.0)
         return out
     return a.sum(axis=1, keepdims=True)
 

@@ -261,8 +261,10 @@ def warm() -> float:
         a, out = np.ones((2, 2), dtype=dtype), np.empty((2, 2), dtype=dtype)
         for left, right in ((a, a), (a.T, a), (a, a.T)):  # the operand layouts emit writes
             blas.gemm(left, right, out)
-        rows = np.ones((2, 6), dtype=dtype)  # fit's conversions into the working layout
-        loops.relayout(rows, np.empty_like(rows), np.array([[0, 2, 2]]), True)
+        rows = np.ones((2, 6), dtype=dtype)  # fit's conversions into the working layout,
+        blocks = np.array([[0, 2, 2]])  # whose blocks fit passes read-only (another type)
+        blocks.flags.writeable = False
+        loops.relayout(rows, np.empty_like(rows), blocks, True)
     loops.permute(np.empty(3, dtype=np.int64), 0)
     from . import split
 
