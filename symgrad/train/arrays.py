@@ -787,10 +787,9 @@ def call_train(module, params, grad, state, *args, loop=None):
     evaluation (epochs = -1) leaves (a training call's last gradient is read by nobody: fit
     does not convert it); once per call, not per epoch (the loop's end of epoch does not
     care about the layout: finiteness, copies of whole vectors). A Ctrl-C's handler runs
-    after the
-    conversions back (:func:`interrupt.deferred`): the loop writes the best loss in place, so a
-    KeyboardInterrupt raised halfway would leave it with best parameters not yet (or half)
-    converted."""
+    after the conversions back (:func:`interrupt.deferred`): the loop writes the best loss in
+    place, so a KeyboardInterrupt raised halfway would leave it with best parameters not yet
+    (or half) converted."""
     if hasattr(module, "gemm"):  # the products' halves are single-threaded BLAS calls
         with one_blas_thread():
             return _call_train(module, params, grad, state, *args, loop=loop)
